@@ -1,0 +1,1 @@
+"""Airflow operators for sdod (the training operator lands with issue 8)."""

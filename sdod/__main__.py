@@ -1,0 +1,3 @@
+from sdod.cli import main
+
+raise SystemExit(main())

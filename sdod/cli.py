@@ -1,0 +1,131 @@
+"""`python -m sdod <command>`: one subcommand per stage and tool (DESIGN.md's CLI contract).
+
+Exit codes: 0 success, 2 user error (one line on stderr, no traceback), 1 internal failure.
+`--json` prints the command's result as JSON on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sdod import __version__
+from sdod.errors import UserError
+
+EXIT_OK, EXIT_INTERNAL, EXIT_USER = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], Any]
+    render: Callable[[Any], str] | None = None
+
+
+def _render_lines(result: dict[str, Any]) -> str:
+    return "\n".join(
+        f"{k}: {json.dumps(v) if not isinstance(v, str) else v}" for k, v in result.items()
+    )
+
+
+# --- make-sample-data ---------------------------------------------------------------
+
+
+def _configure_sample_data(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, help="folder to write the dataset into")
+    p.add_argument("--format", default="image-json", choices=["image-json", "manifest"])
+    p.add_argument("--train", type=int, default=240, help="training images (default 240)")
+    p.add_argument("--validation", type=int, default=60, help="validation images (default 60)")
+    p.add_argument("--classes", type=int, default=3, help="shape classes, 1..8 (default 3)")
+    p.add_argument("--seed", type=int, default=0, help="same seed, same bytes (default 0)")
+    p.add_argument(
+        "--source-ref-prefix",
+        default="",
+        help="manifest only: prefix of each source-ref, e.g. s3://bucket/data/ "
+        "(default: paths relative to the manifest)",
+    )
+
+
+def _run_sample_data(args: argparse.Namespace) -> dict[str, Any]:
+    from sdod.data.sampledata import make_sample_data
+
+    return make_sample_data(
+        args.out,
+        fmt=args.format,
+        train=args.train,
+        validation=args.validation,
+        num_classes=args.classes,
+        seed=args.seed,
+        source_ref_prefix=args.source_ref_prefix,
+    ).to_dict()
+
+
+def _render_sample_data(r: dict[str, Any]) -> str:
+    lines = [
+        f"wrote {r['images']['train']} train + {r['images']['validation']} validation images "
+        f"({r['boxes']['train'] + r['boxes']['validation']} boxes, {r['num_classes']} classes: "
+        f"{', '.join(r['class_names'])}) in {r['format']} format to {r['out']}"
+    ]
+    lines += [f"  channel {name}: {r['out']}/{path}" for name, path in r["channels"].items()]
+    return "\n".join(lines)
+
+
+COMMANDS: list[Command] = [
+    Command(
+        "make-sample-data",
+        "write a small, real, learnable detection dataset in SageMaker's layout",
+        _configure_sample_data,
+        _run_sample_data,
+        _render_sample_data,
+    ),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sdod",
+        description="SageMaker built-in Object Detection (SSD) on PyTorch: the pipeline stages.",
+    )
+    parser.add_argument("--version", action="version", version=f"sdod {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="<command>", required=True)
+    for command in COMMANDS:
+        p = sub.add_parser(command.name, help=command.help, description=command.help)
+        p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+        command.configure(p)
+        p.set_defaults(_command=command)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    command: Command = args._command
+    try:
+        result = command.run(args)
+    except UserError as exc:
+        print(f"sdod {command.name}: error: {exc}", file=sys.stderr)
+        return EXIT_USER
+    except KeyboardInterrupt:
+        print(f"sdod {command.name}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug or an environment failure: keep the traceback
+        traceback.print_exc()
+        print(f"sdod {command.name}: internal error: {exc}", file=sys.stderr)
+        return EXIT_INTERNAL
+    if isinstance(result, int):
+        return result
+    if args.json:
+        print(json.dumps(result, indent=2))
+    elif result is not None:
+        print((command.render or _render_lines)(result))
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

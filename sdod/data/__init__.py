@@ -1,0 +1,1 @@
+"""Annotation formats, the MXNet RecordIO codec, packing, datasets and sample data."""

@@ -1,0 +1,139 @@
+"""SageMaker augmented manifest: JSON Lines with `source-ref` and a bounding-box attribute.
+
+```
+{"source-ref": "s3://bucket/image1.jpg",
+ "bounding-box": {"image_size": [...], "annotations": [...]},
+ "bounding-box-metadata": {"class-map": {"0": "dog"}, "type": "groundtruth/object_detection"}}
+```
+`AttributeNames` lists `source-ref` first and then the label attribute, as SageMaker requires.
+A relative `source-ref` (an sdod extension) is resolved against the manifest's folder.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from sdod.data.annotation import annotation_object, parse_annotation
+from sdod.data.problems import Problems
+from sdod.data.sample import Sample
+from sdod.data.sampleset import SampleSet
+from sdod.errors import DataError, UserError
+from sdod.storage import atomic_write_bytes
+
+DEFAULT_ATTRIBUTES = ("source-ref", "bounding-box")
+
+
+def check_attribute_names(attribute_names: Sequence[str]) -> str:
+    """Validate `AttributeNames` and return the label attribute's name."""
+    names = list(attribute_names)
+    if len(names) != 2 or names[0] != "source-ref" or names[1] == "source-ref":
+        raise UserError(
+            f"AttributeNames {names} is not valid for object detection: list exactly two "
+            "attributes, 'source-ref' first and then the label attribute, e.g. "
+            "['source-ref', 'bounding-box'] (order matters, as in SageMaker)"
+        )
+    return names[1]
+
+
+def _image_location(ref: object, manifest: Path, where: str) -> str:
+    if not isinstance(ref, str) or not ref:
+        raise DataError(f"{where}: 'source-ref' must be a non-empty string, got {ref!r}")
+    if ref.startswith("s3://"):
+        return ref
+    if ref.startswith("file://"):
+        return ref[len("file://") :]
+    if "://" in ref:
+        raise DataError(f"{where}: 'source-ref' {ref!r} uses an unsupported scheme")
+    return str(manifest.parent / ref) if not Path(ref).is_absolute() else ref
+
+
+def _class_map(meta: Any, where: str) -> dict[int, str]:
+    if meta is None:
+        return {}
+    cmap = meta.get("class-map", {}) if isinstance(meta, dict) else None
+    if not isinstance(cmap, dict):
+        raise DataError(f"{where}: metadata 'class-map' must be an object of id -> name")
+    try:
+        return {int(k): str(v) for k, v in cmap.items()}
+    except ValueError as exc:
+        raise DataError(f"{where}: class-map keys must be integer class ids ({exc})") from exc
+
+
+def read_manifest(
+    path: str | Path, attribute_names: Sequence[str] = DEFAULT_ATTRIBUTES
+) -> SampleSet:
+    """Read an augmented manifest into Samples; DataError names every bad line."""
+    path = Path(path)
+    label_attr = check_attribute_names(attribute_names)
+    if not path.is_file():
+        raise DataError(f"manifest {path} does not exist")
+    problems = Problems(f"manifest {path}")
+    samples: list[Sample] = []
+    categories: dict[int, str] = {}
+    seen: dict[str, int] = {}
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                obj = json.loads(line)
+                if not isinstance(obj, dict):
+                    raise DataError(f"{where}: each line must be a JSON object")
+                if label_attr not in obj:
+                    raise DataError(
+                        f"{where}: no label attribute {label_attr!r} (AttributeNames says "
+                        f"{list(attribute_names)}; the line has {list(obj)})"
+                    )
+                image = _image_location(obj.get("source-ref"), path, where)
+                parsed = parse_annotation(obj[label_attr], where)
+                categories.update(_class_map(obj.get(f"{label_attr}-metadata"), where))
+            except json.JSONDecodeError as exc:
+                problems.add(where, f"not valid JSON ({exc})")
+                continue
+            except DataError as exc:
+                problems.items.append(str(exc))
+                continue
+            if image in seen:
+                problems.add(where, f"image {image} already listed on line {seen[image]}")
+                continue
+            seen[image] = lineno
+            key = PurePosixPath(image).stem
+            samples.append(
+                Sample(key, image, parsed.width, parsed.height, parsed.boxes, parsed.labels)
+            )
+    problems.raise_if_any()
+    if not samples:
+        raise DataError(f"manifest {path} has no records")
+    return SampleSet(samples, categories)
+
+
+def manifest_line(
+    sample: Sample, source_ref: str, categories: dict[int, str], label_attr: str = "bounding-box"
+) -> str:
+    """One JSON line for `sample`, with the class-map restricted to the classes it holds."""
+    present = sorted(set(sample.labels.tolist()))
+    meta = {
+        "class-map": {str(c): categories.get(c, str(c)) for c in present},
+        "type": "groundtruth/object_detection",
+    }
+    obj = {
+        "source-ref": source_ref,
+        label_attr: annotation_object(sample),
+        f"{label_attr}-metadata": meta,
+    }
+    return json.dumps(obj, ensure_ascii=False)
+
+
+def write_manifest(sampleset: SampleSet, path: str | Path, *, source_refs: Sequence[str]) -> Path:
+    """Write a manifest; `source_refs[i]` is the `source-ref` written for sample i."""
+    if len(source_refs) != len(sampleset.samples):
+        raise ValueError("one source_ref per sample is required")
+    lines = [
+        manifest_line(s, ref, sampleset.categories)
+        for s, ref in zip(sampleset.samples, source_refs, strict=True)
+    ]
+    return atomic_write_bytes(path, ("\n".join(lines) + "\n").encode("utf-8"))

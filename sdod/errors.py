@@ -1,0 +1,14 @@
+"""Exceptions that carry a message for a human.
+
+`UserError` is anything the user can fix (bad input data, bad configuration, a missing
+file): the CLI prints its message on one line and exits 2. Anything else is a bug or an
+environment failure and exits 1.
+"""
+
+
+class UserError(Exception):
+    """Bad input or configuration; the message says what, where, and what to do."""
+
+
+class DataError(UserError):
+    """A data file breaks a format rule; the message names the file/record and the rule."""
