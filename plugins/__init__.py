@@ -1,1 +1,0 @@
-"""Airflow operators for sdod (the training operator lands with issue 8)."""
