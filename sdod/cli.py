@@ -77,6 +77,73 @@ def _render_sample_data(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# --- pack ---------------------------------------------------------------------------
+
+
+def _configure_pack(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--images", help="image channel folder (with --annotations)")
+    p.add_argument("--annotations", help="annotation channel folder (SageMaker JSON)")
+    p.add_argument("--manifest", help="augmented manifest (JSON Lines)")
+    p.add_argument("--lst", help="an im2rec .lst file (with --root)")
+    p.add_argument("--root", help="folder the .lst image paths are relative to")
+    p.add_argument("--out", required=True, help="output PREFIX: writes PREFIX.rec/.idx/.lst")
+    p.add_argument("--resize", type=int, default=0, help="shorter edge in pixels (re-encodes)")
+    p.add_argument("--quality", type=int, default=95, help="JPEG quality with --resize (95)")
+    p.add_argument("--workers", type=int, default=1, help="parallel encoder processes (1)")
+
+
+def _run_pack(args: argparse.Namespace) -> dict[str, Any]:
+    from sdod import stages
+
+    result = stages.pack(
+        out=args.out,
+        images=args.images,
+        annotations=args.annotations,
+        manifest=args.manifest,
+        lst=args.lst,
+        root=args.root,
+        resize=args.resize,
+        quality=args.quality,
+        workers=args.workers,
+    )
+    return result.to_dict()
+
+
+def _render_pack(r: dict[str, Any]) -> str:
+    rate = r["records"] / r["seconds"] if r["seconds"] else float("inf")
+    return (
+        f"packed {r['records']} records ({r['bytes'] / 1e6:.1f} MB) in {r['seconds']:.2f}s "
+        f"({rate:.0f} img/s)\n  {r['rec']}\n  {r['idx']}\n  {r['lst']}"
+    )
+
+
+# --- rec-dump -----------------------------------------------------------------------
+
+
+def _configure_rec_dump(p: argparse.ArgumentParser) -> None:
+    p.add_argument("rec", help="the .rec file (its sibling .idx is used when present)")
+    p.add_argument("--limit", type=int, default=None, help="dump at most N records")
+    p.add_argument("--label-width", type=int, default=350, help="warn when a label is longer (350)")
+
+
+def _run_rec_dump(args: argparse.Namespace) -> int:
+    from sdod.data.recfile import RecDiagnosis, dump_rows
+
+    diagnosis = RecDiagnosis()
+    for row in dump_rows(args.rec, diagnosis, args.limit):
+        if args.json:
+            print(json.dumps(row))
+        else:
+            label = " ".join(f"{v:g}" for v in row["label"])
+            print(
+                f"key={row['key']} flag={row['flag']} id={row['id']} id2={row['id2']} "
+                f"image={row['image_len']}B sha256={row['image_sha256'][:12]} label=[{label}]"
+            )
+    for finding in diagnosis.findings(args.label_width):
+        print(f"sdod rec-dump: warning: {finding}", file=sys.stderr)
+    return EXIT_OK
+
+
 COMMANDS: list[Command] = [
     Command(
         "make-sample-data",
@@ -84,6 +151,19 @@ COMMANDS: list[Command] = [
         _configure_sample_data,
         _run_sample_data,
         _render_sample_data,
+    ),
+    Command(
+        "pack",
+        "pack images + annotations (or a manifest, or an im2rec .lst) into MXNet RecordIO",
+        _configure_pack,
+        _run_pack,
+        _render_pack,
+    ),
+    Command(
+        "rec-dump",
+        "print what is inside a .rec, one line per record, and what looks wrong",
+        _configure_rec_dump,
+        _run_rec_dump,
     ),
 ]
 

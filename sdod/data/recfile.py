@@ -1,0 +1,150 @@
+"""Reading MXNet `.rec` (+ `.idx`) files: records, Samples, and what is wrong with them."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from sdod.data.detlabel import decode
+from sdod.data.recordio import Record, iter_rec, read_idx, unpack_record
+from sdod.data.sample import Sample
+from sdod.data.sampleset import SampleSet
+from sdod.errors import DataError
+
+DEFAULT_LABEL_WIDTH = 350  # SageMaker's default `label_width`
+PIXEL_COORD_LIMIT = 1.5  # normalised coordinates above this are pixels, not 0..1
+
+
+def check_idx(rec: Path, idx: Path, offsets: list[int]) -> list[int]:
+    """Keys in record order from `.idx`; DataError if it disagrees with the .rec's records."""
+    pairs = read_idx(idx)
+    starts = set(offsets)
+    for lineno, (key, offset) in enumerate(pairs, start=1):
+        if offset not in starts:
+            raise DataError(
+                f"{idx}:{lineno}: key {key} points to byte {offset}, which is not the start of "
+                f"a record in {rec.name}; the .idx belongs to another .rec: rebuild it "
+                "(`sdod pack` writes both)"
+            )
+    if len(pairs) != len(offsets):
+        raise DataError(
+            f"{idx}: lists {len(pairs)} records but {rec.name} holds {len(offsets)}; "
+            "rebuild the .idx together with the .rec"
+        )
+    by_offset = {offset: key for key, offset in pairs}
+    return [by_offset[o] for o in offsets]
+
+
+def read_records(
+    rec: str | Path, idx: str | Path | None = None
+) -> Iterator[tuple[int, int, Record]]:
+    """(key, offset, Record) for each record; `idx` defaults to the sibling `.idx` if present."""
+    rec = Path(rec)
+    if not rec.is_file():
+        raise DataError(f"RecordIO file {rec} does not exist")
+    idx = Path(idx) if idx else rec.with_suffix(".idx")
+    entries = list(iter_rec(rec))  # scans the framing first: a truncated file fails up front
+    keys = check_idx(rec, idx, [o for o, _ in entries]) if idx.is_file() else None
+    for i, (offset, payload) in enumerate(entries):
+        record = unpack_record(payload, f"{rec} record at byte {offset}")
+        key = keys[i] if keys is not None else record.id
+        yield key, offset, record
+
+
+def image_size(data: bytes, where: str) -> tuple[int, int]:
+    """(width, height) from the image header, without decoding the pixels."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return im.size
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DataError(f"{where}: the image bytes do not decode ({exc})") from None
+
+
+def read_rec(rec: str | Path, idx: str | Path | None = None) -> SampleSet:
+    """Samples from a detection `.rec`; boxes back in pixels (as GluonCV returns them)."""
+    samples = []
+    for key, offset, record in read_records(rec, idx):
+        where = f"{rec} record {key} (byte {offset})"
+        label = decode(record.label, where)
+        width, height = image_size(record.image, where)
+        scale = np.array([width, height, width, height], dtype=np.float32)
+        samples.append(
+            Sample(
+                str(key),
+                f"{rec}#{offset}",
+                width,
+                height,
+                label.boxes * scale,
+                label.classes.astype(np.int64),
+            )
+        )
+    return SampleSet(samples)
+
+
+@dataclass
+class RecDiagnosis:
+    records: int = 0
+    without_boxes: int = 0
+    pixel_like: list[int] = field(default_factory=list)
+    max_label_len: int = 0
+    densest_key: int | None = None
+
+    def findings(self, label_width: int) -> list[str]:
+        """One clear sentence per problem, each with its fix."""
+        out = []
+        if self.records and self.without_boxes == self.records:
+            out.append(
+                "this .rec carries no boxes (each label is a single number): it was made by "
+                "im2rec without --pack-label; re-run im2rec with --pack-label or use `sdod pack`"
+            )
+        elif self.without_boxes:
+            out.append(f"{self.without_boxes} record(s) carry no boxes (scalar label)")
+        if self.pixel_like:
+            keys = ", ".join(map(str, self.pixel_like[:5]))
+            out.append(
+                f"{len(self.pixel_like)} record(s) have coordinates above 1 (e.g. keys {keys}): "
+                "they look like pixels, but RecordIO labels must be normalised to 0..1; divide "
+                "x by the image width and y by its height in the .lst and re-pack"
+            )
+        if self.max_label_len > label_width:
+            out.append(
+                f"record {self.densest_key} has a label of {self.max_label_len} numbers, more "
+                f"than label_width={label_width}: set the label_width hyperparameter to at "
+                f"least {self.max_label_len}"
+            )
+        return out
+
+
+def dump_rows(rec: str | Path, diagnosis: RecDiagnosis, limit: int | None = None) -> Iterator[dict]:
+    """One dict per record (key, flag, label, id, id2, image_len, image_sha256)."""
+    for n, (key, _offset, record) in enumerate(read_records(rec)):
+        if limit is not None and n >= limit:
+            return
+        label = record.label.reshape(-1)
+        diagnosis.records += 1
+        if record.flag == 0 or label.size < 2:
+            diagnosis.without_boxes += 1
+        else:
+            if label.size > diagnosis.max_label_len:
+                diagnosis.max_label_len, diagnosis.densest_key = label.size, key
+            try:
+                boxes = decode(label, str(key)).boxes
+            except DataError:
+                boxes = np.zeros((0, 4), np.float32)
+            if boxes.size and float(boxes.max()) > PIXEL_COORD_LIMIT:
+                diagnosis.pixel_like.append(key)
+        yield {
+            "key": key,
+            "flag": record.flag,
+            "label": [float(v) for v in label.tolist()],
+            "id": record.id,
+            "id2": record.id2,
+            "image_len": len(record.image),
+            "image_sha256": hashlib.sha256(record.image).hexdigest(),
+        }

@@ -1,0 +1,213 @@
+"""MXNet RecordIO, byte-compatible with `mx.recordio.MXIndexedRecordIO` and `im2rec`.
+
+Framing (dmlc-core `recordio.cc`): each physical chunk is uint32 LE magic `0xced7230a`,
+uint32 LE `lrec = (cflag << 29) | length`, the data, zero padding to 4 bytes. A logical
+record is one chunk (cflag 0) unless its payload contains the magic at a 4-byte aligned
+offset: the writer then splits it there (cflag 1 first, 2 middle, 3 last) and drops that
+magic, and the reader re-inserts it between the parts.
+
+Payload (`mx.recordio.pack`): IRHeader struct `<IfQQ` (flag, label, id, id2); if flag > 0,
+`flag` float32 labels follow and header.label is 0.0; then the image bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import numpy.typing as npt
+
+from sdod.errors import DataError
+
+MAGIC = 0xCED7230A
+MAGIC_BYTES = struct.pack("<I", MAGIC)
+LENGTH_MASK = (1 << 29) - 1
+MAX_RECORD = 1 << 29
+IR_HEADER = struct.Struct("<IfQQ")
+_CHUNK_HEAD = struct.Struct("<II")
+
+
+@dataclass(frozen=True)
+class Record:
+    """One IRHeader record: `label` is float32 `[flag]` when flag > 0, else a 0-d scalar."""
+
+    flag: int
+    label: npt.NDArray[np.float32]
+    id: int
+    id2: int
+    image: bytes
+
+
+def pack_record(label: float | npt.ArrayLike, image: bytes, *, id: int = 0, id2: int = 0) -> bytes:
+    """`mx.recordio.pack`: a scalar label goes into the header, a vector after it."""
+    if np.ndim(label) == 0:
+        return IR_HEADER.pack(0, float(label), id, id2) + image  # type: ignore[arg-type]
+    vector = np.asarray(label, dtype="<f4").reshape(-1)
+    return IR_HEADER.pack(vector.size, 0.0, id, id2) + vector.tobytes() + image
+
+
+def unpack_record(payload: bytes, where: str = "record") -> Record:
+    """`mx.recordio.unpack`; DataError when the payload is too short for its header."""
+    if len(payload) < IR_HEADER.size:
+        raise DataError(f"{where}: {len(payload)} bytes is shorter than the 24-byte IRHeader")
+    flag, scalar, rid, rid2 = IR_HEADER.unpack_from(payload)
+    start = IR_HEADER.size
+    if flag > 0:
+        end = start + 4 * flag
+        if end > len(payload):
+            raise DataError(f"{where}: IRHeader says {flag} labels, but the record ends first")
+        label = np.frombuffer(payload, dtype="<f4", count=flag, offset=start).astype(np.float32)
+        start = end
+    else:
+        label = np.array(scalar, dtype=np.float32)
+    return Record(flag, label, rid, rid2, payload[start:])
+
+
+def frame(payload: bytes) -> bytes:
+    """The bytes `RecordIOWriter::WriteRecord` puts on disk for one logical record."""
+    size = len(payload)
+    if size >= MAX_RECORD:
+        raise DataError(f"record of {size} bytes is over RecordIO's 2^29-byte limit")
+    parts = []
+    start = 0
+    pos = payload.find(MAGIC_BYTES)
+    while pos != -1 and pos + 4 <= (size & ~3):
+        if pos % 4 == 0:
+            cflag = 1 if start == 0 else 2
+            parts.append(_CHUNK_HEAD.pack(MAGIC, (cflag << 29) | (pos - start)))
+            parts.append(payload[start:pos])
+            start = pos + 4
+            pos = payload.find(MAGIC_BYTES, start)
+        else:
+            pos = payload.find(MAGIC_BYTES, pos + 1)
+    cflag = 3 if start else 0
+    parts.append(_CHUNK_HEAD.pack(MAGIC, (cflag << 29) | (size - start)))
+    parts.append(payload[start:])
+    parts.append(b"\0" * (-size % 4))
+    return b"".join(parts)
+
+
+def read_payload(f: BinaryIO, where: str) -> bytes | None:
+    """Read one logical record at the file position; None at a clean end of file."""
+    parts: list[bytes] = []
+    while True:
+        offset = f.tell()
+        head = f.read(8)
+        if not head and not parts:
+            return None
+        if len(head) < 8:
+            raise DataError(
+                f"{where}: file ends inside a record header at byte {offset} (truncated)"
+            )
+        magic, lrec = _CHUNK_HEAD.unpack(head)
+        if magic != MAGIC:
+            raise DataError(
+                f"{where}: no RecordIO magic at byte {offset} (found 0x{magic:08x}); "
+                "the file is not MXNet RecordIO, or an .idx offset is wrong"
+            )
+        cflag, length = lrec >> 29, lrec & LENGTH_MASK
+        data = f.read(length)
+        if len(data) < length:
+            raise DataError(
+                f"{where}: record at byte {offset} is truncated ({len(data)} of {length} bytes)"
+            )
+        f.seek(-length % 4, os.SEEK_CUR)
+        if cflag == 0 and not parts:
+            return data
+        if (cflag == 1) != (not parts) or cflag == 0:
+            raise DataError(f"{where}: broken multi-part record at byte {offset} (cflag {cflag})")
+        parts.append(data)
+        if cflag == 3:
+            return MAGIC_BYTES.join(parts)
+
+
+def iter_rec(path: str | Path) -> Iterator[tuple[int, bytes]]:
+    """(offset, payload) for every record of a .rec file, in file order."""
+    path = Path(path)
+    with path.open("rb") as f:
+        while True:
+            offset = f.tell()
+            payload = read_payload(f, str(path))
+            if payload is None:
+                return
+            yield offset, payload
+
+
+def read_idx(path: str | Path) -> list[tuple[int, int]]:
+    """`.idx` lines `key\\toffset` as (key, offset) pairs; DataError names a bad line."""
+    path = Path(path)
+    pairs = []
+    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        try:
+            if len(fields) != 2:
+                raise ValueError
+            pairs.append((int(fields[0]), int(fields[1])))
+        except ValueError:
+            raise DataError(f"{path}:{lineno}: expected 'key<TAB>offset', got {line!r}") from None
+    return pairs
+
+
+class RecordWriter:
+    """Appends framed records to `PREFIX.rec` and `key\\toffset` lines to `PREFIX.idx`.
+
+    Both files are written under temporary names and renamed on `close()`, so an
+    interrupted pack never leaves a .rec that looks complete.
+    """
+
+    def __init__(self, rec_path: str | Path, idx_path: str | Path | None = None) -> None:
+        self.rec_path = Path(rec_path)
+        self.idx_path = Path(idx_path) if idx_path else None
+        self._rec_tmp = self.rec_path.with_name(f".{self.rec_path.name}.tmp")
+        self._idx_tmp = (
+            self.idx_path.with_name(f".{self.idx_path.name}.tmp") if self.idx_path else None
+        )
+        self.rec_path.parent.mkdir(parents=True, exist_ok=True)
+        self._rec = self._rec_tmp.open("wb")
+        self._idx = self._idx_tmp.open("w") if self._idx_tmp else None
+        self.offset = 0
+        self.count = 0
+
+    def write(self, key: int, payload: bytes) -> int:
+        """Write one record; return its offset."""
+        return self.write_framed(key, frame(payload))
+
+    def write_framed(self, key: int, framed: bytes) -> int:
+        offset = self.offset
+        self._rec.write(framed)
+        if self._idx:
+            self._idx.write(f"{key}\t{offset}\n")
+        self.offset += len(framed)
+        self.count += 1
+        return offset
+
+    def close(self) -> None:
+        self._rec.close()
+        if self._idx:
+            self._idx.close()
+        os.replace(self._rec_tmp, self.rec_path)
+        if self.idx_path and self._idx_tmp:
+            os.replace(self._idx_tmp, self.idx_path)
+
+    def abort(self) -> None:
+        self._rec.close()
+        self._rec_tmp.unlink(missing_ok=True)
+        if self._idx and self._idx_tmp:
+            self._idx.close()
+            self._idx_tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> RecordWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
