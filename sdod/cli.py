@@ -144,6 +144,25 @@ def _run_rec_dump(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --- score-detections ---------------------------------------------------------------
+
+
+def _configure_score(p: argparse.ArgumentParser) -> None:
+    p.add_argument("case", help="case JSON: num_classes, images[] with gt_* and det_* fields")
+    p.add_argument("--metric", default="voc07", choices=["voc07", "voc"], help="(voc07)")
+    p.add_argument("--iou", type=float, default=0.5, help="overlap threshold (0.5)")
+
+
+def _run_score(args: argparse.Namespace) -> dict[str, Any]:
+    from sdod.evaluate.score import score_detections
+
+    return score_detections(args.case, metric=args.metric, iou=args.iou)
+
+
+def _render_score(r: dict[str, Any]) -> str:
+    return json.dumps({"per_class": r["per_class"], "mAP": r["mAP"]})
+
+
 COMMANDS: list[Command] = [
     Command(
         "make-sample-data",
@@ -164,6 +183,13 @@ COMMANDS: list[Command] = [
         "print what is inside a .rec, one line per record, and what looks wrong",
         _configure_rec_dump,
         _run_rec_dump,
+    ),
+    Command(
+        "score-detections",
+        "VOC mAP (GluonCV semantics) of precomputed detections in a case JSON",
+        _configure_score,
+        _run_score,
+        _render_score,
     ),
 ]
 

@@ -1,0 +1,1 @@
+"""Detection metrics: VOC mAP at `overlap_threshold` (GluonCV semantics), COCO mAP."""
