@@ -11,6 +11,7 @@ depend on the worker count.
 from __future__ import annotations
 
 import io
+import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -23,7 +24,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from sdod.data.detlabel import encode, format_lst_line, parse_lst_line
-from sdod.data.recordio import RecordWriter, frame, pack_record
+from sdod.data.recordio import RecordWriter, frame_parts, record_head
 from sdod.data.sampleset import SampleSet
 from sdod.errors import DataError, UserError
 from sdod.storage import atomic_write_bytes
@@ -35,6 +36,10 @@ class PackItem:
     label: npt.NDArray[np.float32]
     relpath: str
     path: str
+    lst_line: str = ""  # the line as read from a .lst, written back unchanged
+
+    def format_lst(self) -> str:
+        return self.lst_line or format_lst_line(self.key, self.label, self.relpath)
 
 
 @dataclass(frozen=True)
@@ -65,7 +70,7 @@ def items_from_lst(lst: str | Path, root: str | Path) -> list[PackItem]:
     for lineno, line in enumerate(lst.read_text().splitlines(), start=1):
         if line.strip():
             key, label, rel = parse_lst_line(line, f"{lst}:{lineno}")
-            items.append(PackItem(key, label, rel, str(root / rel)))
+            items.append(PackItem(key, label, rel, os.path.join(root, rel), line.rstrip("\r\n")))
     return items
 
 
@@ -82,35 +87,41 @@ def items_from_samples(sampleset: SampleSet, root: str | Path | None = None) -> 
 def _resized_jpeg(data: bytes, size: int, quality: int, where: str) -> bytes:
     try:
         with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
+            new = (size, h * size // w) if h > w else (w * size // h, size)
+            # JPEG: let the decoder downscale in the DCT domain (by 1/2..1/8) to no less
+            # than the target size; the resize below then does the exact rest.
+            im.draft("RGB", new)
             image = im.convert("RGB")
     except (UnidentifiedImageError, OSError) as exc:
         raise DataError(f"{where}: cannot decode the image ({exc})") from None
-    w, h = image.size
-    new = (size, h * size // w) if h > w else (w * size // h, size)
     out = io.BytesIO()
-    image.resize(new, Image.Resampling.BILINEAR).save(out, format="JPEG", quality=quality)
+    image.resize(new, Image.Resampling.BOX).save(out, format="JPEG", quality=quality)
     return out.getvalue()
 
 
-def encode_item(item: PackItem, options: PackOptions) -> bytes:
-    """One framed record, ready to append to the .rec."""
+def encode_item(item: PackItem, options: PackOptions) -> list[bytes]:
+    """One framed record (as parts), ready to append to the .rec."""
     try:
-        data = Path(item.path).read_bytes()
+        with open(item.path, "rb", buffering=0) as f:
+            data = f.readall()
     except OSError as exc:
         raise DataError(f"{item.path}: cannot read the image ({exc.strerror})") from None
     if not data:
         raise DataError(f"{item.path}: the image file is empty (0 bytes)")
     if options.resize:
         data = _resized_jpeg(data, options.resize, options.quality, item.path)
-    return frame(pack_record(item.label, data, id=item.key))
+    return frame_parts(record_head(item.label, id=item.key), data)
 
 
-def _encode_chunk(args: tuple[Sequence[PackItem], PackOptions]) -> list[bytes]:
+def _encode_chunk(args: tuple[Sequence[PackItem], PackOptions]) -> list[list[bytes]]:
     items, options = args
     return [encode_item(item, options) for item in items]
 
 
-def _encoded(items: Sequence[PackItem], options: PackOptions, workers: int) -> Iterator[bytes]:
+def _encoded(
+    items: Sequence[PackItem], options: PackOptions, workers: int
+) -> Iterator[list[bytes]]:
     if workers <= 1:
         for item in items:
             yield encode_item(item, options)
@@ -148,7 +159,7 @@ def pack(
             writer.write_framed(item.key, framed)
             bar.update()
     bar.close()
-    lines = [format_lst_line(i.key, i.label, i.relpath) for i in items]
+    lines = [item.format_lst() for item in items]
     atomic_write_bytes(lst, ("\n".join(lines) + "\n").encode())
     seconds = time.perf_counter() - start
     return PackResult(str(rec), str(idx), str(lst), len(items), writer.offset, seconds)

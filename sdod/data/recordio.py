@@ -43,12 +43,20 @@ class Record:
     image: bytes
 
 
+def record_head(label: float | npt.ArrayLike, *, id: int = 0, id2: int = 0) -> bytes:
+    """IRHeader plus the label vector: everything of a payload before the image bytes.
+
+    Its length is always a multiple of 4, which `frame_parts` relies on.
+    """
+    if np.ndim(label) == 0:
+        return IR_HEADER.pack(0, float(label), id, id2)  # type: ignore[arg-type]
+    vector = np.asarray(label, dtype="<f4").reshape(-1)
+    return IR_HEADER.pack(vector.size, 0.0, id, id2) + vector.tobytes()
+
+
 def pack_record(label: float | npt.ArrayLike, image: bytes, *, id: int = 0, id2: int = 0) -> bytes:
     """`mx.recordio.pack`: a scalar label goes into the header, a vector after it."""
-    if np.ndim(label) == 0:
-        return IR_HEADER.pack(0, float(label), id, id2) + image  # type: ignore[arg-type]
-    vector = np.asarray(label, dtype="<f4").reshape(-1)
-    return IR_HEADER.pack(vector.size, 0.0, id, id2) + vector.tobytes() + image
+    return record_head(label, id=id, id2=id2) + image
 
 
 def unpack_record(payload: bytes, where: str = "record") -> Record:
@@ -90,6 +98,23 @@ def frame(payload: bytes) -> bytes:
     parts.append(payload[start:])
     parts.append(b"\0" * (-size % 4))
     return b"".join(parts)
+
+
+def _has_aligned_magic(data: bytes) -> bool:
+    words = np.frombuffer(data, dtype="<u4", count=len(data) // 4)
+    return bool((words == MAGIC).any())
+
+
+def frame_parts(head: bytes, body: bytes) -> list[bytes]:
+    """`frame(head + body)` as a list of byte strings, without copying `body` when it holds
+    no aligned magic (the usual case). `len(head)` must be a multiple of 4."""
+    if len(head) % 4:
+        raise ValueError("head length must be a multiple of 4")
+    size = len(head) + len(body)
+    head_magic = MAGIC_BYTES in head and _has_aligned_magic(head)  # `in` is cheap on 24+ bytes
+    if size >= MAX_RECORD or head_magic or _has_aligned_magic(body):
+        return [frame(head + body)]
+    return [_CHUNK_HEAD.pack(MAGIC, size), head, body, b"\0" * (-size % 4)]
 
 
 def read_payload(f: BinaryIO, where: str) -> bytes | None:
@@ -170,21 +195,25 @@ class RecordWriter:
             self.idx_path.with_name(f".{self.idx_path.name}.tmp") if self.idx_path else None
         )
         self.rec_path.parent.mkdir(parents=True, exist_ok=True)
-        self._rec = self._rec_tmp.open("wb")
+        self._rec = self._rec_tmp.open("wb", buffering=0)  # records go out with one writev
         self._idx = self._idx_tmp.open("w") if self._idx_tmp else None
         self.offset = 0
         self.count = 0
 
     def write(self, key: int, payload: bytes) -> int:
         """Write one record; return its offset."""
-        return self.write_framed(key, frame(payload))
+        return self.write_framed(key, [frame(payload)])
 
-    def write_framed(self, key: int, framed: bytes) -> int:
+    def write_framed(self, key: int, parts: list[bytes]) -> int:
+        """Append already framed bytes (`frame` / `frame_parts` output); return the offset."""
         offset = self.offset
-        self._rec.write(framed)
+        size = sum(map(len, parts))
+        written = os.writev(self._rec.fileno(), parts)
+        if written != size:  # a short write (rare; e.g. a signal): write the rest plainly
+            self._rec.write(b"".join(parts)[written:])
+        self.offset += size
         if self._idx:
             self._idx.write(f"{key}\t{offset}\n")
-        self.offset += len(framed)
         self.count += 1
         return offset
 

@@ -16,7 +16,14 @@ from sdod.data.detlabel import decode
 from sdod.data.imagejson import read_image_json
 from sdod.data.pack import PackOptions, items_from_lst, items_from_samples, pack
 from sdod.data.recfile import RecDiagnosis, dump_rows, read_rec, read_records
-from sdod.data.recordio import MAGIC_BYTES, frame, iter_rec, pack_record, unpack_record
+from sdod.data.recordio import (
+    MAGIC_BYTES,
+    frame,
+    frame_parts,
+    iter_rec,
+    pack_record,
+    unpack_record,
+)
 from sdod.errors import DataError
 
 MX = Path(__file__).resolve().parents[3] / "fixtures" / "mxnet"
@@ -91,6 +98,8 @@ def test_records_holding_the_magic_split_and_rejoin(positions: list[int]) -> Non
     assert len(framed) % 4 == 0
     f = io.BytesIO(framed + frame(b"next"))
     assert [p for _, p in _iter(f)] == [bytes(payload), b"next"]
+    head, body = bytes(payload[:8]), bytes(payload[8:])
+    assert b"".join(frame_parts(head, body)) == framed  # the no-copy path frames the same
 
 
 def _iter(f: io.BytesIO) -> list[tuple[int, bytes]]:
