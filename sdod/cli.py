@@ -77,6 +77,35 @@ def _render_sample_data(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# --- ingest -------------------------------------------------------------------------
+
+
+def _configure_ingest(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--job-spec", required=True, help="CreateTrainingJob request (JSON file)")
+    p.add_argument("--job-root", required=True, help="local job folder (SageMaker layout)")
+    p.add_argument("--workers", type=int, default=8, help="parallel transfers (8)")
+
+
+def _run_ingest(args: argparse.Namespace) -> dict[str, Any]:
+    from sdod import stages
+
+    result = stages.ingest(job_spec=args.job_spec, job_root=args.job_root, workers=args.workers)
+    return result.to_dict()
+
+
+def _render_ingest(r: dict[str, Any]) -> str:
+    lines = [f"job {r['job_name']}: {r['job_root']}"]
+    for name, c in r["channels"].items():
+        lines.append(
+            f"  {name}: {c['objects']} objects from {c['source']} ({c['downloaded']} copied, "
+            f"{c['skipped']} unchanged, {c['removed']} removed, {c['bytes'] / 1e6:.1f} MB)"
+        )
+    lines += [f"  {name}: Pipe mode, streamed during training" for name in r["pipe_channels"]]
+    if r["ignored_fields"]:
+        lines.append(f"  ignored (not used by sdod): {', '.join(r['ignored_fields'])}")
+    return "\n".join(lines)
+
+
 # --- pack ---------------------------------------------------------------------------
 
 
@@ -170,6 +199,13 @@ COMMANDS: list[Command] = [
         _configure_sample_data,
         _run_sample_data,
         _render_sample_data,
+    ),
+    Command(
+        "ingest",
+        "copy each channel of a CreateTrainingJob spec into a local SageMaker-style job folder",
+        _configure_ingest,
+        _run_ingest,
+        _render_ingest,
     ),
     Command(
         "pack",

@@ -7,14 +7,56 @@ inside, so importing this module is cheap. Stages land here as they are built.
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sdod.errors import UserError
 
 if TYPE_CHECKING:
     from sdod.data.pack import PackResult
     from sdod.data.sampleset import SampleSet
+    from sdod.storage import S3Options
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    job_name: str
+    job_root: str
+    channels: dict[str, dict[str, Any]]
+    pipe_channels: list[str] = field(default_factory=list)
+    ignored_fields: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def ingest(
+    *, job_spec: str | dict[str, Any], job_root: str, s3: S3Options | None = None, workers: int = 8
+) -> IngestResult:
+    """Materialise each File-mode channel of a CreateTrainingJob spec under `job_root`.
+
+    `job_spec` is a path to the JSON request or the dict itself. Channels go to
+    `input/data/<channel>/`, the config files to `input/config/`. Pipe-mode channels are
+    not downloaded (training streams them). A re-run transfers only what changed.
+    """
+    from sdod.config import load_job_spec, parse_job_spec
+    from sdod.joblayout import JobLayout, write_config
+    from sdod.storage import sync_to_local
+
+    spec = parse_job_spec(job_spec) if isinstance(job_spec, dict) else load_job_spec(job_spec)
+    layout = JobLayout(Path(job_root))
+    write_config(layout, spec)
+    channels, pipe = {}, []
+    for channel in spec.channels:
+        if channel.input_mode == "Pipe":
+            pipe.append(channel.name)
+            continue
+        synced = sync_to_local(
+            channel.uri, layout.channel_dir(channel.name), s3=s3, workers=workers
+        )
+        channels[channel.name] = synced.to_dict()
+    return IngestResult(spec.name, str(layout.root), channels, pipe, list(spec.ignored_fields))
 
 
 def load_samples(

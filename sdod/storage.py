@@ -1,4 +1,9 @@
-"""Reading and writing files and URIs.
+"""Reading and writing files and URIs: `s3://bucket/key`, `file:///path`, plain paths.
+
+S3 goes through s3fs. Endpoint, region and credentials come from the standard AWS
+environment and config files (`AWS_ENDPOINT_URL` for MinIO and other S3-compatible
+stores), or from an `S3Options` the caller builds (the DAG layer builds one from an
+Airflow AWS connection).
 
 Local writes are atomic: data goes to a temporary name in the target folder and is renamed
 into place, so a reader never sees half a file and an interrupted run leaves no partial
@@ -9,9 +14,83 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from sdod.errors import UserError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class S3Options:
+    """Explicit S3 settings; unset fields fall back to the AWS environment."""
+
+    endpoint_url: str | None = None
+    region_name: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    session_token: str | None = None
+
+    def storage_options(self) -> dict[str, Any]:
+        opts: dict[str, Any] = {}
+        if self.access_key_id:
+            opts.update(key=self.access_key_id, secret=self.secret_access_key)
+        if self.session_token:
+            opts["token"] = self.session_token
+        client: dict[str, Any] = {}
+        if self.endpoint_url:
+            client["endpoint_url"] = self.endpoint_url
+        if self.region_name:
+            client["region_name"] = self.region_name
+        if client:
+            opts["client_kwargs"] = client
+        return opts
+
+
+def is_s3(uri: str) -> bool:
+    return str(uri).startswith("s3://")
+
+
+def local_path(uri: str | os.PathLike[str]) -> Path:
+    """A `file://` URI or plain path as a Path; UserError for other schemes."""
+    text = os.fspath(uri)
+    if text.startswith("file://"):
+        return Path(text[len("file://") :])
+    if "://" in text:
+        raise UserError(f"{text}: unsupported URI scheme; use s3://, file:// or a local path")
+    return Path(text)
+
+
+def s3_filesystem(s3: S3Options | None = None) -> Any:
+    """An s3fs filesystem (imported lazily: it pulls in aiobotocore)."""
+    import s3fs
+
+    return s3fs.S3FileSystem(skip_instance_cache=True, **(s3 or S3Options()).storage_options())
+
+
+def _s3_errors(uri: str, exc: Exception) -> UserError:
+    name = type(exc).__name__
+    if name in ("NoCredentialsError", "PartialCredentialsError"):
+        return UserError(
+            f"{uri}: no AWS credentials found; set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
+            "or AWS_PROFILE (or give the DAG an AWS connection)"
+        )
+    if isinstance(exc, PermissionError):
+        return UserError(f"{uri}: access denied ({exc}); check the credentials' permissions")
+    if isinstance(exc, FileNotFoundError):
+        return UserError(f"{uri}: no such bucket or key")
+    return UserError(f"{uri}: S3 request failed ({name}: {exc})")
+
+
+# --- atomic local writes -------------------------------------------------------------
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
@@ -33,3 +112,191 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, indent: int | N
     """Write `obj` as JSON (UTF-8, trailing newline) atomically."""
     text = json.dumps(obj, indent=indent, ensure_ascii=False) + "\n"
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def with_retries(what: str, fn: Callable[[], T], *, retries: int = 4, base_delay: float = 0.5) -> T:
+    """Call `fn`, retrying transient OSErrors with exponential back-off (0.5 s, 1 s, 2 s …)."""
+    for attempt in range(retries + 1):
+        try:
+            return fn()
+        except (FileNotFoundError, PermissionError):
+            raise  # not transient
+        except OSError:
+            if attempt == retries:
+                raise
+            time.sleep(base_delay * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+# --- listing and syncing -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    size: int
+    version: str  # S3 ETag, or size+mtime for local files
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    source: str
+    dest: str
+    objects: int
+    downloaded: int
+    skipped: int
+    removed: int
+    bytes: int
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def list_objects(uri: str, s3: S3Options | None = None) -> dict[str, ObjectInfo]:
+    """Objects under a prefix (or the one object a URI names), keyed by relative path."""
+    if is_s3(uri):
+        fs = s3_filesystem(s3)
+        path = uri[len("s3://") :].rstrip("/")
+        try:
+            if fs.isfile(path):
+                info = fs.info(path)
+                return {path.rsplit("/", 1)[-1]: ObjectInfo(info["size"], str(info.get("ETag")))}
+            found = fs.find(path + "/", detail=True)
+        except Exception as exc:
+            raise _s3_errors(uri, exc) from exc
+        return {
+            key[len(path) + 1 :]: ObjectInfo(int(info["size"]), str(info.get("ETag")))
+            for key, info in found.items()
+            if info.get("type") == "file" and not key.endswith("/")
+        }
+    root = local_path(uri)
+    if root.is_file():
+        st = root.stat()
+        return {root.name: ObjectInfo(st.st_size, f"{st.st_size}-{st.st_mtime_ns}")}
+    if not root.is_dir():
+        raise UserError(f"{uri}: no such file or folder")
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            st = p.stat()
+            out[p.relative_to(root).as_posix()] = ObjectInfo(
+                st.st_size, f"{st.st_size}-{st.st_mtime_ns}"
+            )
+    return out
+
+
+def _state_file(dest: Path) -> Path:
+    return dest.parent / f".{dest.name}.sync.json"
+
+
+def _fetcher(uri: str, s3: S3Options | None) -> Callable[[str, Path], object]:
+    if is_s3(uri):
+        fs = s3_filesystem(s3)
+        base = uri[len("s3://") :].rstrip("/")
+        single = fs.isfile(base)
+        return lambda rel, tmp: fs.get_file(base if single else f"{base}/{rel}", str(tmp))
+    root = local_path(uri)
+    return lambda rel, tmp: shutil.copyfile(root if root.is_file() else root / rel, tmp)
+
+
+def sync_to_local(
+    uri: str,
+    dest: str | os.PathLike[str],
+    *,
+    s3: S3Options | None = None,
+    workers: int = 8,
+    retries: int = 4,
+    progress: bool = True,
+) -> SyncResult:
+    """Mirror the objects under `uri` into the folder `dest`.
+
+    Objects whose size and ETag (local: size and mtime) match the last sync are skipped,
+    so a re-run transfers nothing; local files no longer under `uri` are removed. Each
+    file is downloaded to a temporary name and renamed; transient errors are retried.
+    """
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    dest = Path(dest)
+    objects = list_objects(uri, s3)
+    if not objects:
+        raise UserError(f"{uri}: matches no objects; check the bucket and prefix")
+    dest.mkdir(parents=True, exist_ok=True)
+    state_path = _state_file(dest)
+    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+    todo = [
+        rel for rel, info in objects.items()
+        if not ((dest / rel).is_file() and (dest / rel).stat().st_size == info.size
+                and state.get(rel) == info.version)
+    ]  # fmt: skip
+    fetch = _fetcher(uri, s3)
+
+    def transfer(rel: str) -> int:
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.part")
+        try:
+            with_retries(f"{uri}/{rel}", lambda: fetch(rel, tmp), retries=retries)
+            os.replace(tmp, target)
+        except Exception as exc:
+            tmp.unlink(missing_ok=True)
+            if is_s3(uri):
+                raise _s3_errors(f"{uri.rstrip('/')}/{rel}", exc) from exc
+            raise
+        return objects[rel].size
+
+    moved = 0
+    bar = tqdm(total=len(todo), desc=f"sync {uri}", unit="file", disable=None if progress else True)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for size in pool.map(transfer, todo):
+            moved += size
+            bar.update()
+    bar.close()
+    removed = 0
+    for p in sorted(dest.rglob("*"), reverse=True):
+        rel = p.relative_to(dest).as_posix()
+        if p.is_file() and rel not in objects:
+            p.unlink()
+            removed += 1
+    atomic_write_json(state_path, {rel: info.version for rel, info in objects.items()})
+    return SyncResult(
+        uri, str(dest), len(objects), len(todo), len(objects) - len(todo), removed, moved,
+        round(time.perf_counter() - start, 3),
+    )  # fmt: skip
+
+
+# --- single objects --------------------------------------------------------------------
+
+
+def upload_file(local: str | os.PathLike[str], uri: str, *, s3: S3Options | None = None) -> str:
+    """Copy one local file to `uri`: an S3 PUT (atomic per object) or a local rename."""
+    if is_s3(uri):
+        fs = s3_filesystem(s3)
+        try:
+            with_retries(uri, lambda: fs.put_file(os.fspath(local), uri[len("s3://") :]))
+        except Exception as exc:
+            raise _s3_errors(uri, exc) from exc
+        return uri
+    target = local_path(uri)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.part")
+    shutil.copyfile(local, tmp)
+    os.replace(tmp, target)
+    return str(target)
+
+
+@contextmanager
+def open_stream(
+    uri: str, *, s3: S3Options | None = None, block_size: int = 8 << 20
+) -> Iterator[Any]:
+    """A readable binary file object over `uri`, streamed (S3: ranged GETs, no full download)."""
+    if is_s3(uri):
+        fs = s3_filesystem(s3)
+        try:
+            f = fs.open(uri[len("s3://") :], "rb", block_size=block_size, cache_type="readahead")
+        except Exception as exc:
+            raise _s3_errors(uri, exc) from exc
+    else:
+        f = local_path(uri).open("rb")
+    with f:
+        yield f

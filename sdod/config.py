@@ -1,0 +1,209 @@
+"""The training-job spec: SageMaker's `CreateTrainingJob` request, validated once at the edge.
+
+A spec a user already sends to SageMaker is accepted unchanged; fields sdod has no use for
+(`RoleArn`, `VpcConfig`, `AlgorithmSpecification`, ...) are accepted and listed in
+`ignored_fields`. Every `S3Uri` / `S3OutputPath` may also be a `file://` URI or a path.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sdod.errors import UserError
+
+JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+CHANNEL_NAME = re.compile(r"^[A-Za-z0-9\.\-_]{1,64}$")
+MAX_CHANNELS = 20
+MAX_HYPERPARAMETERS = 100
+MAX_HP_LENGTH = 256
+CONTENT_TYPES = {
+    "application/x-recordio",
+    "image/jpeg",
+    "image/png",
+    "application/x-image",
+    "application/jsonlines",
+    "application/x-sagemaker-model",
+}
+KNOWN_CHANNELS = ("train", "validation", "train_annotation", "validation_annotation", "model")
+INPUT_MODES = ("File", "Pipe")
+USED_FIELDS = {
+    "TrainingJobName", "HyperParameters", "InputDataConfig", "OutputDataConfig",
+    "ResourceConfig", "StoppingCondition", "CheckpointConfig", "Tags",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Channel:
+    name: str
+    uri: str
+    content_type: str | None = None
+    input_mode: str = "File"
+    attribute_names: tuple[str, ...] = ()
+    record_wrapper: str | None = None
+    shuffle_seed: int | None = None
+    s3_data_type: str = "S3Prefix"
+
+
+@dataclass(frozen=True)
+class TrainingJobSpec:
+    name: str
+    hyperparameters: dict[str, str]
+    channels: tuple[Channel, ...]
+    output_path: str
+    instance_count: int = 1
+    gpus_per_instance: int | None = None
+    max_runtime_seconds: int = 86400
+    max_wait_seconds: int | None = None
+    checkpoint_uri: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    ignored_fields: tuple[str, ...] = ()
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def channel(self, name: str) -> Channel | None:
+        return next((c for c in self.channels if c.name == name), None)
+
+
+def _get(
+    obj: Any, key: str, where: str, kind: type | tuple[type, ...], required: bool = True
+) -> Any:
+    if not isinstance(obj, dict):
+        raise UserError(f"{where} must be an object")
+    if key not in obj:
+        if required:
+            raise UserError(f"{where}.{key} is required")
+        return None
+    value = obj[key]
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        raise UserError(f"{where}.{key} must be a {names}, got {value!r}")
+    return value
+
+
+def _hyperparameters(raw: Any) -> dict[str, str]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise UserError("HyperParameters must be an object of string to string")
+    if len(raw) > MAX_HYPERPARAMETERS:
+        raise UserError(f"HyperParameters has {len(raw)} entries; at most {MAX_HYPERPARAMETERS}")
+    out = {}
+    for key, value in raw.items():
+        if not isinstance(value, str):
+            raise UserError(
+                f"HyperParameters.{key} must be a string (SageMaker sends strings), got {value!r}"
+            )
+        for what, text in (("key", key), ("value", value)):
+            if len(text) > MAX_HP_LENGTH:
+                raise UserError(
+                    f"HyperParameters {what} {text[:40]!r}... is longer than 256 characters"
+                )
+        out[key] = value
+    return out
+
+
+def _channel(raw: Any, i: int) -> Channel:
+    where = f"InputDataConfig[{i}]"
+    name = _get(raw, "ChannelName", where, str)
+    if not CHANNEL_NAME.match(name):
+        raise UserError(f"{where}.ChannelName {name!r} must match [A-Za-z0-9.-_]{{1,64}}")
+    source = _get(_get(raw, "DataSource", where, dict), "S3DataSource", f"{where}.DataSource", dict)
+    s3_where = f"{where}.DataSource.S3DataSource"
+    uri = _get(source, "S3Uri", s3_where, str)
+    data_type = _get(source, "S3DataType", s3_where, str, required=False) or "S3Prefix"
+    if data_type not in ("S3Prefix", "AugmentedManifestFile"):
+        raise UserError(
+            f"{s3_where}.S3DataType {data_type!r}: sdod supports S3Prefix and AugmentedManifestFile"
+        )
+    content_type = _get(raw, "ContentType", where, str, required=False)
+    if content_type is not None and content_type not in CONTENT_TYPES:
+        raise UserError(
+            f"{where}.ContentType {content_type!r} is not one of {sorted(CONTENT_TYPES)}"
+        )
+    if name == "model" and content_type not in (None, "application/x-sagemaker-model"):
+        raise UserError(
+            f"{where}: the model channel's ContentType must be application/x-sagemaker-model"
+        )
+    mode = _get(raw, "InputMode", where, str, required=False) or "File"
+    if mode not in INPUT_MODES:
+        raise UserError(f"{where}.InputMode {mode!r} must be File or Pipe")
+    attrs = _get(source, "AttributeNames", s3_where, list, required=False) or []
+    shuffle = _get(raw, "ShuffleConfig", where, dict, required=False)
+    seed = _get(shuffle, "Seed", f"{where}.ShuffleConfig", int) if shuffle is not None else None
+    wrapper = _get(raw, "RecordWrapperType", where, str, required=False)
+    return Channel(name, uri, content_type, mode, tuple(map(str, attrs)), wrapper, seed, data_type)
+
+
+def parse_job_spec(raw: Any) -> TrainingJobSpec:
+    """Validate a CreateTrainingJob-shaped dict; UserError names the first bad field."""
+    if not isinstance(raw, dict):
+        raise UserError("the training-job spec must be a JSON object (CreateTrainingJob request)")
+    name = _get(raw, "TrainingJobName", "spec", str)
+    if not JOB_NAME.match(name):
+        raise UserError(
+            f"TrainingJobName {name!r} must be 1-63 letters, digits and hyphens, starting and "
+            "ending with a letter or digit (pattern ^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62})"
+        )
+    channels_raw = _get(raw, "InputDataConfig", "spec", list)
+    if not 1 <= len(channels_raw) <= MAX_CHANNELS:
+        raise UserError(
+            f"InputDataConfig must list 1 to {MAX_CHANNELS} channels, got {len(channels_raw)}"
+        )
+    channels = tuple(_channel(c, i) for i, c in enumerate(channels_raw))
+    names = [c.name for c in channels]
+    if len(set(names)) != len(names):
+        raise UserError(f"InputDataConfig lists a channel twice: {names}")
+    output = _get(
+        _get(raw, "OutputDataConfig", "spec", dict), "S3OutputPath", "OutputDataConfig", str
+    )
+    resources = _get(raw, "ResourceConfig", "spec", dict, required=False) or {}
+    count = _get(resources, "InstanceCount", "ResourceConfig", int, required=False) or 1
+    gpus = _get(resources, "GpusPerInstance", "ResourceConfig", int, required=False)
+    stopping = _get(raw, "StoppingCondition", "spec", dict, required=False) or {}
+    max_runtime = _get(stopping, "MaxRuntimeInSeconds", "StoppingCondition", int, required=False)
+    max_wait = _get(stopping, "MaxWaitTimeInSeconds", "StoppingCondition", int, required=False)
+    if max_runtime is not None and max_runtime < 1:
+        raise UserError(f"StoppingCondition.MaxRuntimeInSeconds must be >= 1, got {max_runtime}")
+    if max_wait is not None and max_runtime is not None and max_wait < max_runtime:
+        raise UserError("StoppingCondition.MaxWaitTimeInSeconds must be >= MaxRuntimeInSeconds")
+    checkpoint = _get(raw, "CheckpointConfig", "spec", dict, required=False)
+    checkpoint_uri = _get(checkpoint, "S3Uri", "CheckpointConfig", str) if checkpoint else None
+    tags_raw = _get(raw, "Tags", "spec", list, required=False) or []
+    if len(tags_raw) > 50:
+        raise UserError(f"Tags holds {len(tags_raw)} tags; at most 50")
+    tags = {
+        _get(t, "Key", f"Tags[{i}]", str): str(_get(t, "Value", f"Tags[{i}]", str))
+        for i, t in enumerate(tags_raw)
+    }
+    return TrainingJobSpec(
+        name=name,
+        hyperparameters=_hyperparameters(raw.get("HyperParameters")),
+        channels=channels,
+        output_path=output,
+        instance_count=count,
+        gpus_per_instance=gpus,
+        max_runtime_seconds=max_runtime or 86400,
+        max_wait_seconds=max_wait,
+        checkpoint_uri=checkpoint_uri,
+        tags=tags,
+        ignored_fields=tuple(sorted(set(raw) - USED_FIELDS)),
+        raw=raw,
+    )
+
+
+def load_job_spec(path: str | Path) -> TrainingJobSpec:
+    """Read and validate a spec file; errors name the file and the field."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"job spec {path} does not exist") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"job spec {path} is not valid JSON ({exc})") from None
+    try:
+        return parse_job_spec(raw)
+    except UserError as exc:
+        raise UserError(f"{path}: {exc}") from None

@@ -1,0 +1,65 @@
+"""A real S3 endpoint for tests: moto's threaded server over HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@dataclass(frozen=True)
+class S3Endpoint:
+    url: str
+    bucket: str
+
+    def upload_dir(self, local: Path, prefix: str) -> str:
+        """Upload every file under `local` to s3://bucket/prefix/...; return that URI."""
+        import boto3
+
+        client = boto3.client("s3", endpoint_url=self.url)
+        for path in sorted(local.rglob("*")):
+            if path.is_file():
+                key = f"{prefix}/{path.relative_to(local).as_posix()}"
+                client.upload_file(str(path), self.bucket, key)
+        return f"s3://{self.bucket}/{prefix}"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[S3Endpoint]:
+    from moto.server import ThreadedMotoServer
+
+    saved = {k: os.environ.get(k) for k in [*AWS_ENV, "AWS_ENDPOINT_URL"]}
+    os.environ.update(AWS_ENV)
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    os.environ["AWS_ENDPOINT_URL"] = url  # botocore/s3fs pick the endpoint up from here
+    import boto3
+
+    boto3.client("s3", endpoint_url=url).create_bucket(Bucket="sdod-test")
+    try:
+        yield S3Endpoint(url, "sdod-test")
+    finally:
+        server.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
