@@ -117,47 +117,68 @@ def frame_parts(head: bytes, body: bytes) -> list[bytes]:
     return [_CHUNK_HEAD.pack(MAGIC, size), head, body, b"\0" * (-size % 4)]
 
 
+class RecordStream:
+    """Reads logical records one after another from any binary file object, seekable or not
+    (an S3 stream in Pipe mode); `offset` is the byte position of the next record."""
+
+    def __init__(self, f: BinaryIO, where: str, offset: int = 0) -> None:
+        self.f, self.where, self.offset = f, where, offset
+
+    def _read(self, n: int) -> bytes:
+        data = self.f.read(n) if n else b""
+        self.offset += len(data)
+        return data
+
+    def next(self) -> bytes | None:
+        """One logical record's payload; None at a clean end of file."""
+        parts: list[bytes] = []
+        while True:
+            offset = self.offset
+            head = self._read(8)
+            if not head and not parts:
+                return None
+            if len(head) < 8:
+                raise DataError(
+                    f"{self.where}: file ends inside a record header at byte {offset} (truncated)"
+                )
+            magic, lrec = _CHUNK_HEAD.unpack(head)
+            if magic != MAGIC:
+                raise DataError(
+                    f"{self.where}: no RecordIO magic at byte {offset} (found 0x{magic:08x}); "
+                    "the file is not MXNet RecordIO, or an .idx offset is wrong"
+                )
+            cflag, length = lrec >> 29, lrec & LENGTH_MASK
+            data = self._read(length)
+            if len(data) < length:
+                raise DataError(
+                    f"{self.where}: record at byte {offset} is truncated "
+                    f"({len(data)} of {length} bytes)"
+                )
+            self._read(-length % 4)
+            if cflag == 0 and not parts:
+                return data
+            if (cflag == 1) != (not parts) or cflag == 0:
+                raise DataError(
+                    f"{self.where}: broken multi-part record at byte {offset} (cflag {cflag})"
+                )
+            parts.append(data)
+            if cflag == 3:
+                return MAGIC_BYTES.join(parts)
+
+
 def read_payload(f: BinaryIO, where: str) -> bytes | None:
     """Read one logical record at the file position; None at a clean end of file."""
-    parts: list[bytes] = []
-    while True:
-        offset = f.tell()
-        head = f.read(8)
-        if not head and not parts:
-            return None
-        if len(head) < 8:
-            raise DataError(
-                f"{where}: file ends inside a record header at byte {offset} (truncated)"
-            )
-        magic, lrec = _CHUNK_HEAD.unpack(head)
-        if magic != MAGIC:
-            raise DataError(
-                f"{where}: no RecordIO magic at byte {offset} (found 0x{magic:08x}); "
-                "the file is not MXNet RecordIO, or an .idx offset is wrong"
-            )
-        cflag, length = lrec >> 29, lrec & LENGTH_MASK
-        data = f.read(length)
-        if len(data) < length:
-            raise DataError(
-                f"{where}: record at byte {offset} is truncated ({len(data)} of {length} bytes)"
-            )
-        f.seek(-length % 4, os.SEEK_CUR)
-        if cflag == 0 and not parts:
-            return data
-        if (cflag == 1) != (not parts) or cflag == 0:
-            raise DataError(f"{where}: broken multi-part record at byte {offset} (cflag {cflag})")
-        parts.append(data)
-        if cflag == 3:
-            return MAGIC_BYTES.join(parts)
+    return RecordStream(f, where, f.tell()).next()
 
 
 def iter_rec(path: str | Path) -> Iterator[tuple[int, bytes]]:
     """(offset, payload) for every record of a .rec file, in file order."""
     path = Path(path)
     with path.open("rb") as f:
+        stream = RecordStream(f, str(path))
         while True:
-            offset = f.tell()
-            payload = read_payload(f, str(path))
+            offset = stream.offset
+            payload = stream.next()
             if payload is None:
                 return
             yield offset, payload
