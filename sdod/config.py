@@ -14,6 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from sdod.errors import UserError
+from sdod.hyperparameters import Hyperparameters, parse_hyperparameters
+
+__all__ = [
+    "Channel",
+    "Hyperparameters",
+    "TrainingJobSpec",
+    "load_job_spec",
+    "parse_hyperparameters",
+    "parse_job_spec",
+]
 
 JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 CHANNEL_NAME = re.compile(r"^[A-Za-z0-9\.\-_]{1,64}$")

@@ -1,0 +1,177 @@
+"""SageMaker's Object Detection hyperparameters: names, defaults, valid ranges.
+
+Values arrive as strings (as in a CreateTrainingJob request) and are validated once, here;
+every message names the hyperparameter, the value and what is allowed. Unknown names are
+errors (a typo must not silently train with a default). `base_network` also accepts
+`mobilenet-v3`, an sdod extension: a light network that trains on a CPU in minutes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from sdod.errors import UserError
+
+BASE_NETWORKS = ("vgg-16", "resnet-50", "mobilenet-v3")
+OPTIMIZERS = ("sgd", "adam", "rmsprop", "adadelta")
+KV_STORES = ("dist_sync", "dist_async")
+IGNORED_PREFIXES = ("_tuning",)  # SageMaker's tuner injects `_tuning_objective_metric`
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    num_classes: int
+    num_training_samples: int
+    base_network: str = "vgg-16"
+    use_pretrained_model: int = 1
+    epochs: int = 30
+    learning_rate: float = 0.001
+    lr_scheduler_factor: float = 0.1
+    lr_scheduler_step: tuple[int, ...] = ()
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 0.0005
+    mini_batch_size: int = 32
+    image_shape: int = 300
+    label_width: int = 350
+    nms_threshold: float = 0.45
+    overlap_threshold: float = 0.5
+    freeze_layer_pattern: str = ""
+    kv_store: str | None = None
+    ignored: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def max_objects(self) -> int:
+        """Objects per image that fit in `label_width` (2 header numbers, 5 per object)."""
+        return (self.label_width - 2) // 5
+
+    def to_strings(self) -> dict[str, str]:
+        """Back to SageMaker's string map (what `hyperparams.json` in model.tar.gz holds)."""
+        out = {}
+        for key, value in asdict(self).items():
+            if key == "ignored" or value is None:
+                continue
+            if key == "lr_scheduler_step":
+                value = ",".join(map(str, value))
+            out[key] = str(value)
+        return out
+
+
+def _int(lo: int | None = None) -> Callable[[str, str], int]:
+    def parse(name: str, raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise UserError(f"hyperparameter {name}={raw!r} must be an integer") from None
+        if lo is not None and value < lo:
+            raise UserError(f"hyperparameter {name}={raw!r} must be an integer >= {lo}")
+        return value
+
+    return parse
+
+
+def _float(
+    lo: float, hi: float, *, lo_open: bool = True, hi_open: bool = False
+) -> Callable[[str, str], float]:
+    interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+
+    def parse(name: str, raw: str) -> float:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise UserError(
+                f"hyperparameter {name}={raw!r} must be a number in {interval}"
+            ) from None
+        low_ok = value > lo if lo_open else value >= lo
+        high_ok = value < hi if hi_open else value <= hi
+        if not (low_ok and high_ok):
+            raise UserError(f"hyperparameter {name}={raw!r} is outside its valid range {interval}")
+        return value
+
+    return parse
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[str, str], str]:
+    def parse(name: str, raw: str) -> str:
+        value = raw.strip().strip("'\"")
+        if value not in options:
+            raise UserError(f"hyperparameter {name}={raw!r} must be one of {', '.join(options)}")
+        return value
+
+    return parse
+
+
+def _flag(name: str, raw: str) -> int:
+    if raw.strip() not in ("0", "1"):
+        raise UserError(f"hyperparameter {name}={raw!r} must be 0 or 1")
+    return int(raw)
+
+
+def _steps(name: str, raw: str) -> tuple[int, ...]:
+    parts = [p.strip() for p in raw.split(",") if p.strip()]
+    try:
+        steps = tuple(int(p) for p in parts)
+    except ValueError:
+        raise UserError(
+            f"hyperparameter {name}={raw!r} must be comma-separated epochs, e.g. '10,20'"
+        ) from None
+    if any(s < 1 for s in steps) or list(steps) != sorted(set(steps)):
+        raise UserError(f"hyperparameter {name}={raw!r} must list increasing positive epochs")
+    return steps
+
+
+def _regex(name: str, raw: str) -> str:
+    try:
+        re.compile(raw)
+    except re.error as exc:
+        raise UserError(
+            f"hyperparameter {name}={raw!r} is not a valid regular expression ({exc})"
+        ) from None
+    return raw
+
+
+PARSERS: dict[str, Callable[[str, str], Any]] = {
+    "num_classes": _int(1),
+    "num_training_samples": _int(1),
+    "base_network": _choice(BASE_NETWORKS),
+    "use_pretrained_model": _flag,
+    "epochs": _int(1),
+    "learning_rate": _float(0, 1),
+    "lr_scheduler_factor": _float(0, 1, hi_open=True),
+    "lr_scheduler_step": _steps,
+    "optimizer": _choice(OPTIMIZERS),
+    "momentum": _float(0, 1),
+    "weight_decay": _float(0, 1, hi_open=True),
+    "mini_batch_size": _int(1),
+    "image_shape": _int(300),
+    "label_width": _int(7),
+    "nms_threshold": _float(0, 1),
+    "overlap_threshold": _float(0, 1),
+    "freeze_layer_pattern": _regex,
+    "kv_store": _choice(KV_STORES),
+}
+REQUIRED = ("num_classes", "num_training_samples")
+
+
+def parse_hyperparameters(raw: Mapping[str, Any]) -> Hyperparameters:
+    """Validate SageMaker's string map; numbers are accepted too (JSON configs)."""
+    values: dict[str, Any] = {}
+    ignored = []
+    for name, value in raw.items():
+        if name.startswith(IGNORED_PREFIXES):
+            ignored.append(name)
+            continue
+        if name not in PARSERS:
+            close = [k for k in PARSERS if k.replace("_", "") == name.replace("_", "").lower()]
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise UserError(
+                f"unknown hyperparameter {name!r}{hint}; valid names: {', '.join(sorted(PARSERS))}"
+            )
+        values[name] = PARSERS[name](name, str(value))
+    missing = [name for name in REQUIRED if name not in values]
+    if missing:
+        raise UserError(f"hyperparameter(s) {', '.join(missing)} are required")
+    return Hyperparameters(**values, ignored=tuple(ignored))
