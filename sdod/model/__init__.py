@@ -1,0 +1,1 @@
+"""SSD: base networks, heads, anchors, box coding, loss, post-processing."""
