@@ -24,10 +24,12 @@ def multibox_loss(
     """`(cross_entropy, smooth_l1)` for logits `[B, A, K+1]`, offsets `[B, A, 4]`,
     class targets `[B, A]` (0 background) and box targets `[B, A, 4]`."""
     if cls_logits.shape[:2] != cls_targets.shape or box_offsets.shape != box_targets.shape:
-        raise ValueError(
-            f"shape mismatch: logits {tuple(cls_logits.shape)}, "
-            f"offsets {tuple(box_offsets.shape)}, class targets {tuple(cls_targets.shape)}, box targets {tuple(box_targets.shape)}"
-        )
+        shapes = ", ".join(
+            f"{name} {tuple(t.shape)}"
+            for name, t in (("logits", cls_logits), ("offsets", box_offsets),
+                            ("class targets", cls_targets), ("box targets", box_targets))
+        )  # fmt: skip
+        raise ValueError(f"shape mismatch: {shapes}")
     ce = F.cross_entropy(cls_logits.float().flatten(0, 1), cls_targets.flatten(), reduction="none")
     ce = ce.view_as(cls_targets)
     pos = cls_targets > 0
