@@ -106,6 +106,30 @@ def _render_ingest(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# --- train --------------------------------------------------------------------------
+
+
+def _configure_train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--job-root", help="job folder made by `sdod ingest` (SageMaker layout)")
+    p.add_argument("--job-spec", help="CreateTrainingJob request (JSON): ingest, then train")
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from sdod import stages
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr if args.json else sys.stdout, flush=True)
+
+    if not (args.job_root or args.job_spec):
+        raise UserError("give --job-root or --job-spec")
+    outcome = stages.train(job_root=args.job_root, job_spec=args.job_spec, log=log)
+    if args.json:
+        print(json.dumps(outcome.to_dict(), indent=2))
+    elif outcome.status == "Failed":
+        print(f"sdod train: error: {outcome.message}", file=sys.stderr)
+    return outcome.exit_code
+
+
 # --- pack ---------------------------------------------------------------------------
 
 
@@ -206,6 +230,12 @@ COMMANDS: list[Command] = [
         _configure_ingest,
         _run_ingest,
         _render_ingest,
+    ),
+    Command(
+        "train",
+        "run a training job; exit 0 Completed, 3 Stopped (artifact written), 1/2 Failed",
+        _configure_train,
+        _run_train,
     ),
     Command(
         "pack",

@@ -7,6 +7,7 @@ inside, so importing this module is cheap. Stages land here as they are built.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
     from sdod.data.pack import PackResult
     from sdod.data.sampleset import SampleSet
     from sdod.storage import S3Options
+    from sdod.train.job import JobOutcome
 
 
 @dataclass(frozen=True)
@@ -108,3 +110,31 @@ def pack(
         items = packing.items_from_samples(sampleset, base)
     options = packing.PackOptions(resize=resize, quality=quality)
     return packing.pack(items, out, options=options, workers=workers)
+
+
+def train(
+    *,
+    job_root: str | None = None,
+    job_spec: str | dict[str, Any] | None = None,
+    s3: S3Options | None = None,
+    log: Callable[[str], None] = print,
+) -> JobOutcome:
+    """Run a training job: from a job root made by `ingest`, or from a spec (ingest first).
+
+    With only `job_spec`, the job root is `./jobs/<TrainingJobName>`. The outcome says
+    Completed, Stopped (StoppingCondition; the artifact is valid) or Failed.
+    """
+    from sdod.train.job import train_job
+
+    if job_spec is not None:
+        if job_root is None:
+            from sdod.config import load_job_spec, parse_job_spec
+
+            spec = (
+                parse_job_spec(job_spec) if isinstance(job_spec, dict) else load_job_spec(job_spec)
+            )
+            job_root = str(Path("jobs") / spec.name)
+        ingest(job_spec=job_spec, job_root=job_root, s3=s3)
+    if job_root is None:
+        raise UserError("give --job-root (a folder made by `sdod ingest`) or --job-spec")
+    return train_job(job_root, log=log)

@@ -15,8 +15,10 @@ to parameters, for `freeze_layer_pattern`.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -61,11 +63,22 @@ def _vgg_extra(cin: int, spec: tuple[tuple[int, int, int, int], ...]) -> nn.Sequ
     return nn.Sequential(*layers)
 
 
+M = TypeVar("M", bound=nn.Module)
+
+
+def _imagenet(model: M, weights: dict[str, torch.Tensor] | None) -> M:
+    """Load torchvision ImageNet weights (a state dict) into the classification model."""
+    if weights is not None:
+        model.load_state_dict(weights)
+    return model
+
+
 class VGG16Atrous(Backbone):
-    def __init__(self, image_size: int) -> None:
+    def __init__(self, image_size: int, weights: dict[str, torch.Tensor] | None = None) -> None:
         super().__init__()
         spec = VGG_EXTRAS_512 if image_size >= 512 else VGG_EXTRAS_300
-        self.body = SSDFeatureExtractorVGG(vgg16(weights=None).features, highres=False)
+        vgg = _imagenet(vgg16(weights=None), weights)
+        self.body = SSDFeatureExtractorVGG(vgg.features, highres=False)
         cins = [1024] + [s[1][0] for s in spec[:-1]]
         self.body.extra = nn.ModuleList(
             [self.body.extra[0], *(_vgg_extra(c, s) for c, s in zip(cins, spec, strict=True))]
@@ -100,9 +113,9 @@ class VGG16Atrous(Backbone):
 
 
 class ResNet50SSD(Backbone):
-    def __init__(self, image_size: int) -> None:
+    def __init__(self, image_size: int, weights: dict[str, torch.Tensor] | None = None) -> None:
         super().__init__()
-        r = resnet50(weights=None)
+        r = _imagenet(resnet50(weights=None), weights)
         self.stem = nn.Sequential(r.conv1, r.bn1, r.relu, r.maxpool)
         self.layer1, self.layer2, self.layer3, self.layer4 = r.layer1, r.layer2, r.layer3, r.layer4
         filters = [512, 512, 256, 256]
@@ -134,9 +147,13 @@ class ResNet50SSD(Backbone):
 
 
 class MobileNetV3SSD(Backbone):
-    def __init__(self, image_size: int) -> None:
+    def __init__(self, image_size: int, weights: dict[str, torch.Tensor] | None = None) -> None:
         super().__init__()
-        features = mobilenet_v3_small(weights=None).features
+        # BN momentum 0.1 (torchvision uses 0.01 for long ImageNet runs): with 0.01 the
+        # running statistics lag far behind in short detection runs and eval-mode
+        # predictions are garbage while the training loss looks fine.
+        norm = functools.partial(nn.BatchNorm2d, eps=0.001, momentum=0.1)
+        features = _imagenet(mobilenet_v3_small(weights=None, norm_layer=norm), weights).features
         self.c4 = features[:9]  # stride 16, 48 channels
         self.c5 = features[9:]  # stride 32, 576 channels
         filters = [256, 256, 128, 128]
@@ -163,7 +180,7 @@ class MobileNetV3SSD(Backbone):
         return out
 
 
-BACKBONES: dict[str, Callable[[int], Backbone]] = {
+BACKBONES: dict[str, Callable[..., Backbone]] = {
     "vgg-16": VGG16Atrous,
     "resnet-50": ResNet50SSD,
     "mobilenet-v3": MobileNetV3SSD,

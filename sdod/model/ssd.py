@@ -51,14 +51,18 @@ class SSD(nn.Module):
     mean: torch.Tensor
     std: torch.Tensor
 
-    def __init__(self, config: SSDConfig) -> None:
+    def __init__(
+        self, config: SSDConfig, backbone_weights: dict[str, torch.Tensor] | None = None
+    ) -> None:
         super().__init__()
         if config.base_network not in BACKBONES:
             raise ValueError(
                 f"base_network must be one of {sorted(BACKBONES)}, got {config.base_network!r}"
             )
         self.config = config
-        self.backbone: Backbone = BACKBONES[config.base_network](config.image_size)
+        self.backbone: Backbone = BACKBONES[config.base_network](
+            config.image_size, backbone_weights
+        )
         per_cell = preset_for(config.base_network, config.image_size).num_anchors()
         k = config.num_classes + 1
         self.class_heads = nn.ModuleList(

@@ -1,0 +1,116 @@
+"""Torch datasets over Samples (image+JSON, manifest or RecordIO), with SSD augmentation.
+
+Images stay uint8 until the model normalises them on the device. Training items carry
+their anchor targets, matched here in the data workers (as NVIDIA's SSD does) so the loss
+is one batched operation on the GPU. Validation items carry the image index; ground truth
+stays in original pixels for the mAP.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+from torchvision.transforms import v2 as T
+
+from sdod.data.recordio import RecordStream, unpack_record
+from sdod.data.sample import Sample
+from sdod.errors import DataError
+from sdod.model.boxes import match
+
+MEAN_PIXEL = [124, 116, 104]  # ImageNet mean in 0..255: the zoom-out fill
+
+
+def read_image_bytes(uri: str) -> bytes:
+    """Bytes of an image file, or of the image inside a `.rec` record (`path.rec#offset`)."""
+    path, _, offset = uri.partition(".rec#")
+    if offset:
+        with open(f"{path}.rec", "rb") as f:
+            f.seek(int(offset))
+            payload = RecordStream(f, f"{path}.rec", int(offset)).next()
+        if payload is None:
+            raise DataError(f"{path}.rec: no record at byte {offset}")
+        return unpack_record(payload).image
+    return Path(uri).read_bytes()
+
+
+def decode_rgb(data: bytes, where: str) -> torch.Tensor:
+    """uint8 `[3, H, W]`; grayscale, palette and alpha images become RGB (Pillow decodes:
+    torchvision's decoders are deprecated in favour of torchcodec, which we do not pin)."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            rgb = np.asarray(im.convert("RGB"))
+    except Exception as exc:
+        raise DataError(f"{where}: the image does not decode ({exc})") from None
+    return torch.from_numpy(rgb.copy()).permute(2, 0, 1)
+
+
+def train_transform(size: int) -> T.Compose:
+    """SSD augmentation: zoom-out, IoU-constrained crop, flip, resize, then colour jitter
+    (applied after the resize, where it is cheapest; colour does not depend on geometry)."""
+    return T.Compose([
+        T.RandomZoomOut(fill=MEAN_PIXEL, side_range=(1.0, 4.0), p=0.5),
+        T.RandomIoUCrop(),
+        T.RandomHorizontalFlip(),
+        T.Resize((size, size), antialias=True),
+        T.RandomPhotometricDistort(p=0.5),
+        T.SanitizeBoundingBoxes(min_size=1.0),
+    ])  # fmt: skip
+
+
+def eval_transform(size: int) -> T.Compose:
+    return T.Compose([T.Resize((size, size), antialias=True)])
+
+
+@dataclass
+class _Item:
+    image: torch.Tensor
+    boxes: torch.Tensor
+    labels: torch.Tensor
+
+
+class DetectionDataset(Dataset):
+    """`train=True`: `(image uint8 [3,S,S], cls_targets [A], box_targets [A,4])`.
+    `train=False`: `(image uint8 [3,S,S], index)`."""
+
+    def __init__(
+        self, samples: list[Sample], *, image_size: int, anchors: torch.Tensor, train: bool
+    ) -> None:
+        self.samples = samples
+        self.size = image_size
+        self.anchors = anchors
+        self.train = train
+        self.transform = train_transform(image_size) if train else eval_transform(image_size)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def load(self, index: int) -> _Item:
+        sample = self.samples[index]
+        image = decode_rgb(read_image_bytes(sample.image), sample.image)
+        return _Item(
+            image, torch.from_numpy(sample.boxes.copy()), torch.from_numpy(sample.labels.copy())
+        )
+
+    def __getitem__(
+        self, index: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | tuple[torch.Tensor, int]:
+        item = self.load(index)
+        h, w = item.image.shape[1:]
+        boxes = tv_tensors.BoundingBoxes(item.boxes, format="XYXY", canvas_size=(h, w))
+        out = self.transform(
+            {"image": tv_tensors.Image(item.image), "boxes": boxes, "labels": item.labels}
+        )
+        image = out["image"].as_subclass(torch.Tensor).contiguous()
+        if not self.train:
+            return image, index
+        cls_t, box_t = match(
+            out["boxes"].as_subclass(torch.Tensor).float(), out["labels"], self.anchors
+        )
+        return image, cls_t, box_t

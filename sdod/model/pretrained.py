@@ -1,0 +1,64 @@
+"""ImageNet weights for `use_pretrained_model=1`, from local files only (nothing downloads).
+
+Looked for, in order: `$SDOD_PRETRAINED_DIR`, then torchvision's cache
+(`$TORCH_HOME/hub/checkpoints`, default `~/.cache/torch/hub/checkpoints`), under
+torchvision's file names, or `<base_network>.safetensors` / `<base_network>.pth`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from sdod.errors import UserError
+
+TORCHVISION_FILES = {
+    "vgg-16": ("vgg16-397923af.pth",),
+    "resnet-50": ("resnet50-0676ba61.pth", "resnet50-11ad3fa6.pth"),
+    "mobilenet-v3": ("mobilenet_v3_small-047dcff4.pth",),
+}
+
+
+def search_dirs() -> list[Path]:
+    dirs = []
+    if os.environ.get("SDOD_PRETRAINED_DIR"):
+        dirs.append(Path(os.environ["SDOD_PRETRAINED_DIR"]))
+    torch_home = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
+    dirs.append(torch_home / "hub" / "checkpoints")
+    return dirs
+
+
+def find_weights(base_network: str) -> Path:
+    names = [
+        *TORCHVISION_FILES.get(base_network, ()),
+        f"{base_network}.safetensors",
+        f"{base_network}.pth",
+    ]
+    for folder in search_dirs():
+        for name in names:
+            if (folder / name).is_file():
+                return folder / name
+    where = " or ".join(str(d) for d in search_dirs())
+    raise UserError(
+        f"use_pretrained_model=1 needs ImageNet weights for {base_network} on this machine "
+        f"(sdod downloads nothing): put {names[0]} (torchvision's file) in {where}, or set "
+        "SDOD_PRETRAINED_DIR to the folder holding it; or set use_pretrained_model=0 to "
+        "train from scratch"
+    )
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from .safetensors or a torchvision .pth (loaded with weights_only)."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(f"{path}: not a loadable weights file ({exc})") from None
+    if not isinstance(state, dict):
+        raise UserError(f"{path}: expected a state dict of tensors")
+    return state

@@ -1,0 +1,1 @@
+"""Training: the loop, stopping, optimiser and schedule, metric log lines, the job runner."""

@@ -1,0 +1,215 @@
+"""A training job in SageMaker's local layout: read the job root, train, write model.tar.gz.
+
+Outcomes: Completed (exit 0), Stopped by StoppingCondition or SIGTERM (exit 3, the
+artifact holds the best weights so far and `metrics.json` says `"stopped": true`), Failed
+(exit 1; exit 2 when the cause is the user's input). On failure `output/failure` holds
+the message, as in a SageMaker container.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sdod.artifact import Artifact, write_artifact
+from sdod.config import Channel, TrainingJobSpec, load_job_spec
+from sdod.data.sampleset import SampleSet
+from sdod.errors import DataError, UserError
+from sdod.hyperparameters import Hyperparameters, parse_hyperparameters
+from sdod.joblayout import JobLayout
+from sdod.storage import atomic_write_bytes
+from sdod.train.stopping import StopFlag
+
+EXIT_COMPLETED, EXIT_FAILED, EXIT_USER, EXIT_STOPPED = 0, 1, 2, 3
+
+
+@dataclass
+class JobOutcome:
+    status: str
+    exit_code: int
+    job_root: str
+    artifact: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    message: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _read_channel(layout: JobLayout, spec: TrainingJobSpec, channel: Channel) -> SampleSet:
+    folder = layout.channel_dir(channel.name)
+    if channel.input_mode == "Pipe":
+        raise UserError(
+            f"channel {channel.name}: Pipe-mode training input is not supported yet; use File mode"
+        )
+    if not folder.is_dir():
+        raise UserError(f"channel {channel.name}: {folder} is missing; run `sdod ingest` first")
+    manifests = sorted(folder.rglob("*.manifest"))
+    if channel.s3_data_type == "AugmentedManifestFile" or manifests:
+        from sdod.data.manifest import read_manifest
+
+        if len(manifests) != 1:
+            raise UserError(
+                f"channel {channel.name}: expected one .manifest file in {folder}, "
+                f"found {len(manifests)}"
+            )
+        return read_manifest(
+            manifests[0], channel.attribute_names or ("source-ref", "bounding-box")
+        )
+    recs = sorted(folder.rglob("*.rec"))
+    if channel.content_type == "application/x-recordio" or recs:
+        from sdod.data.recfile import read_rec
+
+        if not recs:
+            raise UserError(
+                f"channel {channel.name}: ContentType is application/x-recordio "
+                f"but {folder} has no .rec file"
+            )
+        sets = [read_rec(rec) for rec in recs]
+        return SampleSet([s for ss in sets for s in ss.samples])
+    annotations = spec.channel(f"{channel.name}_annotation")
+    if annotations is None:
+        raise UserError(
+            f"channel {channel.name} holds images but there is no "
+            f"{channel.name}_annotation channel (SageMaker's image format needs both)"
+        )
+    from sdod.data.imagejson import read_image_json
+
+    return read_image_json(folder, layout.channel_dir(annotations.name))
+
+
+def _check_labels(data: SampleSet, hp: Hyperparameters, channel: str) -> None:
+    for sample in data.samples:
+        if sample.labels.size and int(sample.labels.max()) >= hp.num_classes:
+            raise DataError(
+                f"channel {channel}, image {sample.key}: class_id "
+                f"{int(sample.labels.max())} is not below num_classes={hp.num_classes}; "
+                "class ids run from 0 to num_classes-1"
+            )
+        if sample.num_objects > hp.max_objects:
+            raise DataError(
+                f"channel {channel}, image {sample.key}: {sample.num_objects} objects, but "
+                f"label_width={hp.label_width} fits {hp.max_objects}; "
+                f"raise label_width to at least {2 + 5 * sample.num_objects}"
+            )
+
+
+def _class_names(data: SampleSet, num_classes: int) -> list[str]:
+    return [data.categories.get(c, f"class_{c}") for c in range(num_classes)]
+
+
+def _weights_bytes(state: dict[str, torch.Tensor]) -> bytes:
+    from safetensors.torch import save
+
+    return save({k: v.contiguous() for k, v in state.items()})
+
+
+def train_job(
+    job_root: str | Path, *, log: Callable[[str], None] = print, stop: StopFlag | None = None
+) -> JobOutcome:
+    """Run the training job under `job_root`; never raises for job failures."""
+    layout = JobLayout(Path(job_root))
+    layout.output_dir.mkdir(parents=True, exist_ok=True)
+    (layout.output_dir / "failure").unlink(missing_ok=True)
+    try:
+        return _run(layout, log, stop)
+    except UserError as exc:
+        message, code = str(exc), EXIT_USER
+    except Exception as exc:  # an internal error: the job fails, the message is kept
+        message, code = f"{type(exc).__name__}: {exc}", EXIT_FAILED
+    atomic_write_bytes(layout.output_dir / "failure", (message + "\n").encode())
+    log(f"sdod train: job failed: {message}")
+    return JobOutcome("Failed", code, str(layout.root), message=message)
+
+
+def _run(layout: JobLayout, log: Callable[[str], None], stop: StopFlag | None) -> JobOutcome:
+    from sdod.model.ssd import SSD, SSDConfig
+    from sdod.train.loop import FitOptions, fit
+
+    if not layout.spec_file.is_file():
+        raise UserError(
+            f"{layout.root} is not a job root (no {layout.spec_file}); run `sdod ingest` first"
+        )
+    spec = load_job_spec(layout.spec_file)
+    hp = parse_hyperparameters(spec.hyperparameters)
+    stop = stop or StopFlag(spec.max_runtime_seconds)
+    train_channel = spec.channel("train")
+    if train_channel is None:
+        raise UserError("the job has no 'train' channel")
+    train = _read_channel(layout, spec, train_channel)
+    val_channel = spec.channel("validation")
+    validation = _read_channel(layout, spec, val_channel) if val_channel else SampleSet([])
+    _check_labels(train, hp, "train")
+    _check_labels(validation, hp, "validation")
+    if hp.num_training_samples != len(train):
+        log(
+            f"warning: num_training_samples={hp.num_training_samples} "
+            f"but the train channel holds {len(train)} images"
+        )
+    weights = None
+    if hp.use_pretrained_model:
+        from sdod.model.pretrained import find_weights, load_weights
+
+        weights = load_weights(find_weights(hp.base_network))
+    config = SSDConfig(hp.base_network, hp.num_classes, hp.image_shape)
+    model = SSD(config, backbone_weights=weights)
+    if hp.freeze_layer_pattern:
+        try:
+            log(f"frozen layers: {', '.join(model.freeze(hp.freeze_layer_pattern))}")
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    log(
+        f"training {hp.base_network} SSD{hp.image_shape} on {device.type}: "
+        f"{len(train)} train, {len(validation)} validation images"
+    )
+    started = time.monotonic()
+    result = fit(
+        model,
+        hp,
+        train.samples,
+        validation.samples,
+        stop=stop,
+        opts=FitOptions(device=device),
+        log=log,
+    )
+    metrics = {
+        "validation:mAP": result.best_map,
+        "best_epoch": result.best_epoch,
+        "epochs_completed": result.epochs_completed,
+        "epochs": hp.epochs,
+        "stopped": result.stopped,
+        "stop_reason": result.stop_reason,
+        "train_seconds": round(time.monotonic() - started, 1),
+        "history": result.history,
+    }
+    artifact = Artifact(
+        weights=_weights_bytes(result.best_state),
+        hyperparams=hp.to_strings(),
+        config={
+            **{
+                "base_network": hp.base_network,
+                "num_classes": hp.num_classes,
+                "image_shape": hp.image_shape,
+            },
+            "class_names": _class_names(train, hp.num_classes),
+            "nms_threshold": hp.nms_threshold,
+            "anchors": {"count": int(model.anchors.shape[0]), "format": "cx,cy,w,h input pixels"},
+        },
+        metrics=metrics,
+    )
+    path = write_artifact(layout.model_dir / "model.tar.gz", artifact)
+    atomic_write_bytes(layout.output_dir / "metrics.json", json.dumps(metrics, indent=2).encode())
+    status, code = ("Stopped", EXIT_STOPPED) if result.stopped else ("Completed", EXIT_COMPLETED)
+    log(
+        f"sdod train: {status}"
+        + (f" ({result.stop_reason})" if result.stopped else "")
+        + f"; model: {path}"
+    )
+    return JobOutcome(status, code, str(layout.root), str(path), metrics)

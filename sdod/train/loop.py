@@ -1,0 +1,148 @@
+"""The training loop: SageMaker's hyperparameters on PyTorch.
+
+bf16 autocast and channels-last on GPU, linear warm-up, gradient clipping, validation mAP
+(VOC07 at `overlap_threshold`) after every epoch, the best weights kept, SageMaker's metric
+lines, and a stop check at every step boundary (StoppingCondition).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils.data import DataLoader
+
+from sdod.data.dataset import DetectionDataset
+from sdod.data.sample import Sample
+from sdod.evaluate.detect import detect, ground_truth
+from sdod.evaluate.voc import voc_map
+from sdod.hyperparameters import Hyperparameters
+from sdod.model.loss import multibox_loss
+from sdod.model.ssd import SSD
+from sdod.train import metrics
+from sdod.train.optim import Schedule, make_optimizer
+from sdod.train.stopping import StopFlag
+
+GRAD_CLIP_NORM = 20.0
+MAX_WARMUP_ITERS = 300
+LOG_EVERY = 20
+
+
+@dataclass
+class FitResult:
+    epochs_completed: int
+    stopped: bool
+    stop_reason: str
+    best_map: float | None
+    best_epoch: int | None
+    best_state: dict[str, torch.Tensor]
+    history: list[dict] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    device: torch.device
+    workers: int = 2
+    seed: int = 0
+    start_epoch: int = 0
+    on_epoch_end: Callable[[int, SSD, torch.optim.Optimizer], None] | None = None
+
+
+def _loader(samples: list[Sample], model: SSD, batch: int, opts: FitOptions) -> DataLoader:
+    dataset = DetectionDataset(
+        samples, image_size=model.config.image_size, anchors=model.anchors.cpu(), train=True
+    )
+    return DataLoader(
+        dataset, batch_size=batch, shuffle=True, drop_last=len(samples) >= batch,
+        num_workers=opts.workers, pin_memory=opts.device.type == "cuda",
+        persistent_workers=opts.workers > 0, generator=torch.Generator().manual_seed(opts.seed),
+    )  # fmt: skip
+
+
+def fit(
+    model: SSD,
+    hp: Hyperparameters,
+    train: list[Sample],
+    validation: list[Sample],
+    *,
+    stop: StopFlag,
+    opts: FitOptions,
+    optimizer: torch.optim.Optimizer | None = None,
+    log: Callable[[str], None] = print,
+) -> FitResult:
+    """Train `model` in place for `hp.epochs` (or until `stop`); keep the best weights."""
+    torch.manual_seed(opts.seed)
+    device = opts.device
+    model.to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    batch = min(hp.mini_batch_size, len(train))
+    loader = _loader(train, model, batch, opts)
+    iters = len(loader)
+    optimizer = optimizer or make_optimizer(model, hp)
+    schedule = Schedule(hp, iters, min(MAX_WARMUP_ITERS, iters))
+    gt = ground_truth(validation) if validation else None
+    result = FitResult(opts.start_epoch, False, "", None, None, copy.deepcopy(model.state_dict()))
+    for epoch in range(opts.start_epoch, hp.epochs):
+        model.train()
+        started, seen = time.perf_counter(), 0
+        for b, (images, cls_t, box_t) in enumerate(loader):
+            if stop.is_set():
+                break
+            for group in optimizer.param_groups:
+                group["lr"] = schedule(epoch * iters + b)
+            images = images.to(device, non_blocking=True)
+            if device.type == "cuda":
+                images = images.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                cls, box = model(images)
+            ce, l1 = multibox_loss(
+                cls, box, cls_t.to(device, non_blocking=True), box_t.to(device, non_blocking=True)
+            )
+            optimizer.zero_grad(set_to_none=True)
+            (ce + l1).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP_NORM)
+            optimizer.step()
+            seen += images.shape[0]
+            if b % LOG_EVERY == 0 or b == iters - 1:
+                log(metrics.train_loss_line(epoch, b, "cross_entropy", round(ce.item(), 6)))
+                log(metrics.train_loss_line(epoch, b, "smooth_l1", round(l1.item(), 6)))
+        if stop.is_set():
+            result.stopped, result.stop_reason = True, stop.reason
+            break
+        log(metrics.throughput_line(round(seen / (time.perf_counter() - started), 3)))
+        entry: dict = {"epoch": epoch}
+        if gt is not None:
+            det = detect(
+                model,
+                validation,
+                device=device,
+                nms_threshold=hp.nms_threshold,
+                should_stop=stop.is_set,
+            )
+            if det is None:
+                result.stopped, result.stop_reason = True, stop.reason
+                break
+            score = voc_map(
+                det, gt, num_classes=hp.num_classes, iou_threshold=hp.overlap_threshold
+            ).map
+            score = 0.0 if score != score else score  # NaN (no ground truth) -> 0
+            entry["validation:mAP"] = score
+            log(metrics.validation_map_line(epoch, round(score, 6)))
+        result.history.append(entry)
+        result.epochs_completed = epoch + 1
+        improved = (
+            gt is None or result.best_map is None or entry["validation:mAP"] > result.best_map
+        )
+        if improved:
+            result.best_map, result.best_epoch = entry.get("validation:mAP"), epoch
+            result.best_state = {
+                k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
+            }
+        log(metrics.progress_line(round(100.0 * (epoch + 1) / hp.epochs, 2)))
+        if opts.on_epoch_end is not None:
+            opts.on_epoch_end(epoch, model, optimizer)
+    return result

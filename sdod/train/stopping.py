@@ -1,0 +1,47 @@
+"""StoppingCondition inside the job: SIGTERM or the MaxRuntimeInSeconds deadline set a flag
+that the loop checks at every step boundary; the job then saves a complete artifact.
+
+A second SIGTERM while saving does not interrupt the save (the handler only sets the flag).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from types import FrameType
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGINT or by the deadline; `reason` says which."""
+
+    def __init__(
+        self, max_runtime_seconds: float | None = None, *, start: float | None = None
+    ) -> None:
+        self._event = threading.Event()
+        self.reason = ""
+        self.start = time.monotonic() if start is None else start
+        self.deadline = self.start + max_runtime_seconds if max_runtime_seconds else None
+
+    def set(self, reason: str) -> None:
+        if not self._event.is_set():
+            self.reason = reason
+            self._event.set()
+
+    def is_set(self) -> bool:
+        if (
+            not self._event.is_set()
+            and self.deadline is not None
+            and time.monotonic() >= self.deadline
+        ):
+            self.set("MaxRuntimeInSeconds reached")
+        return self._event.is_set()
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM (what SageMaker and the operator send) and SIGINT request a stop."""
+
+        def handler(signum: int, _frame: FrameType | None) -> None:
+            self.set(f"received {signal.Signals(signum).name}")
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)

@@ -1,0 +1,126 @@
+"""Training jobs through the CLI, in real processes: Completed, Stopped, Failed."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sdod import stages
+from sdod.artifact import read_artifact
+from sdod.data.sampledata import make_sample_data
+
+# SageMaker's MetricDefinitions regexes for the built-in Object Detection algorithm
+REGEXES = {
+    "validation:mAP": r"#quality_metric: host=\S+, epoch=\S+, validation mAP <score>=\((\S+)\)",
+    "train:cross_entropy": r"#quality_metric: host=\S+, epoch=\S+, batch=\S+ train cross_entropy <loss>=\((\S+)\)",
+    "train:smooth_l1": r"#quality_metric: host=\S+, epoch=\S+, batch=\S+ train smooth_l1 <loss>=\((\S+)\)",
+    "train:throughput": r"#throughput_metric: host=\S+, train throughput=(\S+) records/second",
+    "progress": r"#progress_metric: host=\S+, completed (\S+) %",
+}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("bucket")
+    make_sample_data(root, train=4, validation=2, num_classes=2, seed=1)
+    return root
+
+
+def _job(tmp_path: Path, data: Path, name: str, *, runtime: int = 3600, **hp: str) -> Path:
+    spec = {
+        "TrainingJobName": name,
+        "HyperParameters": {
+            "base_network": "mobilenet-v3",
+            "num_classes": "2",
+            "num_training_samples": "4",
+            "use_pretrained_model": "0",
+            "epochs": "1",
+            "mini_batch_size": "2",
+            "optimizer": "adam",
+            **hp,
+        },
+        "InputDataConfig": [
+            {
+                "ChannelName": ch,
+                "ContentType": "image/jpeg",
+                "DataSource": {"S3DataSource": {"S3Uri": str(data / ch)}},
+            }
+            for ch in ("train", "validation", "train_annotation", "validation_annotation")
+        ],
+        "OutputDataConfig": {"S3OutputPath": str(tmp_path / "out")},
+        "StoppingCondition": {"MaxRuntimeInSeconds": runtime},
+    }
+    root = tmp_path / name
+    stages.ingest(job_spec=spec, job_root=str(root))
+    return root
+
+
+def _train(root: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sdod", "train", "--job-root", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_completed_job_logs_sagemaker_metric_lines_and_writes_the_artifact(
+    tmp_path: Path, data: Path
+) -> None:
+    root = _job(tmp_path, data, "ok-job", epochs="2")
+    run = _train(root)
+    assert run.returncode == 0, run.stdout + run.stderr
+    for name, regex in REGEXES.items():
+        assert re.search(regex, run.stdout), f"no {name} line"
+    maps = re.findall(REGEXES["validation:mAP"], run.stdout)
+    assert len(maps) == 2 and all(0.0 <= float(m) <= 1.0 for m in maps)
+    artifact = read_artifact(root / "model" / "model.tar.gz")
+    assert artifact.config["class_names"] == ["circle", "rectangle"]
+    assert artifact.metrics["stopped"] is False and artifact.metrics["epochs_completed"] == 2
+    assert artifact.hyperparams["base_network"] == "mobilenet-v3"
+    assert not (root / "output" / "failure").exists()
+
+
+def test_max_runtime_stops_the_job_with_a_loadable_artifact(tmp_path: Path, data: Path) -> None:
+    root = _job(tmp_path, data, "stop-job", runtime=1, epochs="500")
+    run = _train(root)
+    assert run.returncode == 3, run.stdout + run.stderr
+    assert "Stopped (MaxRuntimeInSeconds reached)" in run.stdout
+    artifact = read_artifact(root / "model" / "model.tar.gz")
+    assert artifact.metrics["stopped"] is True and artifact.metrics["epochs_completed"] < 500
+    from safetensors.torch import load
+
+    from sdod.model.ssd import SSD, SSDConfig
+
+    SSD(SSDConfig("mobilenet-v3", 2, 300)).load_state_dict(load(artifact.weights))
+
+
+def test_bad_labels_fail_the_job_with_the_reason_in_output_failure(
+    tmp_path: Path, data: Path
+) -> None:
+    root = _job(tmp_path, data, "bad-job", num_classes="1")
+    run = _train(root)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    failure = (root / "output" / "failure").read_text()
+    assert "class_id 1 is not below num_classes=1" in failure
+    assert "class_id 1 is not below num_classes=1" in run.stderr
+
+
+def test_missing_pretrained_weights_say_where_to_put_them(
+    tmp_path: Path, data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    monkeypatch.delenv("SDOD_PRETRAINED_DIR", raising=False)
+    root = _job(tmp_path, data, "pre-job", use_pretrained_model="1")
+    outcome = stages.train(job_root=str(root), log=lambda _: None)
+    assert outcome.status == "Failed" and outcome.exit_code == 2
+    assert (
+        "mobilenet_v3_small-047dcff4.pth" in outcome.message
+        and "use_pretrained_model=0" in outcome.message
+    )
+    assert json.loads(json.dumps(outcome.to_dict()))["status"] == "Failed"
