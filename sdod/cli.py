@@ -130,6 +130,90 @@ def _run_train(args: argparse.Namespace) -> int:
     return outcome.exit_code
 
 
+# --- evaluate / predict / inspect-model / publish ------------------------------------
+
+
+def _configure_evaluate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="model.tar.gz")
+    p.add_argument("--data", help="a .rec file or a .manifest file")
+    p.add_argument("--images", help="image channel folder (with --annotations)")
+    p.add_argument("--annotations", help="annotation channel folder")
+    p.add_argument("--metric", default="voc07", choices=["voc07", "voc"])
+    p.add_argument("--overlap-threshold", type=float, default=None, help="(the model's)")
+    p.add_argument("--out", help="folder for metrics.json")
+
+
+def _run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    from sdod import stages
+
+    data = args.data or ""
+    return stages.evaluate(
+        model=args.model,
+        images=args.images,
+        annotations=args.annotations,
+        manifest=data if data.endswith(".manifest") else None,
+        rec=data if data.endswith(".rec") else None,
+        metric=args.metric,
+        overlap_threshold=args.overlap_threshold,
+        out=args.out,
+    ).to_dict()
+
+
+def _configure_predict(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="model.tar.gz")
+    p.add_argument("images", nargs="+", help="JPEG or PNG files")
+    p.add_argument("--score-threshold", type=float, default=0.0)
+    p.add_argument("--top-k", type=int, default=None)
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sdod.serve.predictor import Predictor
+
+    predictor = Predictor.load(args.model)
+    for image in args.images:
+        try:
+            data = Path(image).read_bytes()
+        except OSError as exc:
+            raise UserError(f"{image}: cannot read ({exc.strerror})") from None
+        response = predictor.predict(data, score_threshold=args.score_threshold, top_k=args.top_k)
+        print(
+            json.dumps({"image": image, **response})
+            if len(args.images) > 1
+            else json.dumps(response)
+        )
+    return EXIT_OK
+
+
+def _configure_inspect(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="model.tar.gz")
+
+
+def _run_inspect(args: argparse.Namespace) -> dict[str, Any]:
+    from sdod.artifact import read_artifact
+
+    artifact = read_artifact(args.model)
+    metrics = {k: v for k, v in artifact.metrics.items() if k != "history"}
+    return {"config": artifact.config, "hyperparameters": artifact.hyperparams, "metrics": metrics,
+            "onnx": artifact.onnx is not None}  # fmt: skip
+
+
+def _configure_publish(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="model.tar.gz")
+    p.add_argument("--to", required=True, help="s3://bucket/prefix/ or a local folder or .tar.gz")
+    p.add_argument("--min-map", type=float, default=None, help="refuse below this mAP")
+    p.add_argument("--force", action="store_true", help="replace a better published model")
+
+
+def _run_publish(args: argparse.Namespace) -> dict[str, Any]:
+    from sdod import stages
+
+    return stages.publish(
+        model=args.model, to=args.to, min_map=args.min_map, force=args.force
+    ).to_dict()
+
+
 # --- pack ---------------------------------------------------------------------------
 
 
@@ -237,6 +321,17 @@ COMMANDS: list[Command] = [
         _configure_train,
         _run_train,
     ),
+    Command(
+        "evaluate", "mAP of a model on a dataset (VOC07 or VOC)", _configure_evaluate, _run_evaluate
+    ),
+    Command("predict", "SageMaker response JSON for each image", _configure_predict, _run_predict),
+    Command(
+        "inspect-model",
+        "validate a model.tar.gz and print its config",
+        _configure_inspect,
+        _run_inspect,
+    ),
+    Command("publish", "gated upload of a model.tar.gz", _configure_publish, _run_publish),
     Command(
         "pack",
         "pack images + annotations (or a manifest, or an im2rec .lst) into MXNet RecordIO",

@@ -217,3 +217,42 @@ def load_job_spec(path: str | Path) -> TrainingJobSpec:
         return parse_job_spec(raw)
     except UserError as exc:
         raise UserError(f"{path}: {exc}") from None
+
+
+IMAGE_CHANNELS = ("train", "validation", "train_annotation", "validation_annotation")
+
+
+def spec_from_form(
+    *,
+    job_name: str,
+    data_uri: str,
+    output_uri: str,
+    hyperparameters: dict[str, Any],
+    max_runtime_seconds: int,
+    content_type: str = "image/jpeg",
+) -> dict[str, Any]:
+    """A CreateTrainingJob request from the Airflow trigger form: the four image-format
+    channels under `data_uri` (SageMaker's layout), validated before it is returned."""
+    base = data_uri.rstrip("/")
+    hp = {k: str(v) for k, v in hyperparameters.items()}
+    spec: dict[str, Any] = {
+        "TrainingJobName": job_name,
+        "HyperParameters": hp,
+        "InputDataConfig": [
+            {
+                "ChannelName": name,
+                "ContentType": content_type,
+                "InputMode": "File",
+                "DataSource": {
+                    "S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"{base}/{name}/"}
+                },
+            }
+            for name in IMAGE_CHANNELS
+        ],
+        "OutputDataConfig": {"S3OutputPath": output_uri},
+        "ResourceConfig": {"InstanceCount": 1},
+        "StoppingCondition": {"MaxRuntimeInSeconds": int(max_runtime_seconds)},
+    }
+    parse_job_spec(spec)
+    parse_hyperparameters(hp)
+    return spec

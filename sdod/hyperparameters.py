@@ -2,8 +2,12 @@
 
 Values arrive as strings (as in a CreateTrainingJob request) and are validated once, here;
 every message names the hyperparameter, the value and what is allowed. Unknown names are
-errors (a typo must not silently train with a default). `base_network` also accepts
-`mobilenet-v3`, an sdod extension: a light network that trains on a CPU in minutes.
+errors (a typo must not silently train with a default).
+
+sdod extensions, documented as such: `base_network` also accepts `mobilenet-v3`, a light
+network that trains on a CPU in minutes, and `augmentation` picks the training
+augmentation: `ssd` (default: the paper's photometric distortion, zoom-out, IoU crop,
+flip), `light` (flip, colour, an occasional mild crop: short runs on small sets), `none`.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from sdod.errors import UserError
 BASE_NETWORKS = ("vgg-16", "resnet-50", "mobilenet-v3")
 OPTIMIZERS = ("sgd", "adam", "rmsprop", "adadelta")
 KV_STORES = ("dist_sync", "dist_async")
+AUGMENTATIONS = ("ssd", "light", "none")
 IGNORED_PREFIXES = ("_tuning",)  # SageMaker's tuner injects `_tuning_objective_metric`
 
 
@@ -41,6 +46,7 @@ class Hyperparameters:
     overlap_threshold: float = 0.5
     freeze_layer_pattern: str = ""
     kv_store: str | None = None
+    augmentation: str = "ssd"
     ignored: tuple[str, ...] = field(default=(), compare=False)
 
     @property
@@ -152,6 +158,7 @@ PARSERS: dict[str, Callable[[str, str], Any]] = {
     "overlap_threshold": _float(0, 1),
     "freeze_layer_pattern": _regex,
     "kv_store": _choice(KV_STORES),
+    "augmentation": _choice(AUGMENTATIONS),
 }
 REQUIRED = ("num_classes", "num_training_samples")
 

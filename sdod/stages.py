@@ -138,3 +138,232 @@ def train(
     if job_root is None:
         raise UserError("give --job-root (a folder made by `sdod ingest`) or --job-spec")
     return train_job(job_root, log=log)
+
+
+@dataclass(frozen=True)
+class EvaluateResult:
+    metric: str
+    overlap_threshold: float
+    images: int
+    mAP: float | None
+    per_class: dict[str, float | None]
+    metrics_file: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def evaluate(
+    *,
+    model: str,
+    images: str | None = None,
+    annotations: str | None = None,
+    manifest: str | None = None,
+    rec: str | None = None,
+    metric: str = "voc07",
+    overlap_threshold: float | None = None,
+    out: str | None = None,
+) -> EvaluateResult:
+    """Detections of `model` on a dataset, then VOC mAP (GluonCV semantics) per class.
+
+    `overlap_threshold` defaults to the model's hyperparameter. With `out`, the result is
+    also written to `out/metrics.json`.
+    """
+    import torch
+
+    from sdod.evaluate.detect import detect, ground_truth
+    from sdod.evaluate.score import summary
+    from sdod.evaluate.voc import METRICS, voc_map
+    from sdod.serve.predictor import Predictor
+    from sdod.storage import atomic_write_json
+
+    if metric not in METRICS:
+        raise UserError(f"--metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    predictor = Predictor.load(model)
+    if rec:
+        from sdod.data.recfile import read_rec
+
+        samples = read_rec(rec).samples
+    else:
+        samples = load_samples(images=images, annotations=annotations, manifest=manifest)[0].samples
+    iou = overlap_threshold
+    if iou is None:
+        from sdod.artifact import read_artifact
+
+        iou = float(read_artifact(model).hyperparams.get("overlap_threshold", 0.5))
+    if not 0 < iou <= 1:
+        raise UserError(f"--overlap-threshold must be in (0, 1], got {iou}")
+    info = predictor.info
+    det = detect(
+        predictor.model, samples, device=torch.device("cpu"), nms_threshold=info.nms_threshold
+    )
+    assert det is not None
+    result = voc_map(
+        det, ground_truth(samples), num_classes=info.num_classes, iou_threshold=iou, metric=metric
+    )
+    names = info.class_names or [str(c) for c in range(info.num_classes)]
+    s = summary(result, names)
+    path = None
+    if out:
+        path = str(atomic_write_json(Path(out) / "metrics.json", {**s, "images": len(samples)}))
+    return EvaluateResult(metric, iou, len(samples), s["mAP"], s["per_class"], path)
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    published: bool
+    uri: str
+    mAP: float | None
+    previous_mAP: float | None
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def publish(
+    *,
+    model: str,
+    to: str,
+    min_map: float | None = None,
+    force: bool = False,
+    s3: S3Options | None = None,
+) -> PublishResult:
+    """The gated upload: `model` goes to `to` (an object URI ending in .tar.gz, or a prefix
+    that gets `model.tar.gz`) with `metrics.json` beside it, only if its validation mAP is
+    at least `min_map` and not below the model already published there (unless `force`).
+    Raises UserError when the gate refuses; nothing is written then.
+    """
+    import json
+    import tempfile
+
+    from sdod.artifact import read_artifact
+    from sdod.storage import atomic_write_json, is_s3, local_path, s3_filesystem, upload_file
+
+    artifact = read_artifact(model)  # validates before anything is uploaded
+    score = artifact.metrics.get("validation:mAP")
+    target = to if to.endswith(".tar.gz") else to.rstrip("/") + "/model.tar.gz"
+    metrics_uri = (
+        target[: -len("model.tar.gz")] + "metrics.json"
+        if target.endswith("/model.tar.gz")
+        else target + ".metrics.json"
+    )
+    if min_map is not None and (score is None or score < min_map):
+        raise UserError(f"validation mAP {score} is below --min-map {min_map}; nothing published")
+    previous = None
+    try:
+        if is_s3(metrics_uri):
+            with s3_filesystem(s3).open(metrics_uri[len("s3://") :], "rb") as f:
+                previous = json.load(f).get("validation:mAP")
+        elif local_path(metrics_uri).is_file():
+            previous = json.loads(local_path(metrics_uri).read_text()).get("validation:mAP")
+    except FileNotFoundError:
+        previous = None
+    if previous is not None and score is not None and score < previous and not force:
+        raise UserError(
+            f"validation mAP {score} is below the published model's {previous} at {target}; "
+            "nothing published (use --force to replace it anyway)"
+        )
+    upload_file(model, target, s3=s3)
+    with tempfile.TemporaryDirectory() as tmp:
+        atomic_write_json(Path(tmp) / "metrics.json", artifact.metrics)
+        upload_file(Path(tmp) / "metrics.json", metrics_uri, s3=s3)
+    return PublishResult(True, target, score, previous, "published")
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    job_root: str
+    channels: dict[str, dict[str, int]]
+    classes_seen: list[int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check(*, job_root: str) -> CheckResult:
+    """Check an ingested job's annotations before any GPU time is spent.
+
+    Today: every structural rule of the readers (pairing, fields, paths inside the
+    channel), class ids below `num_classes`, objects per image within `label_width`.
+    Raises UserError/DataError naming the file and the rule. (The Great Expectations suite
+    with policies and Data Docs is the annotation-checks issue.)
+    """
+    from sdod.config import load_job_spec
+    from sdod.hyperparameters import parse_hyperparameters
+    from sdod.joblayout import JobLayout
+    from sdod.train.job import check_labels, read_channel
+
+    layout = JobLayout(Path(job_root))
+    spec = load_job_spec(layout.spec_file)
+    hp = parse_hyperparameters(spec.hyperparameters)
+    channels, seen = {}, set()
+    for name in ("train", "validation"):
+        channel = spec.channel(name)
+        if channel is None:
+            continue
+        data = read_channel(layout, spec, channel)
+        check_labels(data, hp, name)
+        if not len(data):
+            raise UserError(f"channel {name} holds no images")
+        channels[name] = {"images": len(data), "boxes": data.num_boxes}
+        for sample in data.samples:
+            seen.update(sample.labels.tolist())
+    return CheckResult(str(layout.root), channels, sorted(seen))
+
+
+@dataclass(frozen=True)
+class PackJobResult:
+    job_root: str
+    records: dict[str, int]
+    rec_files: dict[str, str]
+    train_spec: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def pack_job(*, job_root: str, workers: int = 1) -> PackJobResult:
+    """Pack the train/validation channels of an ingested job into RecordIO under
+    `<job_root>/packed/`, and derive the training spec whose channels are those files
+    (`application/x-recordio`), as a SageMaker user who packs first would send it."""
+    import copy
+
+    from sdod.config import load_job_spec
+    from sdod.data import pack as packing
+    from sdod.joblayout import JobLayout
+    from sdod.train.job import read_channel
+
+    layout = JobLayout(Path(job_root))
+    spec = load_job_spec(layout.spec_file)
+    records, files, channels = {}, {}, []
+    for name in ("train", "validation"):
+        channel = spec.channel(name)
+        if channel is None:
+            continue
+        data = read_channel(layout, spec, channel)
+        prefix = layout.root / "packed" / name / name
+        result = packing.pack(
+            packing.items_from_samples(data, layout.channel_dir(name)),
+            prefix,
+            workers=workers,
+            progress=False,
+        )
+        records[name], files[name] = result.records, result.rec
+        if data.categories:  # RecordIO has no class names: keep them beside the .rec
+            from sdod.storage import atomic_write_json
+
+            atomic_write_json(
+                prefix.parent / "classes.json", {str(k): v for k, v in data.categories.items()}
+            )
+        channels.append({
+            "ChannelName": name,
+            "ContentType": "application/x-recordio",
+            "InputMode": "File",
+            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": str(prefix.parent)}},
+        })  # fmt: skip
+    derived = copy.deepcopy(spec.raw)
+    derived["InputDataConfig"] = channels + [
+        c for c in derived["InputDataConfig"] if c["ChannelName"] == "model"
+    ]
+    return PackJobResult(str(layout.root), records, files, derived)

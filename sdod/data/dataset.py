@@ -51,9 +51,23 @@ def decode_rgb(data: bytes, where: str) -> torch.Tensor:
     return torch.from_numpy(rgb.copy()).permute(2, 0, 1)
 
 
-def train_transform(size: int) -> T.Compose:
-    """SSD augmentation: zoom-out, IoU-constrained crop, flip, resize, then colour jitter
-    (applied after the resize, where it is cheapest; colour does not depend on geometry)."""
+def train_transform(size: int, policy: str = "ssd") -> T.Compose:
+    """Training augmentation by policy (the `augmentation` hyperparameter).
+
+    `ssd`: zoom-out, IoU-constrained crop, flip, resize, then colour jitter (after the
+    resize, where it is cheapest; colour does not depend on geometry). `light`: an occasional
+    mild crop, flip, resize, colour. `none`: resize only.
+    """
+    if policy == "none":
+        return eval_transform(size)
+    if policy == "light":
+        return T.Compose([
+            T.RandomApply([T.RandomIoUCrop(min_scale=0.5)], p=0.5),
+            T.RandomHorizontalFlip(),
+            T.Resize((size, size), antialias=True),
+            T.RandomPhotometricDistort(p=0.5),
+            T.SanitizeBoundingBoxes(min_size=1.0),
+        ])  # fmt: skip
     return T.Compose([
         T.RandomZoomOut(fill=MEAN_PIXEL, side_range=(1.0, 4.0), p=0.5),
         T.RandomIoUCrop(),
@@ -80,13 +94,21 @@ class DetectionDataset(Dataset):
     `train=False`: `(image uint8 [3,S,S], index)`."""
 
     def __init__(
-        self, samples: list[Sample], *, image_size: int, anchors: torch.Tensor, train: bool
+        self,
+        samples: list[Sample],
+        *,
+        image_size: int,
+        anchors: torch.Tensor,
+        train: bool,
+        augmentation: str = "ssd",
     ) -> None:
         self.samples = samples
         self.size = image_size
         self.anchors = anchors
         self.train = train
-        self.transform = train_transform(image_size) if train else eval_transform(image_size)
+        self.transform = (
+            train_transform(image_size, augmentation) if train else eval_transform(image_size)
+        )
 
     def __len__(self) -> int:
         return len(self.samples)

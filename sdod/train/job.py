@@ -42,7 +42,7 @@ class JobOutcome:
         return asdict(self)
 
 
-def _read_channel(layout: JobLayout, spec: TrainingJobSpec, channel: Channel) -> SampleSet:
+def read_channel(layout: JobLayout, spec: TrainingJobSpec, channel: Channel) -> SampleSet:
     folder = layout.channel_dir(channel.name)
     if channel.input_mode == "Pipe":
         raise UserError(
@@ -72,7 +72,13 @@ def _read_channel(layout: JobLayout, spec: TrainingJobSpec, channel: Channel) ->
                 f"but {folder} has no .rec file"
             )
         sets = [read_rec(rec) for rec in recs]
-        return SampleSet([s for ss in sets for s in ss.samples])
+        names = folder / "classes.json"  # written by `pack_job`: RecordIO carries no names
+        categories = (
+            {int(k): str(v) for k, v in json.loads(names.read_text()).items()}
+            if names.is_file()
+            else {}
+        )
+        return SampleSet([s for ss in sets for s in ss.samples], categories)
     annotations = spec.channel(f"{channel.name}_annotation")
     if annotations is None:
         raise UserError(
@@ -84,7 +90,7 @@ def _read_channel(layout: JobLayout, spec: TrainingJobSpec, channel: Channel) ->
     return read_image_json(folder, layout.channel_dir(annotations.name))
 
 
-def _check_labels(data: SampleSet, hp: Hyperparameters, channel: str) -> None:
+def check_labels(data: SampleSet, hp: Hyperparameters, channel: str) -> None:
     for sample in data.samples:
         if sample.labels.size and int(sample.labels.max()) >= hp.num_classes:
             raise DataError(
@@ -142,11 +148,11 @@ def _run(layout: JobLayout, log: Callable[[str], None], stop: StopFlag | None) -
     train_channel = spec.channel("train")
     if train_channel is None:
         raise UserError("the job has no 'train' channel")
-    train = _read_channel(layout, spec, train_channel)
+    train = read_channel(layout, spec, train_channel)
     val_channel = spec.channel("validation")
-    validation = _read_channel(layout, spec, val_channel) if val_channel else SampleSet([])
-    _check_labels(train, hp, "train")
-    _check_labels(validation, hp, "validation")
+    validation = read_channel(layout, spec, val_channel) if val_channel else SampleSet([])
+    check_labels(train, hp, "train")
+    check_labels(validation, hp, "validation")
     if hp.num_training_samples != len(train):
         log(
             f"warning: num_training_samples={hp.num_training_samples} "

@@ -51,9 +51,16 @@ class FitOptions:
     on_epoch_end: Callable[[int, SSD, torch.optim.Optimizer], None] | None = None
 
 
-def _loader(samples: list[Sample], model: SSD, batch: int, opts: FitOptions) -> DataLoader:
+def _loader(
+    samples: list[Sample], model: SSD, hp: Hyperparameters, batch: int, opts: FitOptions
+) -> DataLoader:
+    anchors = model.anchors.cpu()
     dataset = DetectionDataset(
-        samples, image_size=model.config.image_size, anchors=model.anchors.cpu(), train=True
+        samples,
+        image_size=hp.image_shape,
+        anchors=anchors,
+        train=True,
+        augmentation=hp.augmentation,
     )
     return DataLoader(
         dataset, batch_size=batch, shuffle=True, drop_last=len(samples) >= batch,
@@ -80,7 +87,7 @@ def fit(
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
     batch = min(hp.mini_batch_size, len(train))
-    loader = _loader(train, model, batch, opts)
+    loader = _loader(train, model, hp, batch, opts)
     iters = len(loader)
     optimizer = optimizer or make_optimizer(model, hp)
     schedule = Schedule(hp, iters, min(MAX_WARMUP_ITERS, iters))

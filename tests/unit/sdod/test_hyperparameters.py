@@ -61,6 +61,7 @@ BAD = [
         "freeze_layer_pattern='\\^\\(conv1_' is not a valid regular",
     ),
     ("kv_store", "local", "kv_store='local' must be one of dist_sync, dist_async"),
+    ("augmentation", "heavy", "augmentation='heavy' must be one of ssd, light, none"),
 ]
 
 

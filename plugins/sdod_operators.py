@@ -1,0 +1,229 @@
+"""Airflow operators for sdod.
+
+`SSDTrainingOperator` is shaped like the Amazon provider's `SageMakerTrainingOperator`:
+it takes the CreateTrainingJob request you already have, validates it in `__init__` (no I/O
+there), renders `config` as a template field, and ends in one of three explicit outcomes.
+Instead of calling SageMaker it runs the job on this worker's GPUs: `python -m sdod train`
+in its own process group, its log streamed into the task log, its metric lines parsed into
+XCom, `StoppingCondition.MaxRuntimeInSeconds` enforced with SIGTERM, a 120 s grace period,
+then SIGKILL. `on_kill` stops the whole process group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowException
+
+GRACE_SECONDS = 120
+EXIT_COMPLETED, EXIT_STOPPED = 0, 3
+
+
+def _pump(proc: subprocess.Popen[str], lines: queue.Queue[str | None]) -> None:
+    """Reader thread: the child's output, line by line; None at its end."""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.put(line.rstrip("\n"))
+    lines.put(None)
+
+
+def s3_options_from_connection(conn_id: str | None) -> Any:
+    """`sdod.storage.S3Options` from an Airflow AWS connection (None: AWS environment)."""
+    from sdod.storage import S3Options
+
+    if not conn_id:
+        return None
+    from airflow.sdk import BaseHook
+
+    try:
+        conn = BaseHook.get_connection(conn_id)
+    except Exception:  # no such connection: fall back to the AWS environment
+        return None
+    extra = conn.extra_dejson or {}
+    return S3Options(
+        endpoint_url=extra.get("endpoint_url"),
+        region_name=extra.get("region_name"),
+        access_key_id=conn.login or extra.get("aws_access_key_id"),
+        secret_access_key=conn.password or extra.get("aws_secret_access_key"),
+        session_token=extra.get("aws_session_token"),
+    )
+
+
+class SSDTrainingOperator(BaseOperator):
+    """Run a SageMaker-style Object Detection training job with sdod on this worker.
+
+    :param config: the CreateTrainingJob request (templated).
+    :param job_root_base: folder under which the job folder `<TrainingJobName>` is made.
+    :param action_if_job_exists: "timestamp" (append one to the name when a finished job of
+        that name exists) or "fail". A job folder without a finished model is resumed.
+    :param stopped_is_success: a job stopped by StoppingCondition still has a valid model
+        (SageMaker documents it as usable): succeed with a warning (default) or fail.
+    :param check_interval: seconds between checks of the child process.
+    :param print_log: stream the job's log lines into the task log.
+    :param aws_conn_id: Airflow AWS connection for S3 (endpoint URL in its extras for MinIO).
+    """
+
+    template_fields = ("config", "job_root_base")
+    ui_color = "#f0eee4"
+
+    def __init__(
+        self,
+        *,
+        config: dict[str, Any] | str,
+        job_root_base: str,
+        action_if_job_exists: str = "timestamp",
+        stopped_is_success: bool = True,
+        check_interval: float = 2.0,
+        print_log: bool = True,
+        aws_conn_id: str | None = "aws_default",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if action_if_job_exists not in ("timestamp", "fail"):
+            raise ValueError(
+                f"action_if_job_exists must be 'timestamp' or 'fail', got {action_if_job_exists!r}"
+            )
+        if check_interval <= 0:
+            raise ValueError(f"check_interval must be positive, got {check_interval}")
+        if isinstance(config, dict):  # templated strings are validated after rendering
+            from sdod.config import parse_job_spec
+
+            parse_job_spec(config)
+        self.config = config
+        self.job_root_base = job_root_base
+        self.action_if_job_exists = action_if_job_exists
+        self.stopped_is_success = stopped_is_success
+        self.check_interval = check_interval
+        self.print_log = print_log
+        self.aws_conn_id = aws_conn_id
+        self._process: subprocess.Popen[str] | None = None
+
+    def _job_root(self, name: str) -> Path:
+        root = Path(self.job_root_base) / name
+        if (root / "model" / "model.tar.gz").is_file() and (
+            root / "output" / "metrics.json"
+        ).is_file():
+            if self.action_if_job_exists == "fail":
+                raise AirflowException(f"training job {name} already finished at {root}")
+            root = Path(self.job_root_base) / f"{name}-{int(time.time())}"
+        return root
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from sdod import stages
+        from sdod.config import parse_job_spec
+        from sdod.errors import UserError
+
+        if not isinstance(self.config, dict):
+            raise AirflowException(
+                f"config must render to a dict, got {type(self.config).__name__}"
+            )
+        try:
+            spec = parse_job_spec(self.config)
+            root = self._job_root(spec.name)
+            stages.ingest(
+                job_spec=self.config,
+                job_root=str(root),
+                s3=s3_options_from_connection(self.aws_conn_id),
+            )
+        except UserError as exc:
+            raise AirflowException(f"training job spec/input: {exc}") from None
+        code, metrics = self._run(root, spec.max_runtime_seconds)
+        return self._outcome(code, root, metrics, context)
+
+    def _run(self, root: Path, max_runtime: int) -> tuple[int, dict[str, Any]]:
+        from sdod.train.metrics import parse_metric_line
+
+        cmd = [sys.executable, "-u", "-m", "sdod", "train", "--job-root", str(root)]
+        self.log.info("starting: %s", " ".join(cmd))
+        self._process = proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        )
+        lines: queue.Queue[str | None] = queue.Queue()
+        reader = threading.Thread(target=_pump, args=(proc, lines), daemon=True)
+        reader.start()
+        deadline = time.monotonic() + max_runtime
+        metrics: dict[str, Any] = {
+            "validation:mAP": [],
+            "train:cross_entropy": [],
+            "train:smooth_l1": [],
+        }
+        terminated_at: float | None = None
+        done = False
+        while not done:
+            try:
+                line = lines.get(timeout=self.check_interval)
+            except queue.Empty:
+                line = ""
+            if line is None:
+                done = True
+            elif line:
+                if self.print_log:
+                    self.log.info("%s", line)
+                point = parse_metric_line(line)
+                if point is not None and isinstance(metrics.get(point.name), list):
+                    metrics[point.name].append({"epoch": point.epoch, "value": point.value})
+                elif point is not None:
+                    metrics[point.name] = point.value
+            now = time.monotonic()
+            if terminated_at is None and now > deadline + 5:  # the job stops itself at the deadline
+                self.log.warning("MaxRuntimeInSeconds=%s reached: sending SIGTERM", max_runtime)
+                self._signal(signal.SIGTERM)
+                terminated_at = now
+            elif terminated_at is not None and now > terminated_at + GRACE_SECONDS:
+                self.log.error("no exit %ss after SIGTERM: sending SIGKILL", GRACE_SECONDS)
+                self._signal(signal.SIGKILL)
+        code = proc.wait()
+        self._process = None
+        return code, metrics
+
+    def _outcome(
+        self, code: int, root: Path, metrics: dict[str, Any], context: Any
+    ) -> dict[str, Any]:
+        maps = metrics["validation:mAP"]
+        result = {
+            "job_root": str(root),
+            "model": str(root / "model" / "model.tar.gz"),
+            "final_validation_mAP": maps[-1]["value"] if maps else None,
+            "best_validation_mAP": max((m["value"] for m in maps), default=None),
+            "metrics": metrics,
+            "exit_code": code,
+        }
+        if code == EXIT_COMPLETED:
+            return {"status": "Completed", **result}
+        if code == EXIT_STOPPED:
+            message = "training job Stopped by StoppingCondition; its model.tar.gz is valid"
+            if not self.stopped_is_success:
+                raise AirflowException(message)
+            self.log.warning("%s", message)
+            return {"status": "Stopped", **result}
+        failure = root / "output" / "failure"
+        reason = failure.read_text().strip() if failure.is_file() else f"exit code {code}"
+        raise AirflowException(f"training job Failed: {reason}")
+
+    def _signal(self, sig: signal.Signals) -> None:
+        proc = self._process
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+
+    def on_kill(self) -> None:
+        """Stop the whole job: SIGTERM to its process group, SIGKILL if it lingers."""
+        proc = self._process
+        if proc is None:
+            return
+        self._signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._signal(signal.SIGKILL)
+            proc.wait(timeout=10)

@@ -1,0 +1,1 @@
+"""Inference: the predictor and the SageMaker-compatible HTTP endpoint."""
