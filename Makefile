@@ -7,7 +7,7 @@ STAMP := $(VENV)/.sdod-installed
 STATE := .state
 DEMO := $(STATE)/demo
 
-.PHONY: setup demo test test-all lint format bench clean
+.PHONY: setup demo airflow test test-all lint format bench clean
 
 setup: $(STAMP)
 
@@ -19,9 +19,29 @@ $(STAMP): requirements.txt requirements.lock pyproject.toml
 	@touch $(STAMP)
 	@echo "setup: .venv ready"
 
+# Airflow for the demo and `make airflow`: SQLite home inside the ignored state folder.
+AIRFLOW_ENV := AIRFLOW_HOME=$(abspath $(STATE))/airflow \
+	AIRFLOW__CORE__DAGS_FOLDER=$(abspath dags) \
+	AIRFLOW__CORE__PLUGINS_FOLDER=$(abspath plugins) \
+	AIRFLOW__CORE__LOAD_EXAMPLES=False \
+	SDOD_STATE_DIR=$(abspath $(STATE))
+
 demo: setup
+	@rm -rf $(STATE)/jobs $(DEMO)/output
 	$(BIN)/python -m sdod make-sample-data --out $(DEMO)/bucket
-	@echo "demo: sample dataset in $(DEMO)/bucket (SageMaker image format)"
+	@test -f $(STATE)/airflow/airflow.db || $(AIRFLOW_ENV) $(BIN)/airflow db migrate >/dev/null
+	$(AIRFLOW_ENV) $(BIN)/airflow dags test sdod_train > $(STATE)/demo-airflow.log 2>&1 || \
+		{ tail -40 $(STATE)/demo-airflow.log; echo "demo: the DAG run failed (full log: $(STATE)/demo-airflow.log)"; exit 1; }
+	@grep -E "validation mAP|sdod train:" $(STATE)/demo-airflow.log | sed -E 's/.*\] (#|sdod)/\1/; s/ \[airflow.*//' | tail -6
+	@$(BIN)/python -m sdod inspect-model $(DEMO)/output/sdod-demo/output/model.tar.gz --json | \
+		$(BIN)/python -c 'import json,sys; m=json.load(sys.stdin)["metrics"]; \
+		print(f"demo: Completed; validation mAP {m[\"validation:mAP\"]:.3f} (best epoch {m[\"best_epoch\"]}, {m[\"train_seconds\"]} s of training)")'
+	@echo "demo: published $(abspath $(DEMO))/output/sdod-demo/output/model.tar.gz (Airflow log: $(STATE)/demo-airflow.log)"
+
+airflow: setup
+	@test -f $(STATE)/airflow/airflow.db || $(AIRFLOW_ENV) $(BIN)/airflow db migrate >/dev/null
+	$(AIRFLOW_ENV) AIRFLOW__API__HOST=127.0.0.1 AIRFLOW__API__PORT=8080 AIRFLOW__CORE__PARALLELISM=4 \
+		AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True $(BIN)/airflow standalone
 
 test: setup
 	$(BIN)/python -m pytest

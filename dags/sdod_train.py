@@ -5,33 +5,10 @@ Wiring only: the stages live in `sdod.stages`, the task group in `plugins/sdod_p
 
 from __future__ import annotations
 
-import os
 from datetime import datetime
-from pathlib import Path
 
 from airflow.sdk import DAG, Param
-from sdod_pipeline import sdod_pipeline
-
-PROJECT = Path(__file__).resolve().parents[1]
-STATE = Path(os.environ.get("SDOD_STATE_DIR", PROJECT / ".state"))
-WORK_DIR = os.environ.get("SDOD_WORK_DIR", str(STATE / "jobs"))
-
-# The embedded defaults: the sample dataset `make demo` writes, trained on CPU in minutes
-# with the light network. Point data_uri / output_uri at s3:// for your own data.
-DEMO_HYPERPARAMETERS = {
-    "base_network": "mobilenet-v3",
-    "use_pretrained_model": "0",
-    "num_classes": "3",
-    "num_training_samples": "240",
-    "epochs": "30",
-    "mini_batch_size": "8",
-    "optimizer": "adam",
-    "learning_rate": "0.002",
-    "lr_scheduler_step": "22,27",
-    "lr_scheduler_factor": "0.1",
-    "augmentation": "light",
-    "image_shape": "300",
-}
+from sdod_pipeline import DEMO_HYPERPARAMETERS, STATE, WORK_DIR, sdod_pipeline
 
 DOC = """
 ### sdod: train an SSD object detector the SageMaker way

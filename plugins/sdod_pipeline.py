@@ -8,13 +8,37 @@ time. Job folders live under the work directory (a volume shared by the workers)
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from airflow.sdk import Asset, TaskGroup, task
 from sdod_operators import SSDTrainingOperator, s3_options_from_connection
 
-MODEL_ASSET = Asset(name="sdod_model", uri="sdod://models/object-detection")
+PROJECT = Path(__file__).resolve().parents[1]  # plugins/ sits in the project root
+STATE = Path(os.environ.get("SDOD_STATE_DIR", PROJECT / ".state"))
+WORK_DIR = os.environ.get("SDOD_WORK_DIR", str(STATE / "jobs"))
+
+# The embedded defaults: the sample dataset `make demo` writes, trained on CPU in minutes
+# with the light network. Point data_uri / output_uri at s3:// for your own data.
+DEMO_HYPERPARAMETERS = {
+    "base_network": "mobilenet-v3",
+    "use_pretrained_model": "0",
+    "num_classes": "3",
+    "num_training_samples": "240",
+    "epochs": "30",
+    "mini_batch_size": "8",
+    "optimizer": "adam",
+    "learning_rate": "0.002",
+    "lr_scheduler_step": "22,27",
+    "lr_scheduler_factor": "0.1",
+    "augmentation": "light",
+    "image_shape": "300",
+}
+
+MODEL_ASSET = Asset(name="sdod_model")  # name only: a URI makes Airflow load every provider
 AWS_CONN_ID = "aws_default"
+TRAIN_QUEUE = os.environ.get("SDOD_TRAIN_QUEUE", "default")  # "gpu" in docker-compose
 
 
 def _user_errors_fail_fast(fn: Any) -> Any:
@@ -126,6 +150,7 @@ def sdod_pipeline(work_dir: str, group_id: str = "sdod") -> TaskGroup:
             config=packed["train_spec"],
             job_root_base=f"{work_dir}/train",
             aws_conn_id=AWS_CONN_ID,
+            queue=TRAIN_QUEUE,
             retries=2,
         )
         evaluated = evaluate(train.output, packed)

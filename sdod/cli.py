@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -214,6 +215,40 @@ def _run_publish(args: argparse.Namespace) -> dict[str, Any]:
     ).to_dict()
 
 
+# --- layers -------------------------------------------------------------------------
+
+
+def _configure_layers(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--base-network", required=True, choices=["vgg-16", "resnet-50", "mobilenet-v3"])
+    p.add_argument("--image-shape", type=int, default=300)
+    p.add_argument("--pattern", help="show only the layers this freeze_layer_pattern matches")
+
+
+def _run_layers(args: argparse.Namespace) -> int:
+    import re
+
+    import torch
+
+    from sdod.model.ssd import SSD, SSDConfig
+
+    with torch.device("meta"):  # names only: no memory, no compute
+        names = list(SSD(SSDConfig(args.base_network, 1, args.image_shape)).layer_names())
+    if args.pattern:
+        try:
+            regex = re.compile(args.pattern)
+        except re.error as exc:
+            raise UserError(
+                f"--pattern {args.pattern!r} is not a valid regular expression ({exc})"
+            ) from None
+        names = [n for n in names if regex.search(n)]
+        if not names:
+            raise UserError(
+                f"freeze_layer_pattern {args.pattern!r} matches no layer of {args.base_network}"
+            )
+    print(json.dumps(names) if args.json else "\n".join(names))
+    return EXIT_OK
+
+
 # --- pack ---------------------------------------------------------------------------
 
 
@@ -333,6 +368,9 @@ COMMANDS: list[Command] = [
     ),
     Command("publish", "gated upload of a model.tar.gz", _configure_publish, _run_publish),
     Command(
+        "layers", "layer names that freeze_layer_pattern matches", _configure_layers, _run_layers
+    ),
+    Command(
         "pack",
         "pack images + annotations (or a manifest, or an im2rec .lst) into MXNet RecordIO",
         _configure_pack,
@@ -381,6 +419,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"sdod {command.name}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, like cat does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except Exception as exc:  # a bug or an environment failure: keep the traceback
         traceback.print_exc()
         print(f"sdod {command.name}: internal error: {exc}", file=sys.stderr)

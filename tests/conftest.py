@@ -10,10 +10,12 @@ import pytest
 
 # Airflow reads its home at import time: point it at a throw-away folder before any test
 # imports airflow, so tests never touch ~/airflow.
+REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="sdod-airflow-home-"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
-
-REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(REPO / "dags"))
+# Airflow puts the plugins folder on sys.path: DAG files import the operators from there.
+os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(REPO / "plugins"))
 SHARED_FIXTURES = REPO / "tests" / "fixtures"
 
 

@@ -1,0 +1,90 @@
+"""docker-compose.yaml: Compose-spec shape, the Airflow 3 services, healthchecks, the GPU worker.
+
+Where the Compose plugin exists, `docker compose config` validates the file against the
+Compose specification; this machine kind has only the Docker client, so the structural
+checks below run everywhere.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+COMPOSE = Path(__file__).resolve().parents[1] / "docker-compose.yaml"
+SERVICE_KEYS = {"image", "build", "command", "entrypoint", "environment", "ports", "expose", "volumes",
+                "healthcheck", "restart", "depends_on", "deploy", "user"}  # fmt: skip
+AIRFLOW = ["airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
+           "airflow-worker", "airflow-worker-gpu"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def _compose_plugin() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    return subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _compose_plugin(), reason="no `docker compose` plugin on this machine")
+def test_docker_compose_config_accepts_the_file() -> None:
+    result = subprocess.run(
+        ["docker", "compose", "-f", str(COMPOSE), "config", "--quiet"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_services_follow_the_compose_spec_shape(compose: dict[str, Any]) -> None:
+    assert set(compose) <= {"name", "services", "volumes", "networks", "x-airflow-common"}
+    for name, service in compose["services"].items():
+        assert set(service) <= SERVICE_KEYS, (name, set(service) - SERVICE_KEYS)
+        assert "image" in service or "build" in service, name
+        for dep, cond in (service.get("depends_on") or {}).items():
+            assert dep in compose["services"], (name, dep)
+            assert cond["condition"] in (
+                "service_started",
+                "service_healthy",
+                "service_completed_successfully",
+            )
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            assert source.startswith((".", "/")) or source in compose["volumes"], (name, source)
+
+
+def test_airflow_services_and_minio_have_healthchecks(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name in [*AIRFLOW, "postgres", "redis", "minio"]:
+        check = services[name]["healthcheck"]["test"]
+        assert check[0] in ("CMD", "CMD-SHELL") and len(check) >= 2, name
+    assert {"airflow-init", "minio-init"} <= set(services)
+    assert services["airflow-apiserver"]["command"] == "api-server"
+    assert services["airflow-dag-processor"]["command"] == "dag-processor"
+    assert "mc mb --ignore-existing local/sdod" in services["minio-init"]["entrypoint"]
+
+
+def test_gpu_worker_reserves_nvidia_devices_and_serves_the_gpu_queue(
+    compose: dict[str, Any],
+) -> None:
+    gpu = compose["services"]["airflow-worker-gpu"]
+    devices = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]
+    assert gpu["command"].split()[:4] == ["celery", "worker", "-q", "gpu"]
+    assert compose["services"]["airflow-worker"]["command"].endswith("-q default")
+    env = compose["x-airflow-common"]["environment"]
+    assert env["SDOD_TRAIN_QUEUE"] == "gpu" and env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert "http://minio:9000" in env["AIRFLOW_CONN_AWS_DEFAULT"]
+
+
+def test_the_image_installs_the_pins_and_the_package(compose: dict[str, Any]) -> None:
+    dockerfile = compose["x-airflow-common"]["build"]["dockerfile_inline"]
+    assert "pip install --no-cache-dir -r requirements.txt -c requirements.lock" in dockerfile
+    assert "-e ." in dockerfile

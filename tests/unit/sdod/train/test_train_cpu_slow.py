@@ -1,0 +1,31 @@
+"""The light network learns the sample data on a CPU: validation mAP >= 0.5 within a
+10-minute StoppingCondition (the job's own MaxRuntimeInSeconds is the limit)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sdod import stages
+from sdod.artifact import read_artifact
+from sdod.config import spec_from_form
+from sdod.data.sampledata import make_sample_data
+
+DEMO_HP = {"base_network": "mobilenet-v3", "use_pretrained_model": "0", "num_classes": "3",
+           "num_training_samples": "240", "epochs": "30", "mini_batch_size": "8", "optimizer": "adam",
+           "learning_rate": "0.002", "lr_scheduler_step": "22,27", "lr_scheduler_factor": "0.1",
+           "augmentation": "light"}  # fmt: skip
+
+
+@pytest.mark.slow
+def test_light_network_reaches_map_half_on_cpu_within_ten_minutes(tmp_path: Path) -> None:
+    make_sample_data(tmp_path / "bucket")
+    spec = spec_from_form(job_name="slow-cpu", data_uri=str(tmp_path / "bucket"), output_uri=str(tmp_path / "out"),
+                          hyperparameters=DEMO_HP, max_runtime_seconds=600)  # fmt: skip
+    outcome = stages.train(job_spec=spec, job_root=str(tmp_path / "job"))
+    assert outcome.status in ("Completed", "Stopped"), outcome.message
+    metrics = read_artifact(outcome.artifact).metrics  # type: ignore[arg-type]
+    print(f"best validation mAP {metrics['validation:mAP']:.4f} at epoch {metrics['best_epoch']}, "
+          f"{metrics['epochs_completed']} epochs in {metrics['train_seconds']} s")  # fmt: skip
+    assert metrics["validation:mAP"] >= 0.5
