@@ -33,9 +33,7 @@ demo: setup
 	$(AIRFLOW_ENV) $(BIN)/airflow dags test sdod_train > $(STATE)/demo-airflow.log 2>&1 || \
 		{ tail -40 $(STATE)/demo-airflow.log; echo "demo: the DAG run failed (full log: $(STATE)/demo-airflow.log)"; exit 1; }
 	@grep -E "validation mAP|sdod train:" $(STATE)/demo-airflow.log | sed -E 's/.*\] (#|sdod)/\1/; s/ \[airflow.*//' | tail -6
-	@$(BIN)/python -m sdod inspect-model $(DEMO)/output/sdod-demo/output/model.tar.gz --json | \
-		$(BIN)/python -c 'import json,sys; m=json.load(sys.stdin)["metrics"]; \
-		print(f"demo: Completed; validation mAP {m[\"validation:mAP\"]:.3f} (best epoch {m[\"best_epoch\"]}, {m[\"train_seconds\"]} s of training)")'
+	@$(BIN)/python -m sdod inspect-model $(DEMO)/output/sdod-demo/output/model.tar.gz | head -3
 	@echo "demo: published $(abspath $(DEMO))/output/sdod-demo/output/model.tar.gz (Airflow log: $(STATE)/demo-airflow.log)"
 
 airflow: setup

@@ -200,6 +200,21 @@ def _run_inspect(args: argparse.Namespace) -> dict[str, Any]:
             "onnx": artifact.onnx is not None}  # fmt: skip
 
 
+def _render_inspect(r: dict[str, Any]) -> str:
+    c, m = r["config"], r["metrics"]
+    score = m.get("validation:mAP")
+    status = "Stopped (" + m.get("stop_reason", "") + ")" if m.get("stopped") else "Completed"
+    return "\n".join([
+        f"model: {c['base_network']} SSD{c['image_shape']}, {c['num_classes']} classes "
+        f"({', '.join(c.get('class_names', []))})",
+        f"training: {status}, {m.get('epochs_completed')} of {m.get('epochs')} epochs "
+        f"in {m.get('train_seconds')} s",
+        f"validation mAP: {'n/a' if score is None else f'{score:.4f}'} "
+        f"(best epoch {m.get('best_epoch')})",
+        f"hyperparameters: {json.dumps(r['hyperparameters'])}",
+    ])  # fmt: skip
+
+
 def _configure_publish(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="model.tar.gz")
     p.add_argument("--to", required=True, help="s3://bucket/prefix/ or a local folder or .tar.gz")
@@ -365,6 +380,7 @@ COMMANDS: list[Command] = [
         "validate a model.tar.gz and print its config",
         _configure_inspect,
         _run_inspect,
+        _render_inspect,
     ),
     Command("publish", "gated upload of a model.tar.gz", _configure_publish, _run_publish),
     Command(
