@@ -9,6 +9,7 @@ the message, as in a SageMaker container.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -144,7 +145,10 @@ def _run(layout: JobLayout, log: Callable[[str], None], stop: StopFlag | None) -
         )
     spec = load_job_spec(layout.spec_file)
     hp = parse_hyperparameters(spec.hyperparameters)
-    stop = stop or StopFlag(spec.max_runtime_seconds)
+    if stop is None:
+        stop = StopFlag(spec.max_runtime_seconds)
+        if threading.current_thread() is threading.main_thread():
+            stop.install_signal_handlers()  # SIGTERM: stop at the next step and save the model
     train_channel = spec.channel("train")
     if train_channel is None:
         raise UserError("the job has no 'train' channel")

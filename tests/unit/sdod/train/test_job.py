@@ -124,3 +124,25 @@ def test_missing_pretrained_weights_say_where_to_put_them(
         and "use_pretrained_model=0" in outcome.message
     )
     assert json.loads(json.dumps(outcome.to_dict()))["status"] == "Failed"
+
+
+def test_sigterm_mid_training_stops_with_a_loadable_artifact(tmp_path: Path, data: Path) -> None:
+    import signal
+    import time
+
+    root = _job(tmp_path, data, "term-job", epochs="500")
+    proc = subprocess.Popen([sys.executable, "-u", "-m", "sdod", "train", "--job-root", str(root)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:  # wait until training steps are running, then signal
+        lines.append(line)
+        if "train cross_entropy" in line:
+            break
+    time.sleep(1)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 3, "".join(lines) + out
+    assert "Stopped (received SIGTERM)" in out
+    metrics = read_artifact(root / "model" / "model.tar.gz").metrics
+    assert metrics["stopped"] is True and metrics["stop_reason"] == "received SIGTERM"

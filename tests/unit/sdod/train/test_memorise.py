@@ -30,6 +30,7 @@ def test_light_network_memorises_four_images(tmp_path: Path) -> None:
             "learning_rate": "0.002",
             "epochs": "150",
             "mini_batch_size": "4",
+            "augmentation": "none",  # memorising: the images exactly as they are
         }
     )
     model = SSD(SSDConfig("mobilenet-v3", 3, 300))
