@@ -277,6 +277,7 @@ def _configure_pack(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resize", type=int, default=0, help="shorter edge in pixels (re-encodes)")
     p.add_argument("--quality", type=int, default=95, help="JPEG quality with --resize (95)")
     p.add_argument("--workers", type=int, default=1, help="parallel encoder processes (1)")
+    p.add_argument("--shards", type=int, default=1, help="split into N shards that concatenate")
 
 
 def _run_pack(args: argparse.Namespace) -> dict[str, Any]:
@@ -292,6 +293,7 @@ def _run_pack(args: argparse.Namespace) -> dict[str, Any]:
         resize=args.resize,
         quality=args.quality,
         workers=args.workers,
+        shards=args.shards,
     )
     return result.to_dict()
 
@@ -302,6 +304,33 @@ def _render_pack(r: dict[str, Any]) -> str:
         f"packed {r['records']} records ({r['bytes'] / 1e6:.1f} MB) in {r['seconds']:.2f}s "
         f"({rate:.0f} img/s)\n  {r['rec']}\n  {r['idx']}\n  {r['lst']}"
     )
+
+
+# --- convert --------------------------------------------------------------------------
+
+
+def _configure_convert(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--images", help="image folder (with --annotations, --coco or --voc)")
+    p.add_argument("--annotations", help="SageMaker annotation channel folder")
+    p.add_argument("--manifest", help="augmented manifest")
+    p.add_argument("--rec", help="MXNet .rec file")
+    p.add_argument("--coco", help="COCO detection JSON (images in --images)")
+    p.add_argument("--voc", help="folder of Pascal VOC .xml files (images in --images)")
+    p.add_argument("--to", required=True, choices=["image-json", "manifest", "recordio"])
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--channel", default="train", help="channel name of the output (train)")
+
+
+def _run_convert(args: argparse.Namespace) -> dict[str, Any]:
+    from sdod import stages
+
+    sources = [x for x in (args.annotations, args.manifest, args.rec, args.coco, args.voc) if x]
+    if len(sources) != 1:
+        raise UserError("give exactly one of --annotations, --manifest, --rec, --coco, --voc")
+    return stages.convert(
+        images=args.images, annotations=args.annotations, manifest=args.manifest, rec=args.rec,
+        coco=args.coco, voc=args.voc, to=args.to, out=args.out, channel=args.channel,
+    ).to_dict()  # fmt: skip
 
 
 # --- rec-dump -----------------------------------------------------------------------
@@ -392,6 +421,12 @@ COMMANDS: list[Command] = [
         _configure_pack,
         _run_pack,
         _render_pack,
+    ),
+    Command(
+        "convert",
+        "COCO, VOC, manifest, .rec or image+JSON into image-json, manifest or recordio",
+        _configure_convert,
+        _run_convert,
     ),
     Command(
         "rec-dump",

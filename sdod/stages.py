@@ -95,6 +95,7 @@ def pack(
     resize: int = 0,
     quality: int = 95,
     workers: int = 1,
+    shards: int = 1,
 ) -> PackResult:
     """Pack a dataset into MXNet RecordIO `out.rec/.idx/.lst` (im2rec's detection layout)."""
     from sdod.data import pack as packing
@@ -109,7 +110,44 @@ def pack(
         sampleset, base = load_samples(images=images, annotations=annotations, manifest=manifest)
         items = packing.items_from_samples(sampleset, base)
     options = packing.PackOptions(resize=resize, quality=quality)
+    if shards > 1:
+        parts = packing.pack_sharded(items, out, shards=shards, options=options, workers=workers)
+        return packing.PackResult(
+            rec=",".join(p.rec for p in parts), idx=",".join(p.idx for p in parts),
+            lst=",".join(p.lst for p in parts), records=sum(p.records for p in parts),
+            bytes=sum(p.bytes for p in parts), seconds=sum(p.seconds for p in parts),
+        )  # fmt: skip
     return packing.pack(items, out, options=options, workers=workers)
+
+
+def convert(
+    *,
+    to: str,
+    out: str,
+    channel: str = "train",
+    images: str | None = None,
+    annotations: str | None = None,
+    manifest: str | None = None,
+    rec: str | None = None,
+    coco: str | None = None,
+    voc: str | None = None,
+) -> Any:
+    """Read any supported input and write it in one of SageMaker's training formats."""
+    from sdod.data.convert import convert as run
+
+    if coco or voc:
+        if not images:
+            raise UserError("--coco/--voc need --images, the folder holding the image files")
+        from sdod.data.importers import read_coco, read_voc
+
+        sampleset = read_coco(coco, images) if coco else read_voc(voc, images)  # type: ignore[arg-type]
+    elif rec:
+        from sdod.data.recfile import read_rec
+
+        sampleset = read_rec(rec)
+    else:
+        sampleset = load_samples(images=images, annotations=annotations, manifest=manifest)[0]
+    return run(sampleset, to=to, out=out, channel=channel)
 
 
 def train(

@@ -100,6 +100,18 @@ def _resized_jpeg(data: bytes, size: int, quality: int, where: str) -> bytes:
     return out.getvalue()
 
 
+def check_complete(data: bytes, where: str) -> None:
+    """A cheap, decode-free truncation check: a JPEG ends with its EOI marker, a PNG with
+    IEND (a few trailing bytes are tolerated). Pass-through packing never decodes, so this
+    is what keeps a cut-off upload out of the .rec."""
+    if data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-1024:]:
+        raise DataError(
+            f"{where}: the JPEG is truncated (no end-of-image marker); re-upload the file"
+        )
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in data[-64:]:
+        raise DataError(f"{where}: the PNG is truncated (no IEND chunk); re-upload the file")
+
+
 def encode_item(item: PackItem, options: PackOptions) -> list[bytes]:
     """One framed record (as parts), ready to append to the .rec."""
     try:
@@ -111,6 +123,8 @@ def encode_item(item: PackItem, options: PackOptions) -> list[bytes]:
         raise DataError(f"{item.path}: the image file is empty (0 bytes)")
     if options.resize:
         data = _resized_jpeg(data, options.resize, options.quality, item.path)
+    else:
+        check_complete(data, item.path)
     return frame_parts(record_head(item.label, id=item.key), data)
 
 
@@ -131,6 +145,33 @@ def _encoded(
     with ProcessPoolExecutor(max_workers=workers) as pool:
         for framed_chunk in pool.map(_encode_chunk, jobs):
             yield from framed_chunk
+
+
+def shard_prefixes(prefix: str | Path, shards: int) -> list[Path]:
+    prefix = Path(prefix)
+    return [prefix.with_name(f"{prefix.name}-{i:05d}-of-{shards:05d}") for i in range(shards)]
+
+
+def pack_sharded(
+    items: Sequence[PackItem],
+    prefix: str | Path,
+    *,
+    shards: int,
+    options: PackOptions | None = None,
+    workers: int = 1,
+) -> list[PackResult]:
+    """`shards` files `PREFIX-0000i-of-0000n.rec/.idx/.lst`, each a contiguous slice of the
+    list. Records are self-delimiting and 4-byte aligned, so `cat` of the shards in order is
+    byte-identical to the unsharded .rec (its .idx: the shards' offsets shifted by the sizes
+    of the shards before)."""
+    if shards < 1:
+        raise UserError(f"--shards must be at least 1, got {shards}")
+    size = -(-len(items) // shards)
+    return [
+        pack(items[i * size : (i + 1) * size], p, options=options, workers=workers, progress=False)
+        for i, p in enumerate(shard_prefixes(prefix, shards))
+        if items[i * size : (i + 1) * size]
+    ]
 
 
 def pack(
