@@ -55,10 +55,18 @@ def flatten(images: list[dict]) -> tuple[Detections, Detections]:
 
     n_gt = [len(im["gt_labels"]) for im in images]
     n_det = [len(im["det_labels"]) for im in images]
-    gt = Detections(np.repeat(np.arange(len(images)), n_gt), cat("gt_boxes", 4),
-                    cat("gt_labels"), difficult=cat("gt_difficult"))  # fmt: skip
-    det = Detections(np.repeat(np.arange(len(images)), n_det), cat("det_boxes", 4),
-                     cat("det_labels"), scores=cat("det_scores"))  # fmt: skip
+    gt = Detections(
+        np.repeat(np.arange(len(images)), n_gt),
+        cat("gt_boxes", 4),
+        cat("gt_labels"),
+        difficult=cat("gt_difficult"),
+    )
+    det = Detections(
+        np.repeat(np.arange(len(images)), n_det),
+        cat("det_boxes", 4),
+        cat("det_labels"),
+        scores=cat("det_scores"),
+    )
     return det, gt
 
 

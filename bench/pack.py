@@ -51,10 +51,14 @@ def run(lst: Path, root: Path, out: Path, resize: int, workers: int, repeats: in
         best = min(best, result.seconds)
     mode = f"resize-{resize}" if resize else "pass-through"
     return {
-        "mode": mode, "workers": workers, "images": result.records,
-        "seconds": round(best, 3), "img_per_s": round(result.records / best),
-        "MB_per_s": round(result.bytes / 1e6 / best, 1), "scope": "in-process",
-    }  # fmt: skip
+        "mode": mode,
+        "workers": workers,
+        "images": result.records,
+        "seconds": round(best, 3),
+        "img_per_s": round(result.records / best),
+        "MB_per_s": round(result.bytes / 1e6 / best, 1),
+        "scope": "in-process",
+    }
 
 
 def whole_process(lst: Path, root: Path, out: Path) -> dict:
@@ -76,10 +80,14 @@ def whole_process(lst: Path, root: Path, out: Path) -> dict:
     n = len(lst.read_text().splitlines())
     size = (out / "w.rec").stat().st_size
     return {
-        "mode": "pass-through", "workers": 1, "images": n, "seconds": round(seconds, 3),
-        "img_per_s": round(n / seconds), "MB_per_s": round(size / 1e6 / seconds, 1),
+        "mode": "pass-through",
+        "workers": 1,
+        "images": n,
+        "seconds": round(seconds, 3),
+        "img_per_s": round(n / seconds),
+        "MB_per_s": round(size / 1e6 / seconds, 1),
         "scope": "whole process (python -m sdod pack)",
-    }  # fmt: skip
+    }
 
 
 def main() -> None:

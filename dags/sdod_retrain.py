@@ -46,6 +46,14 @@ with DAG(
         ),
         "hyperparameters": Param(DEMO_HYPERPARAMETERS, type="object"),
         "max_runtime_seconds": Param(3600, type="integer", minimum=1),
+        "check_policy": Param(
+            "fail",
+            enum=["fail", "quarantine"],
+            description="annotation gate: stop, or drop bad images",
+        ),
+        "max_bad_fraction": Param(
+            0.1, type="number", minimum=0, maximum=1, description="quarantine at most this share"
+        ),
         "min_map": Param(0.5, type="number", minimum=0, maximum=1),
         "force_publish": Param(False, type="boolean"),
     },

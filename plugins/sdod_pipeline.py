@@ -88,10 +88,17 @@ def ingest(spec: dict[str, Any], work_dir: str) -> dict[str, Any]:
 
 @task
 @_user_errors_fail_fast
-def check_annotations(ingested: dict[str, Any]) -> dict[str, Any]:
+def check_annotations(
+    ingested: dict[str, Any], params: dict[str, Any] | None = None
+) -> dict[str, Any]:
     from sdod import stages
 
-    return stages.check(job_root=ingested["job_root"]).to_dict()
+    p = params or {}
+    return stages.check(
+        job_root=ingested["job_root"],
+        policy=p.get("check_policy", "fail"),
+        max_bad_fraction=float(p.get("max_bad_fraction", 0.1)),
+    ).to_dict()
 
 
 @task
@@ -127,9 +134,12 @@ def publish(
     p = params or {}
     to = f"{spec['OutputDataConfig']['S3OutputPath'].rstrip('/')}/{spec['TrainingJobName']}/output/"
     result = stages.publish(
-        model=trained["model"], to=to, min_map=p.get("min_map"), force=bool(p.get("force_publish")),
+        model=trained["model"],
+        to=to,
+        min_map=p.get("min_map"),
+        force=bool(p.get("force_publish")),
         s3=s3_options_from_connection(AWS_CONN_ID),
-    ).to_dict()  # fmt: skip
+    ).to_dict()
     if outlet_events is not None:
         outlet_events[MODEL_ASSET].extra = {
             "uri": result["uri"],

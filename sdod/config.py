@@ -41,9 +41,15 @@ CONTENT_TYPES = {
 KNOWN_CHANNELS = ("train", "validation", "train_annotation", "validation_annotation", "model")
 INPUT_MODES = ("File", "Pipe")
 USED_FIELDS = {
-    "TrainingJobName", "HyperParameters", "InputDataConfig", "OutputDataConfig",
-    "ResourceConfig", "StoppingCondition", "CheckpointConfig", "Tags",
-}  # fmt: skip
+    "TrainingJobName",
+    "HyperParameters",
+    "InputDataConfig",
+    "OutputDataConfig",
+    "ResourceConfig",
+    "StoppingCondition",
+    "CheckpointConfig",
+    "Tags",
+}
 
 
 @dataclass(frozen=True)

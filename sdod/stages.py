@@ -113,10 +113,13 @@ def pack(
     if shards > 1:
         parts = packing.pack_sharded(items, out, shards=shards, options=options, workers=workers)
         return packing.PackResult(
-            rec=",".join(p.rec for p in parts), idx=",".join(p.idx for p in parts),
-            lst=",".join(p.lst for p in parts), records=sum(p.records for p in parts),
-            bytes=sum(p.bytes for p in parts), seconds=sum(p.seconds for p in parts),
-        )  # fmt: skip
+            rec=",".join(p.rec for p in parts),
+            idx=",".join(p.idx for p in parts),
+            lst=",".join(p.lst for p in parts),
+            records=sum(p.records for p in parts),
+            bytes=sum(p.bytes for p in parts),
+            seconds=sum(p.seconds for p in parts),
+        )
     return packing.pack(items, out, options=options, workers=workers)
 
 
@@ -309,45 +312,93 @@ def publish(
     return PublishResult(True, target, score, previous, "published")
 
 
+def validate(
+    *,
+    num_classes: int,
+    images: str | None = None,
+    annotations: str | None = None,
+    manifest: str | None = None,
+    rec: str | None = None,
+    label_width: int = 350,
+    policy: str = "fail",
+    max_bad_fraction: float = 0.1,
+    report: str | None = None,
+    workers: int = 2,
+) -> Any:
+    """Run the annotation suite on one dataset (the CLI's `validate`)."""
+    from sdod.checks.gate import run_checks
+
+    if rec:
+        from sdod.data.recfile import read_rec
+
+        data = read_rec(rec)
+    else:
+        data = load_samples(images=images, annotations=annotations, manifest=manifest)[0]
+    return run_checks(
+        {"train": data},
+        num_classes=num_classes,
+        label_width=label_width,
+        policy=policy,
+        max_bad_fraction=max_bad_fraction,
+        report_dir=report,
+        workers=workers,
+    )
+
+
 @dataclass(frozen=True)
 class CheckResult:
     job_root: str
-    channels: dict[str, dict[str, int]]
-    classes_seen: list[int]
+    passed: bool
+    summary: str
+    report_file: str
+    quarantined: int
+    images: dict[str, int]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def check(*, job_root: str) -> CheckResult:
-    """Check an ingested job's annotations before any GPU time is spent.
-
-    Today: every structural rule of the readers (pairing, fields, paths inside the
-    channel), class ids below `num_classes`, objects per image within `label_width`.
-    Raises UserError/DataError naming the file and the rule. (The Great Expectations suite
-    with policies and Data Docs is the annotation-checks issue.)
+def check(*, job_root: str, policy: str = "fail", max_bad_fraction: float = 0.1) -> CheckResult:
+    """The annotation gate on an ingested job: the Great Expectations suite over the train
+    and validation channels. Writes `<job_root>/check/report.json` and Data Docs; with
+    policy `quarantine`, `<job_root>/check/quarantine.json` lists the images packing drops.
+    Raises UserError with the summary when the gate fails.
     """
+    from sdod.checks.gate import run_checks
     from sdod.config import load_job_spec
     from sdod.hyperparameters import parse_hyperparameters
     from sdod.joblayout import JobLayout
-    from sdod.train.job import check_labels, read_channel
+    from sdod.storage import atomic_write_json
+    from sdod.train.job import read_channel
 
     layout = JobLayout(Path(job_root))
     spec = load_job_spec(layout.spec_file)
     hp = parse_hyperparameters(spec.hyperparameters)
-    channels, seen = {}, set()
+    channels = {}
     for name in ("train", "validation"):
         channel = spec.channel(name)
-        if channel is None:
-            continue
-        data = read_channel(layout, spec, channel)
-        check_labels(data, hp, name)
-        if not len(data):
-            raise UserError(f"channel {name} holds no images")
-        channels[name] = {"images": len(data), "boxes": data.num_boxes}
-        for sample in data.samples:
-            seen.update(sample.labels.tolist())
-    return CheckResult(str(layout.root), channels, sorted(seen))
+        if channel is not None:
+            channels[name] = read_channel(layout, spec, channel)
+    out = layout.root / "check"
+    report = run_checks(
+        channels,
+        num_classes=hp.num_classes,
+        label_width=hp.label_width,
+        policy=policy,
+        max_bad_fraction=max_bad_fraction,
+        report_dir=out,
+    )
+    atomic_write_json(out / "quarantine.json", report.quarantined)
+    if not report.passed:
+        raise UserError(f"{report.summary()}\nreport: {report.report_file}")
+    return CheckResult(
+        str(layout.root),
+        True,
+        report.summary(),
+        str(report.report_file),
+        len(report.quarantined),
+        report.images,
+    )
 
 
 @dataclass(frozen=True)
@@ -366,6 +417,7 @@ def pack_job(*, job_root: str, workers: int = 1) -> PackJobResult:
     `<job_root>/packed/`, and derive the training spec whose channels are those files
     (`application/x-recordio`), as a SageMaker user who packs first would send it."""
     import copy
+    import json
 
     from sdod.config import load_job_spec
     from sdod.data import pack as packing
@@ -374,12 +426,16 @@ def pack_job(*, job_root: str, workers: int = 1) -> PackJobResult:
 
     layout = JobLayout(Path(job_root))
     spec = load_job_spec(layout.spec_file)
+    listed = layout.root / "check" / "quarantine.json"  # written by `check`
+    quarantined = json.loads(listed.read_text()) if listed.is_file() else []
     records, files, channels = {}, {}, []
     for name in ("train", "validation"):
         channel = spec.channel(name)
         if channel is None:
             continue
         data = read_channel(layout, spec, channel)
+        dropped = {q["key"] for q in quarantined}
+        data.samples = [s for s in data.samples if f"{name}/{s.key}" not in dropped]
         prefix = layout.root / "packed" / name / name
         result = packing.pack(
             packing.items_from_samples(data, layout.channel_dir(name)),
@@ -394,12 +450,16 @@ def pack_job(*, job_root: str, workers: int = 1) -> PackJobResult:
             atomic_write_json(
                 prefix.parent / "classes.json", {str(k): v for k, v in data.categories.items()}
             )
-        channels.append({
-            "ChannelName": name,
-            "ContentType": "application/x-recordio",
-            "InputMode": "File",
-            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": str(prefix.parent)}},
-        })  # fmt: skip
+        channels.append(
+            {
+                "ChannelName": name,
+                "ContentType": "application/x-recordio",
+                "InputMode": "File",
+                "DataSource": {
+                    "S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": str(prefix.parent)}
+                },
+            }
+        )
     derived = copy.deepcopy(spec.raw)
     derived["InputDataConfig"] = channels + [
         c for c in derived["InputDataConfig"] if c["ChannelName"] == "model"

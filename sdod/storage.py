@@ -225,10 +225,14 @@ def sync_to_local(
     state_path = _state_file(dest)
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
     todo = [
-        rel for rel, info in objects.items()
-        if not ((dest / rel).is_file() and (dest / rel).stat().st_size == info.size
-                and state.get(rel) == info.version)
-    ]  # fmt: skip
+        rel
+        for rel, info in objects.items()
+        if not (
+            (dest / rel).is_file()
+            and (dest / rel).stat().st_size == info.size
+            and state.get(rel) == info.version
+        )
+    ]
     fetch = _fetcher(uri, s3)
 
     def transfer(rel: str) -> int:
@@ -260,9 +264,15 @@ def sync_to_local(
             removed += 1
     atomic_write_json(state_path, {rel: info.version for rel, info in objects.items()})
     return SyncResult(
-        uri, str(dest), len(objects), len(todo), len(objects) - len(todo), removed, moved,
+        uri,
+        str(dest),
+        len(objects),
+        len(todo),
+        len(objects) - len(todo),
+        removed,
+        moved,
         round(time.perf_counter() - start, 3),
-    )  # fmt: skip
+    )
 
 
 # --- single objects --------------------------------------------------------------------

@@ -61,21 +61,25 @@ def train_transform(size: int, policy: str = "ssd") -> T.Compose:
     if policy == "none":
         return eval_transform(size)
     if policy == "light":
-        return T.Compose([
-            T.RandomApply([T.RandomIoUCrop(min_scale=0.5)], p=0.5),
+        return T.Compose(
+            [
+                T.RandomApply([T.RandomIoUCrop(min_scale=0.5)], p=0.5),
+                T.RandomHorizontalFlip(),
+                T.Resize((size, size), antialias=True),
+                T.RandomPhotometricDistort(p=0.5),
+                T.SanitizeBoundingBoxes(min_size=1.0),
+            ]
+        )
+    return T.Compose(
+        [
+            T.RandomZoomOut(fill=MEAN_PIXEL, side_range=(1.0, 4.0), p=0.5),
+            T.RandomIoUCrop(),
             T.RandomHorizontalFlip(),
             T.Resize((size, size), antialias=True),
             T.RandomPhotometricDistort(p=0.5),
             T.SanitizeBoundingBoxes(min_size=1.0),
-        ])  # fmt: skip
-    return T.Compose([
-        T.RandomZoomOut(fill=MEAN_PIXEL, side_range=(1.0, 4.0), p=0.5),
-        T.RandomIoUCrop(),
-        T.RandomHorizontalFlip(),
-        T.Resize((size, size), antialias=True),
-        T.RandomPhotometricDistort(p=0.5),
-        T.SanitizeBoundingBoxes(min_size=1.0),
-    ])  # fmt: skip
+        ]
+    )
 
 
 def eval_transform(size: int) -> T.Compose:

@@ -145,8 +145,13 @@ def voc_map(
         m = m[np.argsort(-s, kind="stable")]
         tp, fp = np.cumsum(m == 1), np.cumsum(m == 0)
         n_pos = int(np.sum((gt.labels == c) & ~gt.difficult))  # type: ignore[operator]
-        counts = ClassCounts(n_pos, int(mine.sum()), int(tp[-1]) if m.size else 0,
-                             int(fp[-1]) if m.size else 0, int(np.sum(m == -1)))  # fmt: skip
+        counts = ClassCounts(
+            n_pos,
+            int(mine.sum()),
+            int(tp[-1]) if m.size else 0,
+            int(fp[-1]) if m.size else 0,
+            int(np.sum(m == -1)),
+        )
         result.counts[c] = counts
         if n_pos == 0:
             result.ap[c] = float("nan")

@@ -53,8 +53,12 @@ RESNET50_512 = AnchorPreset(
 RESNET50_300 = AnchorPreset(
     300, VGG16_300.sizes, RESNET50_512.ratios, None
 )  # sdod: GluonCV has none
-PRESETS = {("vgg-16", 300): VGG16_300, ("vgg-16", 512): VGG16_512,
-           ("resnet-50", 300): RESNET50_300, ("resnet-50", 512): RESNET50_512}  # fmt: skip
+PRESETS = {
+    ("vgg-16", 300): VGG16_300,
+    ("vgg-16", 512): VGG16_512,
+    ("resnet-50", 300): RESNET50_300,
+    ("resnet-50", 512): RESNET50_512,
+}
 
 
 def preset_for(base_network: str, image_size: int) -> AnchorPreset:
@@ -89,7 +93,12 @@ def generate_anchors(
             (np.arange(fh) + 0.5) * step, (np.arange(fw) + 0.5) * step, indexing="ij"
         )
         centres = np.stack([cx, cy], axis=-1).reshape(-1, 1, 2)  # [fh*fw, 1, 2]
-        cell = np.concatenate([np.broadcast_to(centres, (fh * fw, len(wh), 2)),
-                               np.broadcast_to(wh, (fh * fw, len(wh), 2))], axis=-1)  # fmt: skip
+        cell = np.concatenate(
+            [
+                np.broadcast_to(centres, (fh * fw, len(wh), 2)),
+                np.broadcast_to(wh, (fh * fw, len(wh), 2)),
+            ],
+            axis=-1,
+        )
         layers.append(cell.reshape(-1, 4))
     return torch.from_numpy(np.concatenate(layers).astype(np.float32))

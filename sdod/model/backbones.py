@@ -31,10 +31,13 @@ def _expander(
 ) -> nn.Sequential:
     norm: Callable[[int], nn.Module] = nn.BatchNorm2d if bn else (lambda _: nn.Identity())
     return nn.Sequential(
-        nn.Conv2d(cin, cout // 2, 1, bias=not bn), norm(cout // 2), nn.ReLU(inplace=True),
-        nn.Conv2d(cout // 2, cout, 3, stride=stride, padding=padding, bias=not bn), norm(cout),
+        nn.Conv2d(cin, cout // 2, 1, bias=not bn),
+        norm(cout // 2),
         nn.ReLU(inplace=True),
-    )  # fmt: skip
+        nn.Conv2d(cout // 2, cout, 3, stride=stride, padding=padding, bias=not bn),
+        norm(cout),
+        nn.ReLU(inplace=True),
+    )
 
 
 class Backbone(nn.Module):
@@ -48,11 +51,19 @@ class Backbone(nn.Module):
 
 
 # GluonCV's `vgg16_atrous` extras: (filters, kernel, stride, padding) pairs per block.
-VGG_EXTRAS_300 = [((256, 1, 1, 0), (512, 3, 2, 1)), ((128, 1, 1, 0), (256, 3, 2, 1)),
-                  ((128, 1, 1, 0), (256, 3, 1, 0)), ((128, 1, 1, 0), (256, 3, 1, 0))]  # fmt: skip
-VGG_EXTRAS_512 = [((256, 1, 1, 0), (512, 3, 2, 1)), ((128, 1, 1, 0), (256, 3, 2, 1)),
-                  ((128, 1, 1, 0), (256, 3, 2, 1)), ((128, 1, 1, 0), (256, 3, 2, 1)),
-                  ((128, 1, 1, 0), (256, 4, 1, 1))]  # fmt: skip
+VGG_EXTRAS_300 = [
+    ((256, 1, 1, 0), (512, 3, 2, 1)),
+    ((128, 1, 1, 0), (256, 3, 2, 1)),
+    ((128, 1, 1, 0), (256, 3, 1, 0)),
+    ((128, 1, 1, 0), (256, 3, 1, 0)),
+]
+VGG_EXTRAS_512 = [
+    ((256, 1, 1, 0), (512, 3, 2, 1)),
+    ((128, 1, 1, 0), (256, 3, 2, 1)),
+    ((128, 1, 1, 0), (256, 3, 2, 1)),
+    ((128, 1, 1, 0), (256, 3, 2, 1)),
+    ((128, 1, 1, 0), (256, 4, 1, 1)),
+]
 
 
 def _vgg_extra(cin: int, spec: tuple[tuple[int, int, int, int], ...]) -> nn.Sequential:

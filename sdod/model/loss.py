@@ -26,9 +26,13 @@ def multibox_loss(
     if cls_logits.shape[:2] != cls_targets.shape or box_offsets.shape != box_targets.shape:
         shapes = ", ".join(
             f"{name} {tuple(t.shape)}"
-            for name, t in (("logits", cls_logits), ("offsets", box_offsets),
-                            ("class targets", cls_targets), ("box targets", box_targets))
-        )  # fmt: skip
+            for name, t in (
+                ("logits", cls_logits),
+                ("offsets", box_offsets),
+                ("class targets", cls_targets),
+                ("box targets", box_targets),
+            )
+        )
         raise ValueError(f"shape mismatch: {shapes}")
     ce = F.cross_entropy(cls_logits.float().flatten(0, 1), cls_targets.flatten(), reduction="none")
     ce = ce.view_as(cls_targets)

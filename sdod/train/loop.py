@@ -63,10 +63,15 @@ def _loader(
         augmentation=hp.augmentation,
     )
     return DataLoader(
-        dataset, batch_size=batch, shuffle=True, drop_last=len(samples) >= batch,
-        num_workers=opts.workers, pin_memory=opts.device.type == "cuda",
-        persistent_workers=opts.workers > 0, generator=torch.Generator().manual_seed(opts.seed),
-    )  # fmt: skip
+        dataset,
+        batch_size=batch,
+        shuffle=True,
+        drop_last=len(samples) >= batch,
+        num_workers=opts.workers,
+        pin_memory=opts.device.type == "cuda",
+        persistent_workers=opts.workers > 0,
+        generator=torch.Generator().manual_seed(opts.seed),
+    )
 
 
 def fit(

@@ -1,0 +1,1 @@
+"""Annotation checks with Great Expectations: a quality gate before any GPU time is spent."""

@@ -1,0 +1,234 @@
+"""Run the annotation suite, apply the policy, write the report.
+
+Policy `fail` (default): any error-rule failure stops the run. Policy `quarantine`: images
+named by error rules are removed (listed with their reasons) and the run continues while
+the removed fraction stays at or below `max_bad_fraction`; dataset-level failures (a class
+missing from train, an empty channel) cannot be quarantined and still stop it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sdod.checks.suite import RULES, SuiteParams, expectations
+from sdod.checks.tables import box_table, decode_all, image_table
+from sdod.data.sampleset import SampleSet
+from sdod.errors import UserError
+from sdod.storage import atomic_write_json
+
+POLICIES = ("fail", "quarantine")
+
+
+@dataclass
+class RuleResult:
+    rule: str
+    severity: str
+    success: bool
+    count: int
+    description: str
+    fix: str
+    examples: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class CheckReport:
+    passed: bool
+    policy: str
+    images: dict[str, int]
+    boxes: dict[str, int]
+    rules: list[RuleResult]
+    quarantined: list[dict[str, Any]]
+    bad_fraction: float
+    class_counts: dict[str, dict[str, int]]
+    seconds: float
+    report_file: str | None = None
+    data_docs: str | None = None
+
+    def failed(self, severity: str = "error") -> list[RuleResult]:
+        return [r for r in self.rules if not r.success and r.severity == severity]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        lines = [
+            f"annotation check {'PASSED' if self.passed else 'FAILED'} (policy {self.policy}): "
+            + ", ".join(
+                f"{c} {n} images / {self.boxes.get(c, 0)} boxes" for c, n in self.images.items()
+            )
+        ]
+        for r in self.failed("error") + self.failed("warning"):
+            where = ", ".join(
+                sorted({Path(str(e.get("file", ""))).name for e in r.examples if e.get("file")})[:3]
+            )
+            example = f" e.g. {where}" if where else ""
+            lines.append(
+                f"  {r.severity} {r.rule}: {r.count} failing ({r.description}){example} -> {r.fix}"
+            )
+        if self.quarantined:
+            lines.append(f"  quarantined {len(self.quarantined)} images ({self.bad_fraction:.1%})")
+        return "\n".join(lines)
+
+
+def _gx_context(report_dir: Path | None) -> Any:
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    if report_dir is not None:  # the ephemeral context already has `local_site`: add ours
+        store = {
+            "class_name": "TupleFilesystemStoreBackend",
+            "base_directory": str(report_dir / "data_docs"),
+        }
+        index = {"class_name": "DefaultSiteIndexBuilder"}
+        site: Any = {
+            "class_name": "SiteBuilder",
+            "site_index_builder": index,
+            "store_backend": store,
+        }
+        context.add_data_docs_site(site_name="sdod_checks", site_config=site)
+    return context
+
+
+def _validate(context: Any, table: str, frame: Any, suite_items: list[Any]) -> Any:
+    import great_expectations as gx
+
+    asset = context.data_sources.add_or_update_pandas("sdod").add_dataframe_asset(table)
+    batch = asset.add_batch_definition_whole_dataframe("all")
+    suite = context.suites.add(gx.ExpectationSuite(name=f"sdod_{table}", expectations=suite_items))
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(name=f"sdod_{table}", data=batch, suite=suite)
+    )
+    fmt = {"result_format": "COMPLETE", "unexpected_index_column_names": ["key", "file"]}
+    return definition.run(batch_parameters={"dataframe": frame}, result_format=fmt)
+
+
+def _collect(
+    results: list[Any], max_examples: int
+) -> tuple[dict[str, RuleResult], dict[str, set[str]]]:
+    rules: dict[str, RuleResult] = {}
+    offenders: dict[str, set[str]] = {}
+    for res in results:
+        meta = res.expectation_config.meta
+        fresh = RuleResult(
+            meta["rule"], meta["severity"], True, 0, meta["description"], meta["fix"]
+        )
+        rule = rules.setdefault(meta["rule"], fresh)
+        if res.success:
+            continue
+        rule.success = False
+        rows = res.result.get("unexpected_index_list") or []
+        rule.count += int(res.result.get("unexpected_count") or len(rows) or 1)
+        for row in rows:
+            offenders.setdefault(str(row["key"]), set()).add(rule.rule)
+        if not rows:
+            observed = res.result.get("observed_value") or res.result.get("details")
+            rule.examples = rule.examples or [{"observed": str(observed)}]
+        rule.examples.extend(
+            {k: _plain(v) for k, v in row.items()}
+            for row in rows[: max_examples - len(rule.examples)]
+        )
+    return rules, offenders
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value
+
+
+def run_checks(
+    channels: dict[str, SampleSet],
+    *,
+    num_classes: int,
+    label_width: int = 350,
+    policy: str = "fail",
+    max_bad_fraction: float = 0.1,
+    decode: bool = True,
+    workers: int = 2,
+    tolerance_px: float = 2.0,
+    min_box_px: float = 2.0,
+    report_dir: str | Path | None = None,
+    max_examples: int = 10,
+) -> CheckReport:
+    """Validate the channels' annotations (and images, unless `decode=False`)."""
+    import pandas as pd
+
+    if policy not in POLICIES:
+        raise UserError(f"--policy must be one of {', '.join(POLICIES)}, got {policy!r}")
+    if not 0 <= max_bad_fraction < 1:
+        raise UserError(f"max_bad_fraction must be in [0, 1), got {max_bad_fraction}")
+    start = time.perf_counter()
+    images, boxes = [], []
+    for name, data in channels.items():
+        facts = decode_all([s.image for s in data.samples], workers) if decode else None
+        images.append(image_table(name, data.samples, facts))
+        boxes.append(box_table(name, data.samples))
+    image_frame, box_frame = (
+        pd.concat(images, ignore_index=True),
+        pd.concat(boxes, ignore_index=True),
+    )
+    train_classes = tuple(
+        sorted(set(box_frame.loc[box_frame["channel"] == "train", "class_id"].tolist()))
+    )
+    params = SuiteParams(
+        num_classes, label_width, tolerance_px, min_box_px, tuple(channels), train_classes, decode
+    )
+    out = Path(report_dir) if report_dir else None
+    context = _gx_context(out)
+    suites = expectations(params)
+    results = [
+        r
+        for t, f in (("images", image_frame), ("boxes", box_frame))
+        for r in _validate(context, t, f, suites[t]).results
+    ]
+    rules, offenders = _collect(results, max_examples)
+    missing = sorted(set(range(num_classes)) - set(train_classes))
+    if missing and "train_has_every_class" in rules:
+        rules["train_has_every_class"].examples = [{"missing_classes": missing}]
+        rules["train_has_every_class"].count = len(missing)
+    bad = {
+        key: reasons
+        for key, reasons in offenders.items()
+        if any(RULES[r].severity == "error" for r in reasons)
+    }
+    dataset_failed = any(
+        not r.success and r.severity == "error" and not RULES[r.rule].per_image
+        for r in rules.values()
+    )
+    fraction = len(bad) / max(len(image_frame), 1)
+    errors = any(not r.success and r.severity == "error" for r in rules.values())
+    passed = not errors or (
+        policy == "quarantine" and not dataset_failed and fraction <= max_bad_fraction
+    )
+    files = dict(zip(image_frame["key"], image_frame["file"], strict=True))
+    quarantined = (
+        [{"key": k, "file": files.get(k), "reasons": sorted(bad[k])} for k in sorted(bad)]
+        if policy == "quarantine"
+        else []
+    )
+    counts = {
+        c: {str(k): int(v) for k, v in g["class_id"].value_counts().sort_index().items()}
+        for c, g in box_frame.groupby("channel")
+    }
+    report = CheckReport(
+        passed=passed,
+        policy=policy,
+        images={c: len(d) for c, d in channels.items()},
+        boxes={c: d.num_boxes for c, d in channels.items()},
+        rules=list(rules.values()),
+        quarantined=quarantined,
+        bad_fraction=fraction,
+        class_counts=counts,
+        seconds=round(time.perf_counter() - start, 3),
+    )
+    if out is not None:
+        context.build_data_docs(site_names=["sdod_checks"])
+        report.data_docs = str(out / "data_docs" / "index.html")
+        report.report_file = str(out / "report.json")
+        atomic_write_json(out / "report.json", report.to_dict())
+    return report

@@ -1,0 +1,224 @@
+"""CLI commands for models: train, evaluate, score, predict, inspect, publish, layers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from sdod.cli.base import EXIT_OK, Command
+from sdod.errors import UserError
+
+# --- train --------------------------------------------------------------------------
+
+
+def _configure_train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--job-root", help="job folder made by `sdod ingest` (SageMaker layout)")
+    p.add_argument("--job-spec", help="CreateTrainingJob request (JSON): ingest, then train")
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from sdod import stages
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr if args.json else sys.stdout, flush=True)
+
+    if not (args.job_root or args.job_spec):
+        raise UserError("give --job-root or --job-spec")
+    outcome = stages.train(job_root=args.job_root, job_spec=args.job_spec, log=log)
+    if args.json:
+        print(json.dumps(outcome.to_dict(), indent=2))
+    elif outcome.status == "Failed":
+        print(f"sdod train: error: {outcome.message}", file=sys.stderr)
+    return outcome.exit_code
+
+
+# --- evaluate / predict / inspect-model / publish ------------------------------------
+
+
+def _configure_evaluate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="model.tar.gz")
+    p.add_argument("--data", help="a .rec file or a .manifest file")
+    p.add_argument("--images", help="image channel folder (with --annotations)")
+    p.add_argument("--annotations", help="annotation channel folder")
+    p.add_argument("--metric", default="voc07", choices=["voc07", "voc"])
+    p.add_argument("--overlap-threshold", type=float, default=None, help="(the model's)")
+    p.add_argument("--out", help="folder for metrics.json")
+
+
+def _run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    from sdod import stages
+
+    data = args.data or ""
+    return stages.evaluate(
+        model=args.model,
+        images=args.images,
+        annotations=args.annotations,
+        manifest=data if data.endswith(".manifest") else None,
+        rec=data if data.endswith(".rec") else None,
+        metric=args.metric,
+        overlap_threshold=args.overlap_threshold,
+        out=args.out,
+    ).to_dict()
+
+
+def _configure_predict(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="model.tar.gz")
+    p.add_argument("images", nargs="+", help="JPEG or PNG files")
+    p.add_argument("--score-threshold", type=float, default=0.0)
+    p.add_argument("--top-k", type=int, default=None)
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sdod.serve.predictor import Predictor
+
+    predictor = Predictor.load(args.model)
+    for image in args.images:
+        try:
+            data = Path(image).read_bytes()
+        except OSError as exc:
+            raise UserError(f"{image}: cannot read ({exc.strerror})") from None
+        response = predictor.predict(data, score_threshold=args.score_threshold, top_k=args.top_k)
+        print(
+            json.dumps({"image": image, **response})
+            if len(args.images) > 1
+            else json.dumps(response)
+        )
+    return EXIT_OK
+
+
+def _configure_inspect(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="model.tar.gz")
+
+
+def _run_inspect(args: argparse.Namespace) -> dict[str, Any]:
+    from sdod.artifact import read_artifact
+
+    artifact = read_artifact(args.model)
+    metrics = {k: v for k, v in artifact.metrics.items() if k != "history"}
+    return {
+        "config": artifact.config,
+        "hyperparameters": artifact.hyperparams,
+        "metrics": metrics,
+        "onnx": artifact.onnx is not None,
+    }
+
+
+def _render_inspect(r: dict[str, Any]) -> str:
+    c, m = r["config"], r["metrics"]
+    score = m.get("validation:mAP")
+    status = "Stopped (" + m.get("stop_reason", "") + ")" if m.get("stopped") else "Completed"
+    return "\n".join(
+        [
+            f"model: {c['base_network']} SSD{c['image_shape']}, {c['num_classes']} classes "
+            f"({', '.join(c.get('class_names', []))})",
+            f"training: {status}, {m.get('epochs_completed')} of {m.get('epochs')} epochs "
+            f"in {m.get('train_seconds')} s",
+            f"validation mAP: {'n/a' if score is None else f'{score:.4f}'} "
+            f"(best epoch {m.get('best_epoch')})",
+            f"hyperparameters: {json.dumps(r['hyperparameters'])}",
+        ]
+    )
+
+
+def _configure_publish(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="model.tar.gz")
+    p.add_argument("--to", required=True, help="s3://bucket/prefix/ or a local folder or .tar.gz")
+    p.add_argument("--min-map", type=float, default=None, help="refuse below this mAP")
+    p.add_argument("--force", action="store_true", help="replace a better published model")
+
+
+def _run_publish(args: argparse.Namespace) -> dict[str, Any]:
+    from sdod import stages
+
+    return stages.publish(
+        model=args.model, to=args.to, min_map=args.min_map, force=args.force
+    ).to_dict()
+
+
+# --- layers -------------------------------------------------------------------------
+
+
+def _configure_layers(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--base-network", required=True, choices=["vgg-16", "resnet-50", "mobilenet-v3"])
+    p.add_argument("--image-shape", type=int, default=300)
+    p.add_argument("--pattern", help="show only the layers this freeze_layer_pattern matches")
+
+
+def _run_layers(args: argparse.Namespace) -> int:
+    import re
+
+    import torch
+
+    from sdod.model.ssd import SSD, SSDConfig
+
+    with torch.device("meta"):  # names only: no memory, no compute
+        names = list(SSD(SSDConfig(args.base_network, 1, args.image_shape)).layer_names())
+    if args.pattern:
+        try:
+            regex = re.compile(args.pattern)
+        except re.error as exc:
+            raise UserError(
+                f"--pattern {args.pattern!r} is not a valid regular expression ({exc})"
+            ) from None
+        names = [n for n in names if regex.search(n)]
+        if not names:
+            raise UserError(
+                f"freeze_layer_pattern {args.pattern!r} matches no layer of {args.base_network}"
+            )
+    print(json.dumps(names) if args.json else "\n".join(names))
+    return EXIT_OK
+
+
+# --- score-detections ---------------------------------------------------------------
+
+
+def _configure_score(p: argparse.ArgumentParser) -> None:
+    p.add_argument("case", help="case JSON: num_classes, images[] with gt_* and det_* fields")
+    p.add_argument("--metric", default="voc07", choices=["voc07", "voc"], help="(voc07)")
+    p.add_argument("--iou", type=float, default=0.5, help="overlap threshold (0.5)")
+
+
+def _run_score(args: argparse.Namespace) -> dict[str, Any]:
+    from sdod.evaluate.score import score_detections
+
+    return score_detections(args.case, metric=args.metric, iou=args.iou)
+
+
+def _render_score(r: dict[str, Any]) -> str:
+    return json.dumps({"per_class": r["per_class"], "mAP": r["mAP"]})
+
+
+COMMANDS: list[Command] = [
+    Command(
+        "train",
+        "run a training job; exit 0 Completed, 3 Stopped (artifact written), 1/2 Failed",
+        _configure_train,
+        _run_train,
+    ),
+    Command(
+        "evaluate", "mAP of a model on a dataset (VOC07 or VOC)", _configure_evaluate, _run_evaluate
+    ),
+    Command("predict", "SageMaker response JSON for each image", _configure_predict, _run_predict),
+    Command(
+        "inspect-model",
+        "validate a model.tar.gz and print its config",
+        _configure_inspect,
+        _run_inspect,
+        _render_inspect,
+    ),
+    Command("publish", "gated upload of a model.tar.gz", _configure_publish, _run_publish),
+    Command(
+        "layers", "layer names that freeze_layer_pattern matches", _configure_layers, _run_layers
+    ),
+    Command(
+        "score-detections",
+        "VOC mAP (GluonCV semantics) of precomputed detections in a case JSON",
+        _configure_score,
+        _run_score,
+        _render_score,
+    ),
+]

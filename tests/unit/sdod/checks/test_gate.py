@@ -1,0 +1,217 @@
+"""The annotation gate: a corpus of broken datasets, one per rule, plus a clean one."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sdod.checks.gate import run_checks
+from sdod.data.imagejson import read_image_json
+from sdod.data.sampledata import make_sample_data
+from sdod.data.sampleset import SampleSet
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("pristine")
+    make_sample_data(root, train=12, validation=4, num_classes=3, seed=21)
+    return root
+
+
+@pytest.fixture
+def data(pristine: Path, tmp_path: Path) -> Path:
+    shutil.copytree(pristine, tmp_path / "d")
+    return tmp_path / "d"
+
+
+def _channels(root: Path) -> dict[str, SampleSet]:
+    return {c: read_image_json(root / c, root / f"{c}_annotation") for c in ("train", "validation")}
+
+
+def _edit(root: Path, name: str, fn: Callable[[dict], None]) -> None:
+    path = root / "train_annotation" / f"{name}.json"
+    obj = json.loads(path.read_text())
+    fn(obj)
+    path.write_text(json.dumps(obj))
+
+
+def _errors(report) -> set[str]:  # type: ignore[no-untyped-def]
+    return {r.rule for r in report.failed("error")}
+
+
+def _files(report, rule: str) -> set[str]:  # type: ignore[no-untyped-def]
+    [r] = [r for r in report.rules if r.rule == rule]
+    return {Path(str(e["file"])).stem for e in r.examples if "file" in e}
+
+
+def test_the_clean_set_passes_every_rule(data: Path, tmp_path: Path) -> None:
+    report = run_checks(_channels(data), num_classes=3, report_dir=tmp_path / "report")
+    assert report.passed and report.failed("error") == [] and report.failed("warning") == []
+    assert json.loads(Path(report.report_file).read_text())["passed"] is True  # type: ignore[arg-type]
+    assert Path(report.data_docs).is_file()  # type: ignore[arg-type]
+    assert "PASSED" in report.summary()
+
+
+def _truncate(d: Path) -> None:
+    p = d / "train" / "train_00003.jpg"
+    p.write_bytes(p.read_bytes()[:3000])
+
+
+def _declared_size(d: Path) -> None:
+    _edit(
+        d, "train_00003", lambda o: o["image_size"][0].update(width=o["image_size"][0]["width"] + 7)
+    )
+
+
+def _normalised(d: Path) -> None:
+    def fn(o: dict) -> None:
+        w, h = o["image_size"][0]["width"], o["image_size"][0]["height"]
+        for a in o["annotations"]:
+            a.update(
+                left=a["left"] / w, top=a["top"] / h, width=a["width"] / w, height=a["height"] / h
+            )
+
+    _edit(d, "train_00003", fn)
+
+
+def _bad_class(d: Path) -> None:
+    _edit(d, "train_00003", lambda o: o["annotations"][0].update(class_id=5))
+
+
+def _zero_width(d: Path) -> None:
+    _edit(d, "train_00003", lambda o: o["annotations"][0].update(width=0))
+
+
+def _outside(d: Path) -> None:
+    _edit(
+        d,
+        "train_00003",
+        lambda o: o["annotations"][0].update(left=o["image_size"][0]["width"] - 5, width=40),
+    )
+
+
+CASES = [
+    ("image_decodes", _truncate, True, {"image_decodes"}),
+    (
+        "image_size_matches",
+        _declared_size,
+        True,
+        {"image_size_matches"},
+    ),
+    ("pixel_coordinates", _normalised, False, {"pixel_coordinates"}),
+    ("class_id_in_range", _bad_class, False, {"class_id_in_range"}),
+    ("box_positive_size", _zero_width, False, {"box_positive_size"}),
+    ("box_inside_image", _outside, False, {"box_inside_image"}),
+]
+
+
+@pytest.mark.parametrize(("rule", "damage", "decode", "expected"), CASES, ids=[c[0] for c in CASES])
+def test_each_broken_set_fails_with_its_rule_and_names_the_file(
+    data: Path, rule: str, damage: Callable[[Path], None], decode: bool, expected: set[str]
+) -> None:
+    damage(data)
+    report = run_checks(_channels(data), num_classes=3, decode=decode)
+    assert not report.passed
+    assert _errors(report) == expected
+    assert _files(report, rule) == {"train_00003"}
+    assert rule in report.summary() and "train_00003" in report.summary()
+
+
+def test_objects_beyond_label_width(data: Path) -> None:
+    report = run_checks(
+        _channels(data), num_classes=3, label_width=12, decode=False
+    )  # 2 objects fit
+    assert _errors(report) == {"objects_fit_label_width"}
+    many = {s.key for s in _channels(data)["train"].samples if s.num_objects > 2}
+    assert _files(report, "objects_fit_label_width") >= {k for k in many}
+
+
+def test_missing_class_in_train_and_validation_classes_outside_train(data: Path) -> None:
+    channels = _channels(data)
+    train = channels["train"]
+    for s in train.samples:  # drop class 2 from train only
+        keep = s.labels != 2
+        s.boxes, s.labels, s.difficult = s.boxes[keep], s.labels[keep], s.difficult[keep]
+    report = run_checks(channels, num_classes=3, decode=False)
+    assert _errors(report) == {"train_has_every_class", "validation_classes_in_train"}
+    [missing] = [r for r in report.rules if r.rule == "train_has_every_class"]
+    assert missing.examples == [{"missing_classes": [2]}]
+
+
+def test_duplicate_keys_and_empty_channel(data: Path) -> None:
+    channels = _channels(data)
+    channels["train"].samples.append(copy.deepcopy(channels["train"].samples[0]))
+    assert _errors(run_checks(channels, num_classes=3, decode=False)) == {"unique_keys"}
+    empty = {"train": _channels(data)["train"], "validation": SampleSet([])}
+    assert _errors(run_checks(empty, num_classes=3, decode=False)) == {"channels_not_empty"}
+
+
+def test_grayscale_and_tiny_boxes_are_warnings_only(data: Path) -> None:
+    image = data / "train" / "train_00004.jpg"
+    Image.open(image).convert("L").save(image, quality=90)
+    _edit(data, "train_00005", lambda o: o["annotations"][0].update(width=1))
+    report = run_checks(_channels(data), num_classes=3)
+    assert report.passed
+    assert {r.rule for r in report.failed("warning")} == {"three_channels", "small_boxes"}
+
+
+def test_quarantine_drops_three_of_fifty_and_stops_above_the_limit(tmp_path: Path) -> None:
+    make_sample_data(tmp_path, train=50, validation=5, num_classes=3, seed=2)
+    for name in ("train_00007", "train_00019", "train_00042"):
+        _edit(tmp_path, name, lambda o: o["annotations"][0].update(class_id=9))
+    channels = _channels(tmp_path)
+    report = run_checks(
+        channels, num_classes=3, policy="quarantine", max_bad_fraction=0.1, decode=False
+    )
+    assert report.passed
+    assert [q["key"] for q in report.quarantined] == [
+        "train/train_00007",
+        "train/train_00019",
+        "train/train_00042",
+    ]
+    assert all(q["reasons"] == ["class_id_in_range"] for q in report.quarantined)
+    assert report.images["train"] - len(report.quarantined) == 47
+    strict = run_checks(
+        channels, num_classes=3, policy="quarantine", max_bad_fraction=0.05, decode=False
+    )
+    assert not strict.passed and "quarantined 3 images" in strict.summary()
+
+
+def test_validate_cli_exits_2_with_the_summary(data: Path, tmp_path: Path) -> None:
+    _bad_class(data)
+    cmd = [
+        sys.executable,
+        "-m",
+        "sdod",
+        "validate",
+        "--images",
+        str(data / "train"),
+        "--annotations",
+        str(data / "train_annotation"),
+        "--num-classes",
+        "3",
+        "--report",
+        str(tmp_path / "r"),
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert (
+        "FAILED" in result.stdout
+        and "class_id_in_range" in result.stdout
+        and "train_00003" in result.stdout
+    )
+    assert (tmp_path / "r" / "report.json").is_file() and (
+        tmp_path / "r" / "data_docs" / "index.html"
+    ).is_file()
+    assert np.isclose(
+        json.loads((tmp_path / "r" / "report.json").read_text())["bad_fraction"], 1 / 12
+    )
