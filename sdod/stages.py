@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from sdod.data.sampleset import SampleSet
     from sdod.storage import S3Options
     from sdod.train.job import JobOutcome
+    from sdod.train.stopping import StopFlag
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,7 @@ def train(
     job_spec: str | dict[str, Any] | None = None,
     s3: S3Options | None = None,
     log: Callable[[str], None] = print,
+    stop: StopFlag | None = None,
 ) -> JobOutcome:
     """Run a training job: from a job root made by `ingest`, or from a spec (ingest first).
 
@@ -178,7 +180,7 @@ def train(
         ingest(job_spec=job_spec, job_root=job_root, s3=s3)
     if job_root is None:
         raise UserError("give --job-root (a folder made by `sdod ingest`) or --job-spec")
-    return train_job(job_root, log=log)
+    return train_job(job_root, log=log, stop=stop)
 
 
 @dataclass(frozen=True)

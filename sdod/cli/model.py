@@ -19,6 +19,12 @@ def _configure_train(p: argparse.ArgumentParser) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
+    # First thing, before torch is imported: a SIGTERM that arrives while the job is still
+    # starting must stop it cleanly (exit 3 with a model), not kill it.
+    from sdod.train.stopping import StopFlag
+
+    stop = StopFlag()
+    stop.install_signal_handlers()
     from sdod import stages
 
     def log(line: str) -> None:
@@ -26,7 +32,7 @@ def _run_train(args: argparse.Namespace) -> int:
 
     if not (args.job_root or args.job_spec):
         raise UserError("give --job-root or --job-spec")
-    outcome = stages.train(job_root=args.job_root, job_spec=args.job_spec, log=log)
+    outcome = stages.train(job_root=args.job_root, job_spec=args.job_spec, log=log, stop=stop)
     if args.json:
         print(json.dumps(outcome.to_dict(), indent=2))
     elif outcome.status == "Failed":

@@ -146,9 +146,11 @@ def _run(layout: JobLayout, log: Callable[[str], None], stop: StopFlag | None) -
     spec = load_job_spec(layout.spec_file)
     hp = parse_hyperparameters(spec.hyperparameters)
     if stop is None:
-        stop = StopFlag(spec.max_runtime_seconds)
+        stop = StopFlag()
         if threading.current_thread() is threading.main_thread():
             stop.install_signal_handlers()  # SIGTERM: stop at the next step and save the model
+    if stop.deadline is None:
+        stop.set_max_runtime(spec.max_runtime_seconds)
     train_channel = spec.channel("train")
     if train_channel is None:
         raise UserError("the job has no 'train' channel")

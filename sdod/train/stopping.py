@@ -23,6 +23,10 @@ class StopFlag:
         self.start = time.monotonic() if start is None else start
         self.deadline = self.start + max_runtime_seconds if max_runtime_seconds else None
 
+    def set_max_runtime(self, seconds: float) -> None:
+        """Set the deadline, counted from when this flag was made (the job's start)."""
+        self.deadline = self.start + seconds
+
     def set(self, reason: str) -> None:
         if not self._event.is_set():
             self.reason = reason

@@ -146,3 +146,24 @@ def test_sigterm_mid_training_stops_with_a_loadable_artifact(tmp_path: Path, dat
     assert "Stopped (received SIGTERM)" in out
     metrics = read_artifact(root / "model" / "model.tar.gz").metrics
     assert metrics["stopped"] is True and metrics["stop_reason"] == "received SIGTERM"
+
+
+def test_sigterm_while_the_job_is_still_starting_stops_it_cleanly(
+    tmp_path: Path, data: Path
+) -> None:
+    import signal
+    import time
+
+    root = _job(tmp_path, data, "early-term-job", epochs="500")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sdod", "train", "--job-root", str(root)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    time.sleep(1.0)  # the handler is in place; torch is still being imported
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 3, out
+    metrics = read_artifact(root / "model" / "model.tar.gz").metrics
+    assert metrics["stopped"] is True and metrics["epochs_completed"] == 0
