@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import Asset, TaskGroup, task
+from airflow.sdk import Asset, Param, TaskGroup, task
 from sdod_operators import SSDTrainingOperator, s3_options_from_connection
 
 PROJECT = Path(__file__).resolve().parents[1]  # plugins/ sits in the project root
@@ -39,6 +39,58 @@ DEMO_HYPERPARAMETERS = {
 MODEL_ASSET = Asset(name="sdod_model")  # name only: a URI makes Airflow load every provider
 AWS_CONN_ID = "aws_default"
 TRAIN_QUEUE = os.environ.get("SDOD_TRAIN_QUEUE", "default")  # "gpu" in docker-compose
+
+
+JOB_NAME_PATTERN = "^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"
+
+
+def pipeline_params(
+    *, job_name: str, data_uri: str, output_uri: str, max_runtime_seconds: int
+) -> dict[str, Param]:
+    """The trigger form both DAGs share (JSON-schema validated by Airflow)."""
+    return {
+        "job_name": Param(
+            job_name, type="string", pattern=JOB_NAME_PATTERN, description="TrainingJobName"
+        ),
+        "data_uri": Param(
+            data_uri,
+            type="string",
+            description="s3://bucket/prefix or a folder with the four image-format channels",
+        ),
+        "content_type": Param(
+            "image/jpeg", enum=["image/jpeg", "image/png", "application/x-image"]
+        ),
+        "output_uri": Param(output_uri, type="string", description="S3OutputPath"),
+        "hyperparameters": Param(
+            DEMO_HYPERPARAMETERS,
+            type="object",
+            description="SageMaker hyperparameters (strings), validated before ingest",
+        ),
+        "max_runtime_seconds": Param(
+            max_runtime_seconds,
+            type="integer",
+            minimum=1,
+            description="StoppingCondition.MaxRuntimeInSeconds",
+        ),
+        "check_policy": Param(
+            "fail",
+            enum=["fail", "quarantine"],
+            description="annotation gate: stop, or drop bad images",
+        ),
+        "max_bad_fraction": Param(
+            0.1, type="number", minimum=0, maximum=1, description="quarantine at most this share"
+        ),
+        "min_map": Param(
+            0.5,
+            type="number",
+            minimum=0,
+            maximum=1,
+            description="publish only at or above this mAP",
+        ),
+        "force_publish": Param(
+            False, type="boolean", description="replace a better published model"
+        ),
+    }
 
 
 def _user_errors_fail_fast(fn: Any) -> Any:

@@ -7,7 +7,6 @@ A spec a user already sends to SageMaker is accepted unchanged; fields sdod has 
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -212,13 +211,10 @@ def parse_job_spec(raw: Any) -> TrainingJobSpec:
 
 def load_job_spec(path: str | Path) -> TrainingJobSpec:
     """Read and validate a spec file; errors name the file and the field."""
+    from sdod.storage import read_json
+
     path = Path(path)
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"job spec {path} does not exist") from None
-    except json.JSONDecodeError as exc:
-        raise UserError(f"job spec {path} is not valid JSON ({exc})") from None
+    raw = read_json(path, "job spec")
     try:
         return parse_job_spec(raw)
     except UserError as exc:

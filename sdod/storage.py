@@ -108,6 +108,19 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     return target
 
 
+def read_json(path: str | os.PathLike[str], what: str) -> Any:
+    """Parse a JSON file; UserError if it is missing, DataError (naming it) if it is not JSON."""
+    from sdod.errors import DataError
+
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{what} {path} does not exist") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: not valid JSON ({exc})") from None
+
+
 def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2) -> Path:
     """Write `obj` as JSON (UTF-8, trailing newline) atomically."""
     text = json.dumps(obj, indent=indent, ensure_ascii=False) + "\n"

@@ -24,3 +24,14 @@ def render_lines(result: dict[str, Any]) -> str:
     return "\n".join(
         f"{k}: {json.dumps(v) if not isinstance(v, str) else v}" for k, v in result.items()
     )
+
+
+def add_dataset_arguments(
+    p: argparse.ArgumentParser, *, rec: bool = True, images_help: str = ""
+) -> None:
+    """The dataset inputs several commands share: image+JSON channels, a manifest, a .rec."""
+    p.add_argument("--images", help=images_help or "image channel folder (with --annotations)")
+    p.add_argument("--annotations", help="annotation channel folder (SageMaker JSON)")
+    p.add_argument("--manifest", help="augmented manifest (JSON Lines)")
+    if rec:
+        p.add_argument("--rec", help="MXNet .rec file")

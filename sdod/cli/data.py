@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from sdod.cli.base import EXIT_OK, EXIT_USER, Command
+from sdod.cli.base import EXIT_OK, EXIT_USER, Command, add_dataset_arguments
 from sdod.errors import UserError
 
 # --- make-sample-data ---------------------------------------------------------------
@@ -85,9 +85,7 @@ def _render_ingest(r: dict[str, Any]) -> str:
 
 
 def _configure_pack(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--images", help="image channel folder (with --annotations)")
-    p.add_argument("--annotations", help="annotation channel folder (SageMaker JSON)")
-    p.add_argument("--manifest", help="augmented manifest (JSON Lines)")
+    add_dataset_arguments(p, rec=False)
     p.add_argument("--lst", help="an im2rec .lst file (with --root)")
     p.add_argument("--root", help="folder the .lst image paths are relative to")
     p.add_argument("--out", required=True, help="output PREFIX: writes PREFIX.rec/.idx/.lst")
@@ -127,10 +125,7 @@ def _render_pack(r: dict[str, Any]) -> str:
 
 
 def _configure_convert(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--images", help="image folder (with --annotations, --coco or --voc)")
-    p.add_argument("--annotations", help="SageMaker annotation channel folder")
-    p.add_argument("--manifest", help="augmented manifest")
-    p.add_argument("--rec", help="MXNet .rec file")
+    add_dataset_arguments(p, images_help="image folder (with --annotations, --coco or --voc)")
     p.add_argument("--coco", help="COCO detection JSON (images in --images)")
     p.add_argument("--voc", help="folder of Pascal VOC .xml files (images in --images)")
     p.add_argument("--to", required=True, choices=["image-json", "manifest", "recordio"])
@@ -161,10 +156,7 @@ def _run_convert(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _configure_validate(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--images", help="image channel folder (with --annotations)")
-    p.add_argument("--annotations", help="annotation channel folder")
-    p.add_argument("--manifest", help="augmented manifest")
-    p.add_argument("--rec", help="MXNet .rec file")
+    add_dataset_arguments(p)
     p.add_argument("--num-classes", type=int, required=True)
     p.add_argument("--label-width", type=int, default=350)
     p.add_argument("--policy", default="fail", choices=["fail", "quarantine"])

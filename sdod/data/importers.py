@@ -7,7 +7,6 @@ VOC `difficult` objects are kept with `difficult=True`, which the VOC metric ign
 
 from __future__ import annotations
 
-import json
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,17 +17,13 @@ from sdod.data.problems import Problems
 from sdod.data.sample import Sample
 from sdod.data.sampleset import SampleSet
 from sdod.errors import DataError
+from sdod.storage import read_json
 
 
 def read_coco(annotation_file: str | Path, images_dir: str | Path) -> SampleSet:
     """COCO detection JSON (`images`, `annotations` with `bbox` [x, y, w, h], `categories`)."""
     path, images_dir = Path(annotation_file), Path(images_dir)
-    try:
-        coco = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(f"COCO file {path} does not exist") from None
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc})") from None
+    coco = read_json(path, "COCO file")
     for key in ("images", "annotations", "categories"):
         if not isinstance(coco.get(key), list):
             raise DataError(f"{path}: COCO needs a list '{key}'")

@@ -10,7 +10,6 @@ Boxes are pixel `[xmin, ymin, xmax, ymax]`.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import numpy as np
 
 from sdod.errors import DataError, UserError
 from sdod.evaluate.voc import METRICS, Detections, VocResult, voc_map
+from sdod.storage import read_json
 
 
 def _column(im: dict, name: str, boxes: bool, where: str) -> np.ndarray:
@@ -76,12 +76,7 @@ def _flat(images: list[dict[str, np.ndarray]], prefix: str, extra: str) -> Detec
 def load_case(path: str | Path) -> tuple[Detections, Detections, int, list[str]]:
     """Detections and ground truth from a case file; DataError names the bad image/field."""
     path = Path(path)
-    try:
-        case = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"case file {path} does not exist") from None
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}: not valid JSON ({exc})") from None
+    case = read_json(path, "case file")
     if not isinstance(case, dict) or not isinstance(case.get("images"), list):
         raise DataError(f"{path}: expected an object with an 'images' list")
     num_classes = case.get("num_classes")

@@ -94,7 +94,7 @@ def test_model_channel_needs_the_sagemaker_model_content_type() -> None:
 def test_spec_file_errors_name_the_file(tmp_path: Path) -> None:
     bad = tmp_path / "job.json"
     bad.write_text("{")
-    with pytest.raises(UserError, match=r"job\.json is not valid JSON"):
+    with pytest.raises(UserError, match=r"job\.json: not valid JSON"):
         load_job_spec(bad)
     bad.write_text(json.dumps(_set("TrainingJobName", "x_y")))
     with pytest.raises(UserError, match=r"job\.json: TrainingJobName 'x_y'"):
