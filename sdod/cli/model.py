@@ -74,6 +74,7 @@ def _configure_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", help="JPEG or PNG files")
     p.add_argument("--score-threshold", type=float, default=0.0)
     p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"])
 
 
 def _run_predict(args: argparse.Namespace) -> int:
@@ -81,7 +82,7 @@ def _run_predict(args: argparse.Namespace) -> int:
 
     from sdod.serve.predictor import Predictor
 
-    predictor = Predictor.load(args.model)
+    predictor = Predictor.load(args.model, backend=args.backend)
     for image in args.images:
         try:
             data = Path(image).read_bytes()
@@ -128,6 +129,53 @@ def _render_inspect(r: dict[str, Any]) -> str:
             f"hyperparameters: {json.dumps(r['hyperparameters'])}",
         ]
     )
+
+
+def _configure_serve(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="model.tar.gz")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080, help="(8080, as SageMaker containers)")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"])
+    p.add_argument("--max-request-bytes", type=int, default=20 << 20)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from sdod.serve.http import make_server
+    from sdod.serve.predictor import Predictor
+
+    predictor = Predictor.load(args.model, backend=args.backend)
+    try:
+        server = make_server(predictor, args.host, args.port, args.max_request_bytes)
+    except OSError as exc:
+        raise UserError(f"cannot listen on {args.host}:{args.port} ({exc.strerror})") from None
+    print(f"sdod serve: {args.model} on http://{args.host}:{server.server_port} "
+          "(GET /ping, POST /invocations)", flush=True)  # fmt: skip
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+    return EXIT_OK
+
+
+def _configure_export_onnx(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="model.tar.gz to add model.onnx to")
+    p.add_argument("--out", help="write the new archive here instead of replacing --model")
+
+
+def _run_export_onnx(args: argparse.Namespace) -> dict[str, Any]:
+    from safetensors.torch import load
+
+    from sdod.artifact import read_artifact, write_artifact
+    from sdod.model.ssd import SSD, SSDConfig
+    from sdod.serve.onnx import export_onnx
+
+    artifact = read_artifact(args.model)
+    c = artifact.config
+    model = SSD(SSDConfig(str(c["base_network"]), int(c["num_classes"]), int(c["image_shape"])))
+    model.load_state_dict(load(artifact.weights))
+    artifact.onnx = export_onnx(model)
+    out = write_artifact(args.out or args.model, artifact)
+    return {"model": str(out), "onnx_bytes": len(artifact.onnx)}
 
 
 def _configure_publish(p: argparse.ArgumentParser) -> None:
@@ -217,6 +265,10 @@ COMMANDS: list[Command] = [
         _render_inspect,
     ),
     Command("publish", "gated upload of a model.tar.gz", _configure_publish, _run_publish),
+    Command("serve", "HTTP endpoint: GET /ping, POST /invocations", _configure_serve, _run_serve),
+    Command(
+        "export-onnx", "add model.onnx to a model.tar.gz", _configure_export_onnx, _run_export_onnx
+    ),
     Command(
         "layers", "layer names that freeze_layer_pattern matches", _configure_layers, _run_layers
     ),

@@ -29,15 +29,25 @@ class ModelInfo:
     nms_threshold: float
 
 
-class Predictor:
-    """Holds one loaded model; `predict(image_bytes)` returns the SageMaker response dict."""
+BACKENDS = ("torch", "onnxruntime")
 
-    def __init__(self, model: SSD, info: ModelInfo, device: torch.device) -> None:
+
+class Predictor:
+    """Holds one loaded model; `predict(image_bytes)` returns the SageMaker response dict.
+
+    `backend="onnxruntime"` runs the artifact's `model.onnx` (add one with `sdod
+    export-onnx`); pre- and post-processing are the same code for both backends.
+    """
+
+    def __init__(
+        self, model: SSD, info: ModelInfo, device: torch.device, runner: Any = None
+    ) -> None:
         self.model, self.info, self.device = model, info, device
+        self.run = runner or model
         self.transform = eval_transform(info.image_shape)
 
     @classmethod
-    def load(cls, path: str | Path, *, device: str = "cpu") -> Predictor:
+    def load(cls, path: str | Path, *, device: str = "cpu", backend: str = "torch") -> Predictor:
         from safetensors.torch import load
 
         artifact = read_artifact(path)
@@ -55,7 +65,18 @@ class Predictor:
         except RuntimeError as exc:
             raise DataError(f"{path}: weights do not fit {info.base_network} ({exc})") from None
         dev = torch.device(device)
-        return cls(model.to(dev).eval(), info, dev)
+        if backend not in BACKENDS:
+            raise UserError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        runner = None
+        if backend == "onnxruntime":
+            if artifact.onnx is None:
+                raise UserError(
+                    f"{path} holds no model.onnx; add one with `sdod export-onnx --model {path}`"
+                )
+            from sdod.serve.onnx import OnnxRunner
+
+            runner, dev = OnnxRunner(artifact.onnx), torch.device("cpu")
+        return cls(model.to(dev).eval(), info, dev, runner)
 
     @torch.no_grad()
     def predict(
@@ -67,7 +88,7 @@ class Predictor:
             raise UserError(f"top-k must be a positive integer, got {top_k}")
         image = decode_rgb(data, "request body")
         batch = self.transform(image).unsqueeze(0).to(self.device)
-        cls, box = self.model(batch)
+        cls, box = self.run(batch)
         det = postprocess(cls, box, self.model.anchors, nms_threshold=self.info.nms_threshold)[0]
         size = float(self.info.image_shape)
         keep = det.scores >= score_threshold

@@ -1,0 +1,100 @@
+"""The SageMaker inference-container contract over HTTP: `GET /ping`, `POST /invocations`.
+
+Request: the image bytes with `Content-Type` `application/x-image`, `image/jpeg` or
+`image/png`. Optional `score_threshold` and `top_k`, as query parameters or in SageMaker's
+`X-Amzn-SageMaker-Custom-Attributes` header (`score_threshold=0.5,top_k=10`). Response: the
+prediction JSON. Errors are JSON `{"error": "..."}` with 400 (bad image or parameter), 404,
+411 (no length), 413 (body too large) or 415 (content type).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+from sdod.errors import UserError
+from sdod.serve.predictor import Predictor
+
+CONTENT_TYPES = ("application/x-image", "image/jpeg", "image/png")
+DEFAULT_MAX_BYTES = 20 << 20
+
+
+def _options(query: str, header: str | None) -> dict[str, str]:
+    opts = {k: v[-1] for k, v in parse_qs(query).items()}
+    for part in (header or "").split(","):
+        if "=" in part:
+            key, value = part.split("=", 1)
+            opts.setdefault(key.strip(), value.strip())
+    return opts
+
+
+def make_handler(predictor: Predictor, max_bytes: int) -> type[BaseHTTPRequestHandler]:
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "sdod"
+
+        def _reply(self, status: int, body: dict[str, Any] | None) -> None:
+            data = b"" if body is None else json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            if urlparse(self.path).path == "/ping":
+                self._reply(200, None)
+            else:
+                self._reply(
+                    404, {"error": f"no such path {self.path}; use GET /ping or POST /invocations"}
+                )
+
+        def do_POST(self) -> None:
+            url = urlparse(self.path)
+            if url.path != "/invocations":
+                self._reply(404, {"error": f"no such path {url.path}; POST images to /invocations"})
+                return
+            ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+            if ctype not in CONTENT_TYPES:
+                allowed = ", ".join(CONTENT_TYPES)
+                self._reply(
+                    415, {"error": f"Content-Type {ctype or '(none)'} is not one of {allowed}"}
+                )
+                return
+            length = self.headers.get("Content-Length")
+            if length is None or not length.isdigit():
+                self._reply(411, {"error": "Content-Length is required"})
+                return
+            if int(length) > max_bytes:
+                self._reply(
+                    413,
+                    {"error": f"request body of {length} bytes is over the limit of {max_bytes}"},
+                )
+                return
+            body = self.rfile.read(int(length))
+            try:
+                opts = _options(url.query, self.headers.get("X-Amzn-SageMaker-Custom-Attributes"))
+                threshold = float(opts.get("score_threshold", 0.0))
+                top_k = int(opts["top_k"]) if "top_k" in opts else None
+                with lock:
+                    result = predictor.predict(body, score_threshold=threshold, top_k=top_k)
+            except (UserError, ValueError) as exc:
+                self._reply(400, {"error": str(exc)})
+                return
+            self._reply(200, result)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            sys.stderr.write(f"sdod serve: {self.address_string()} {format % args}\n")
+
+    return Handler
+
+
+def make_server(
+    predictor: Predictor, host: str, port: int, max_bytes: int = DEFAULT_MAX_BYTES
+) -> ThreadingHTTPServer:
+    return ThreadingHTTPServer((host, port), make_handler(predictor, max_bytes))
