@@ -12,6 +12,7 @@ then SIGKILL. `on_kill` stops the whole process group.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import queue
 import signal
@@ -184,7 +185,20 @@ class SSDTrainingOperator(BaseOperator):
                 self._signal(signal.SIGKILL)
         code = proc.wait()
         self._process = None
+        if code == -signal.SIGTERM and terminated_at is not None and self._saved(root):
+            # our deadline SIGTERM hit a job that had already saved its model: its own outcome
+            saved = json.loads((root / "output" / "metrics.json").read_text())
+            code = EXIT_STOPPED if saved.get("stopped") else EXIT_COMPLETED
         return code, metrics
+
+    @staticmethod
+    def _saved(root: Path) -> bool:
+        """A complete model and its metrics were written (atomically) and nothing failed."""
+        return (
+            (root / "model" / "model.tar.gz").is_file()
+            and (root / "output" / "metrics.json").is_file()
+            and not (root / "output" / "failure").exists()
+        )
 
     def _outcome(
         self, code: int, root: Path, metrics: dict[str, Any], context: Any

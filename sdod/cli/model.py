@@ -33,6 +33,11 @@ def _run_train(args: argparse.Namespace) -> int:
     if not (args.job_root or args.job_spec):
         raise UserError("give --job-root or --job-spec")
     outcome = stages.train(job_root=args.job_root, job_spec=args.job_spec, log=log, stop=stop)
+    # The outcome is decided and written: a late SIGTERM (e.g. the deadline arriving while
+    # the process tears down) must not turn a saved model into a killed job.
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if args.json:
         print(json.dumps(outcome.to_dict(), indent=2))
     elif outcome.status == "Failed":

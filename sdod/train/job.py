@@ -124,6 +124,9 @@ def train_job(
     layout = JobLayout(Path(job_root))
     layout.output_dir.mkdir(parents=True, exist_ok=True)
     (layout.output_dir / "failure").unlink(missing_ok=True)
+    (layout.output_dir / "metrics.json").unlink(
+        missing_ok=True
+    )  # present again only if this run saves
     try:
         return _run(layout, log, stop)
     except UserError as exc:
