@@ -18,6 +18,7 @@ from sdod.data.sampledata import make_sample_data
 
 pytestmark = pytest.mark.integration
 MX = Path(__file__).resolve().parents[1] / "fixtures" / "mxnet"
+MAX_DETECTIONS = 100  # postprocess keeps at most this many per image
 
 
 @pytest.fixture(scope="module")
@@ -71,13 +72,19 @@ def test_torch_and_onnxruntime_predictions_agree(model: Path) -> None:
         raw_onnx = onnx_p.run(batch)
         for t, o in zip(raw_torch, raw_onnx, strict=True):  # the exported graph computes the same
             assert float((t - o).abs().max()) < 1e-4, image.name
-        a = torch_p.predict(data, score_threshold=0.3)["prediction"]
-        b = onnx_p.predict(data, score_threshold=0.3)["prediction"]
-        assert len(a) == len(b), image.name
-        for row_a, row_b in zip(a, b, strict=True):
-            assert max(abs(x - y) for x, y in zip(row_a, row_b, strict=True)) < 1e-4, image.name
+        a = torch_p.predict(data)["prediction"]
+        b = onnx_p.predict(data)["prediction"]
+        # Only near the 100-detection cap can last-digit differences change which detections
+        # are kept; every prediction clear of it has its twin in the other list.
+        cut = a[-1][1] + 1e-3 if len(a) == MAX_DETECTIONS else -1.0
+        for row in (r for r in a if r[1] > cut):
+            twin = min(
+                (r for r in b if r[0] == row[0]),
+                key=lambda r: max(abs(x - y) for x, y in zip(r, row, strict=True)),
+            )
+            assert max(abs(x - y) for x, y in zip(twin, row, strict=True)) < 1e-4, image.name
             compared += 1
-    assert compared >= 6  # the trained images give confident detections to compare
+    assert compared >= len(images)
 
 
 def _request(url: str, data: bytes | None = None, ctype: str | None = None) -> tuple[int, Any]:
