@@ -334,6 +334,10 @@ def validate(
         from sdod.data.recfile import read_rec
 
         data = read_rec(rec)
+    elif images and annotations:
+        from sdod.data.imagejson import read_image_json
+
+        data = read_image_json(images, annotations, strict=False)  # the gate reports every problem
     else:
         data = load_samples(images=images, annotations=annotations, manifest=manifest)[0]
     return run_checks(
@@ -380,7 +384,7 @@ def check(*, job_root: str, policy: str = "fail", max_bad_fraction: float = 0.1)
     for name in ("train", "validation"):
         channel = spec.channel(name)
         if channel is not None:
-            channels[name] = read_channel(layout, spec, channel)
+            channels[name] = read_channel(layout, spec, channel, strict=False)
     out = layout.root / "check"
     report = run_checks(
         channels,
@@ -435,8 +439,13 @@ def pack_job(*, job_root: str, workers: int = 1) -> PackJobResult:
         channel = spec.channel(name)
         if channel is None:
             continue
-        data = read_channel(layout, spec, channel)
+        data = read_channel(layout, spec, channel, strict=False)
         dropped = {q["key"] for q in quarantined}
+        quarantined_files = {q["file"] for q in quarantined}
+        unlisted = [p for p in data.problems if p["file"] not in quarantined_files]
+        if unlisted:  # the check stage fails on these unless it quarantined them
+            first = unlisted[0]
+            raise UserError(f"channel {name}: {first['file']}: {first['message']} (check first)")
         data.samples = [s for s in data.samples if f"{name}/{s.key}" not in dropped]
         prefix = layout.root / "packed" / name / name
         result = packing.pack(

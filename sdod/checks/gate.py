@@ -137,6 +137,32 @@ def _collect(
     return rules, offenders
 
 
+def _reader_problems(
+    channels: dict[str, SampleSet], rules: dict[str, RuleResult], max_examples: int
+) -> list[dict[str, Any]]:
+    """Files a non-strict reader skipped (unpaired, invalid, conflicting names) as rule
+    results; they are already out of the tables, so `quarantine` has dropped them."""
+    for rule_id in ("annotation_pairing", "annotation_valid", "category_names_agree"):
+        rule = RULES[rule_id]
+        rules.setdefault(
+            rule_id, RuleResult(rule_id, rule.severity, True, 0, rule.description, rule.fix)
+        )
+    skipped = []
+    for channel, data in channels.items():
+        for problem in data.problems:
+            result = (
+                rules[problem["rule"]] if problem["rule"] in rules else rules["annotation_valid"]
+            )
+            result.success = False
+            result.count += 1
+            if len(result.examples) < max_examples:
+                result.examples.append({"file": problem["file"], "message": problem["message"]})
+            skipped.append(
+                {"key": None, "channel": channel, "file": problem["file"], "reasons": [result.rule]}
+            )
+    return skipped
+
+
 def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
@@ -187,6 +213,7 @@ def run_checks(
         for r in _validate(context, t, f, suites[t]).results
     ]
     rules, offenders = _collect(results, max_examples)
+    skipped = _reader_problems(channels, rules, max_examples)
     missing = sorted(set(range(num_classes)) - set(train_classes))
     if missing and "train_has_every_class" in rules:
         rules["train_has_every_class"].examples = [{"missing_classes": missing}]
@@ -200,14 +227,14 @@ def run_checks(
         not r.success and r.severity == "error" and not RULES[r.rule].per_image
         for r in rules.values()
     )
-    fraction = len(bad) / max(len(image_frame), 1)
+    fraction = (len(bad) + len(skipped)) / max(len(image_frame) + len(skipped), 1)
     errors = any(not r.success and r.severity == "error" for r in rules.values())
     passed = not errors or (
         policy == "quarantine" and not dataset_failed and fraction <= max_bad_fraction
     )
     files = dict(zip(image_frame["key"], image_frame["file"], strict=True))
     quarantined = (
-        [{"key": k, "file": files.get(k), "reasons": sorted(bad[k])} for k in sorted(bad)]
+        [{"key": k, "file": files.get(k), "reasons": sorted(bad[k])} for k in sorted(bad)] + skipped
         if policy == "quarantine"
         else []
     )

@@ -21,6 +21,12 @@ class Rule:
 
 
 RULES = {r.id: r for r in [
+    Rule("annotation_pairing", "error", "files", True, "every image has an annotation JSON of the same name and every annotation an image",
+         "upload the missing image or annotation, or remove the orphan"),
+    Rule("annotation_valid", "error", "files", True, "the annotation is valid JSON with SageMaker's fields, and `file` stays inside the channel",
+         "fix the annotation file (the message names the field)"),
+    Rule("category_names_agree", "error", "files", True, "a class id has the same name in every annotation's `categories`",
+         "use one class-name mapping for the whole dataset"),
     Rule("image_decodes", "error", "images", True, "the image file decodes completely",
          "re-export or re-upload the image (it is truncated, empty or not an image)"),
     Rule("image_size_matches", "error", "images", True, "the image's real width/height equal the declared image_size",

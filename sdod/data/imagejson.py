@@ -58,11 +58,16 @@ def _find_image(field: object, images_dir: Path, json_path: Path, by_stem: dict)
     )
 
 
-def read_image_json(images_dir: str | Path, annotations_dir: str | Path) -> SampleSet:
+def read_image_json(
+    images_dir: str | Path, annotations_dir: str | Path, *, strict: bool = True
+) -> SampleSet:
     """Read an image channel and its annotation channel into Samples.
 
-    Raises DataError listing every problem: unreadable JSON, bad fields, a `file` outside
-    the channel, an annotation without image, an image without annotation, duplicates.
+    Problems: unreadable JSON, bad fields, a `file` outside the channel, an annotation
+    without image, an image without annotation, duplicates, class names that disagree
+    between files. `strict`: raise one DataError listing them all. Otherwise skip the
+    offending files and return the problems in `SampleSet.problems` (the annotation gate
+    reports them and its policy decides).
     """
     images_dir, annotations_dir = Path(images_dir), Path(annotations_dir)
     for folder, name in ((images_dir, "image"), (annotations_dir, "annotation")):
@@ -80,34 +85,51 @@ def read_image_json(images_dir: str | Path, annotations_dir: str | Path) -> Samp
             obj = json.loads(json_path.read_text(encoding="utf-8"))
             parsed = parse_annotation(obj, str(json_path))
             image = _find_image(obj.get("file"), images_dir, json_path, by_stem)
-            categories.update(parse_categories(obj.get("categories"), str(json_path)))
+            names = parse_categories(obj.get("categories"), str(json_path))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             problems.add(str(json_path), f"not valid JSON ({exc})")
             broken_stems.add(json_path.stem)
             continue
         except DataError as exc:
-            problems.items.append(str(exc))
+            missing = "not found in the image channel" in str(exc)
+            problems.add_error(
+                exc, str(json_path), "annotation_pairing" if missing else "annotation_valid"
+            )
             broken_stems.add(json_path.stem)
             continue
         if image in used:
-            problems.add(
-                str(json_path), f"image {image.name} is already annotated by {used[image]}"
+            where, what = (
+                str(json_path),
+                f"image {image.name} is already annotated by {used[image]}",
             )
+            problems.add(where, what, "unique_keys")
+            continue
+        clash = {
+            c: (categories[c], n)
+            for c, n in names.items()
+            if c in categories and categories[c] != n
+        }
+        if clash:
+            c, (before, now) = next(iter(clash.items()))
+            what = f"class {c} is named {now!r} here but {before!r} in another file"
+            problems.add(str(json_path), what, "category_names_agree")
+            broken_stems.add(json_path.stem)  # its image is reported through this annotation
             continue
         used[image] = json_path
+        categories.update(names)
         key = image.relative_to(images_dir).with_suffix("").as_posix()
         samples.append(
             Sample(key, str(image), parsed.width, parsed.height, parsed.boxes, parsed.labels)
         )
     for image in images:
         if image not in used and image.stem not in broken_stems:
-            problems.add(
-                str(image), "image has no annotation JSON (expected one with the same name)"
-            )
-    problems.raise_if_any()
-    if not samples:
+            what = "image has no annotation JSON (expected one with the same name)"
+            problems.add(str(image), what, "annotation_pairing")
+    if strict:
+        problems.raise_if_any()
+    if not samples and not problems:
         raise DataError(f"no annotation JSON files found in {annotations_dir}")
-    return SampleSet(samples, categories)
+    return SampleSet(samples, categories, problems.records)
 
 
 def write_image_json(

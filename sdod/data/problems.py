@@ -13,9 +13,18 @@ class Problems:
     def __init__(self, context: str) -> None:
         self.context = context
         self.items: list[str] = []
+        self.records: list[
+            dict[str, str]
+        ] = []  # {"file", "rule", "message"}: for the gate's report
 
-    def add(self, where: str, what: str) -> None:
+    def add(self, where: str, what: str, rule: str = "annotation_valid") -> None:
         self.items.append(f"{where}: {what}")
+        self.records.append({"file": where, "rule": rule, "message": what})
+
+    def add_error(self, exc: Exception, where: str, rule: str = "annotation_valid") -> None:
+        """An exception whose message already names the file."""
+        self.items.append(str(exc))
+        self.records.append({"file": where, "rule": rule, "message": str(exc)})
 
     def __bool__(self) -> bool:
         return bool(self.items)

@@ -13,6 +13,8 @@ class SampleSet:
 
     samples: list[Sample]
     categories: dict[int, str] = field(default_factory=dict)
+    # problems a non-strict reader skipped ({"file", "rule", "message"}); the gate reports them
+    problems: list[dict[str, str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.samples)

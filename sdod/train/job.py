@@ -43,7 +43,11 @@ class JobOutcome:
         return asdict(self)
 
 
-def read_channel(layout: JobLayout, spec: TrainingJobSpec, channel: Channel) -> SampleSet:
+def read_channel(
+    layout: JobLayout, spec: TrainingJobSpec, channel: Channel, *, strict: bool = True
+) -> SampleSet:
+    """Samples of a channel, whatever its format. `strict=False` (image+JSON only) skips
+    problem files and lists them in `SampleSet.problems` for the annotation gate."""
     folder = layout.channel_dir(channel.name)
     if channel.input_mode == "Pipe":
         raise UserError(
@@ -88,7 +92,7 @@ def read_channel(layout: JobLayout, spec: TrainingJobSpec, channel: Channel) -> 
         )
     from sdod.data.imagejson import read_image_json
 
-    return read_image_json(folder, layout.channel_dir(annotations.name))
+    return read_image_json(folder, layout.channel_dir(annotations.name), strict=strict)
 
 
 def check_labels(data: SampleSet, hp: Hyperparameters, channel: str) -> None:

@@ -215,3 +215,58 @@ def test_validate_cli_exits_2_with_the_summary(data: Path, tmp_path: Path) -> No
     assert np.isclose(
         json.loads((tmp_path / "r" / "report.json").read_text())["bad_fraction"], 1 / 12
     )
+
+
+def _lenient(root: Path) -> dict[str, SampleSet]:
+    return {
+        c: read_image_json(root / c, root / f"{c}_annotation", strict=False)
+        for c in ("train", "validation")
+    }
+
+
+def test_unpaired_files_are_rules_in_the_report_and_quarantine_drops_them(data: Path) -> None:
+    (data / "train_annotation" / "train_00002.json").unlink()  # image without annotation
+    (data / "train" / "train_00005.jpg").unlink()  # annotation without image
+    report = run_checks(_lenient(data), num_classes=3, decode=False)
+    assert not report.passed and _errors(report) == {"annotation_pairing"}
+    assert _files(report, "annotation_pairing") == {"train_00002", "train_00005"}
+    kept = run_checks(
+        _lenient(data), num_classes=3, decode=False, policy="quarantine", max_bad_fraction=0.2
+    )
+    assert kept.passed
+    assert sorted(Path(q["file"]).name for q in kept.quarantined) == [
+        "train_00002.jpg",
+        "train_00005.json",
+    ]
+
+
+def test_category_names_must_agree_across_files(data: Path) -> None:
+    _edit(data, "train_00006", lambda o: o["categories"][0].update(name="disc"))
+    report = run_checks(_lenient(data), num_classes=3, decode=False)
+    assert _errors(report) == {"category_names_agree"}
+    [rule] = [r for r in report.rules if r.rule == "category_names_agree"]
+    assert (
+        "train_00006.json" in rule.examples[0]["file"] and "'disc'" in rule.examples[0]["message"]
+    )
+
+
+def test_validate_cli_reports_an_unpaired_image_as_a_rule(data: Path) -> None:
+    (data / "train_annotation" / "train_00002.json").unlink()
+    cmd = [
+        sys.executable,
+        "-m",
+        "sdod",
+        "validate",
+        "--images",
+        str(data / "train"),
+        "--annotations",
+        str(data / "train_annotation"),
+        "--num-classes",
+        "3",
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert (
+        result.returncode == 2
+        and "annotation_pairing" in result.stdout
+        and "train_00002.jpg" in result.stdout
+    )
