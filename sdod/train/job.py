@@ -8,6 +8,7 @@ the message, as in a SageMaker container.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -121,6 +122,73 @@ def _weights_bytes(state: dict[str, torch.Tensor]) -> bytes:
     return save({k: v.contiguous() for k, v in state.items()})
 
 
+@dataclass
+class _Resume:
+    fit: Any
+    optimizer: torch.optim.Optimizer
+
+
+def _resumable(
+    layout: JobLayout,
+    spec: TrainingJobSpec,
+    hp: Hyperparameters,
+    model: Any,
+    device: torch.device,
+    log: Callable[[str], None],
+) -> _Resume:
+    """FitOptions that write a checkpoint after every epoch and, when one exists (locally or
+    at CheckpointConfig.S3Uri), continue from it."""
+    from sdod.storage import sync_to_local, upload_file
+    from sdod.train import checkpoint as ckpt
+    from sdod.train.loop import FitOptions, FitResult
+    from sdod.train.optim import make_optimizer
+
+    path = layout.checkpoint_dir / ckpt.NAME
+    if spec.checkpoint_uri and not path.is_file():
+        # a restarted job on another machine fetches the synced checkpoint; none yet: fresh start
+        with contextlib.suppress(UserError):
+            sync_to_local(spec.checkpoint_uri, layout.checkpoint_dir, progress=False)
+    model.to(device)
+    optimizer = make_optimizer(model, hp)
+    start, resume = 0, None
+    if path.is_file():
+        saved = ckpt.load(path)
+        model.load_state_dict(saved.model)
+        optimizer.load_state_dict(saved.optimizer)
+        torch.set_rng_state(saved.torch_rng)
+        start = saved.epoch
+        resume = FitResult(
+            saved.epoch,
+            False,
+            "",
+            saved.best_map,
+            saved.best_epoch,
+            saved.best_state,
+            saved.history,
+        )
+        log(f"resuming from checkpoint {path}: {saved.epoch} epoch(s) done")
+
+    def on_epoch_end(epoch: int, m: Any, opt: torch.optim.Optimizer, result: Any) -> None:
+        state = {k: v.detach().cpu() for k, v in m.state_dict().items()}
+        saved = ckpt.Checkpoint(
+            epoch + 1,
+            state,
+            opt.state_dict(),
+            result.best_map,
+            result.best_epoch,
+            result.best_state,
+            result.history,
+            torch.get_rng_state(),
+        )
+        ckpt.save(path, saved)
+        if spec.checkpoint_uri:
+            target = spec.checkpoint_uri.rstrip("/") + "/" + ckpt.NAME
+            upload_file(path, target)
+
+    opts = FitOptions(device=device, start_epoch=start, resume=resume, on_epoch_end=on_epoch_end)
+    return _Resume(opts, optimizer)
+
+
 def train_job(
     job_root: str | Path, *, log: Callable[[str], None] = print, stop: StopFlag | None = None
 ) -> JobOutcome:
@@ -144,7 +212,7 @@ def train_job(
 
 def _run(layout: JobLayout, log: Callable[[str], None], stop: StopFlag | None) -> JobOutcome:
     from sdod.model.ssd import SSD, SSDConfig
-    from sdod.train.loop import FitOptions, fit
+    from sdod.train.loop import fit
 
     if not layout.spec_file.is_file():
         raise UserError(
@@ -184,6 +252,7 @@ def _run(layout: JobLayout, log: Callable[[str], None], stop: StopFlag | None) -
         except ValueError as exc:
             raise UserError(str(exc)) from None
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    opts = _resumable(layout, spec, hp, model, device, log)
     log(
         f"training {hp.base_network} SSD{hp.image_shape} on {device.type}: "
         f"{len(train)} train, {len(validation)} validation images"
@@ -195,7 +264,8 @@ def _run(layout: JobLayout, log: Callable[[str], None], stop: StopFlag | None) -
         train.samples,
         validation.samples,
         stop=stop,
-        opts=FitOptions(device=device),
+        opts=opts.fit,
+        optimizer=opts.optimizer,
         log=log,
     )
     metrics = {

@@ -48,7 +48,8 @@ class FitOptions:
     workers: int = 2
     seed: int = 0
     start_epoch: int = 0
-    on_epoch_end: Callable[[int, SSD, torch.optim.Optimizer], None] | None = None
+    resume: FitResult | None = None  # best-so-far and history from a checkpoint
+    on_epoch_end: Callable[[int, SSD, torch.optim.Optimizer, FitResult], None] | None = None
 
 
 def _loader(
@@ -97,7 +98,9 @@ def fit(
     optimizer = optimizer or make_optimizer(model, hp)
     schedule = Schedule(hp, iters, min(MAX_WARMUP_ITERS, iters))
     gt = ground_truth(validation) if validation else None
-    result = FitResult(opts.start_epoch, False, "", None, None, copy.deepcopy(model.state_dict()))
+    result = opts.resume or FitResult(
+        opts.start_epoch, False, "", None, None, copy.deepcopy(model.state_dict())
+    )
     for epoch in range(opts.start_epoch, hp.epochs):
         model.train()
         started, seen = time.perf_counter(), 0
@@ -156,5 +159,5 @@ def fit(
             }
         log(metrics.progress_line(round(100.0 * (epoch + 1) / hp.epochs, 2)))
         if opts.on_epoch_end is not None:
-            opts.on_epoch_end(epoch, model, optimizer)
+            opts.on_epoch_end(epoch, model, optimizer, result)
     return result

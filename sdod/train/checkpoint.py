@@ -1,0 +1,62 @@
+"""Checkpoints: one file per job, rewritten atomically after every epoch, synced to
+`CheckpointConfig.S3Uri` when the spec has one. A rerun of the same job resumes from it
+(epoch counter, optimizer state, best-so-far weights, history, RNG) instead of starting over.
+
+The file is written with `torch.save` and read with `weights_only=True`: tensors and plain
+containers only, nothing is unpickled beyond that.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sdod.errors import DataError
+
+FORMAT = 1
+NAME = "checkpoint.pt"
+
+
+@dataclass
+class Checkpoint:
+    epoch: int  # epochs completed
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    best_map: float | None
+    best_epoch: int | None
+    best_state: dict[str, torch.Tensor]
+    history: list[dict[str, Any]]
+    torch_rng: torch.Tensor
+
+
+def save(path: Path, ckpt: Checkpoint) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": FORMAT, **{k: getattr(ckpt, k) for k in Checkpoint.__dataclass_fields__}}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load(path: Path) -> Checkpoint:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise DataError(
+            f"{path}: not a readable sdod checkpoint ({exc}); delete it to start over"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise DataError(
+            f"{path}: not an sdod checkpoint of format {FORMAT}; delete it to start over"
+        )
+    return Checkpoint(**{k: payload[k] for k in Checkpoint.__dataclass_fields__})
