@@ -38,7 +38,9 @@ demo: setup
 
 airflow: setup
 	@test -f $(STATE)/airflow/airflow.db || $(AIRFLOW_ENV) $(BIN)/airflow db migrate >/dev/null
-	$(AIRFLOW_ENV) AIRFLOW__API__HOST=127.0.0.1 AIRFLOW__API__PORT=8080 AIRFLOW__CORE__PARALLELISM=4 \
+	PATH=$(abspath $(BIN)):$$PATH $(AIRFLOW_ENV) AIRFLOW__API__HOST=127.0.0.1 AIRFLOW__API__PORT=8080 \
+		AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://127.0.0.1:8080/execution/ \
+		AIRFLOW__API__BASE_URL=http://127.0.0.1:8080 AIRFLOW__CORE__PARALLELISM=4 \
 		AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True $(BIN)/airflow standalone
 
 test: setup
