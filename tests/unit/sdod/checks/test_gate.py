@@ -186,8 +186,7 @@ def test_quarantine_drops_three_of_fifty_and_stops_above_the_limit(tmp_path: Pat
     assert not strict.passed and "quarantined 3 images" in strict.summary()
 
 
-def test_validate_cli_exits_2_with_the_summary(data: Path, tmp_path: Path) -> None:
-    _bad_class(data)
+def _validate_cli(data: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     cmd = [
         sys.executable,
         "-m",
@@ -199,10 +198,14 @@ def test_validate_cli_exits_2_with_the_summary(data: Path, tmp_path: Path) -> No
         str(data / "train_annotation"),
         "--num-classes",
         "3",
-        "--report",
-        str(tmp_path / "r"),
+        *extra,
     ]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+
+def test_validate_cli_exits_2_with_the_summary(data: Path, tmp_path: Path) -> None:
+    _bad_class(data)
+    result = _validate_cli(data, "--report", str(tmp_path / "r"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert (
         "FAILED" in result.stdout
@@ -252,19 +255,7 @@ def test_category_names_must_agree_across_files(data: Path) -> None:
 
 def test_validate_cli_reports_an_unpaired_image_as_a_rule(data: Path) -> None:
     (data / "train_annotation" / "train_00002.json").unlink()
-    cmd = [
-        sys.executable,
-        "-m",
-        "sdod",
-        "validate",
-        "--images",
-        str(data / "train"),
-        "--annotations",
-        str(data / "train_annotation"),
-        "--num-classes",
-        "3",
-    ]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    result = _validate_cli(data)
     assert (
         result.returncode == 2
         and "annotation_pairing" in result.stdout
