@@ -79,8 +79,8 @@ def test_torch_and_onnxruntime_predictions_agree(model: Path) -> None:
         with torch.no_grad():
             raw_torch = torch_p.run(batch)
         raw_onnx = onnx_p.run(batch)
-        for t, o in zip(raw_torch, raw_onnx, strict=True):  # the exported graph computes the same
-            assert float((t - o).abs().max()) < 1e-4, image.name
+        for t, o in zip(raw_torch, raw_onnx, strict=True):  # the exported graph computes the same,
+            assert torch.allclose(t, o, rtol=1e-5, atol=1e-4), image.name  # to float32 kernel noise
         if image.parent.name != "train":
             continue  # predictions are compared where the model is confident
         a = torch_p.predict(data, score_threshold=0.5)["prediction"]
