@@ -167,13 +167,19 @@ class SyncResult:
 
 def list_objects(uri: str, s3: S3Options | None = None) -> dict[str, ObjectInfo]:
     """Objects under a prefix (or the one object a URI names), keyed by relative path."""
+    return _list(uri, s3)[0]
+
+
+def _list(uri: str, s3: S3Options | None) -> tuple[dict[str, ObjectInfo], bool]:
+    """The listing, and whether `uri` names one object (rather than a prefix)."""
     if is_s3(uri):
         fs = s3_filesystem(s3)
         path = uri[len("s3://") :].rstrip("/")
         try:
             if fs.isfile(path):
                 info = fs.info(path)
-                return {path.rsplit("/", 1)[-1]: ObjectInfo(info["size"], str(info.get("ETag")))}
+                one = ObjectInfo(info["size"], str(info.get("ETag")))
+                return {path.rsplit("/", 1)[-1]: one}, True
             found = fs.find(path + "/", detail=True)
         except Exception as exc:
             raise _s3_errors(uri, exc) from exc
@@ -181,11 +187,11 @@ def list_objects(uri: str, s3: S3Options | None = None) -> dict[str, ObjectInfo]
             key[len(path) + 1 :]: ObjectInfo(int(info["size"]), str(info.get("ETag")))
             for key, info in found.items()
             if info.get("type") == "file" and not key.endswith("/")
-        }
+        }, False
     root = local_path(uri)
     if root.is_file():
         st = root.stat()
-        return {root.name: ObjectInfo(st.st_size, f"{st.st_size}-{st.st_mtime_ns}")}
+        return {root.name: ObjectInfo(st.st_size, f"{st.st_size}-{st.st_mtime_ns}")}, True
     if not root.is_dir():
         raise UserError(f"{uri}: no such file or folder")
     out = {}
@@ -195,21 +201,21 @@ def list_objects(uri: str, s3: S3Options | None = None) -> dict[str, ObjectInfo]
             out[p.relative_to(root).as_posix()] = ObjectInfo(
                 st.st_size, f"{st.st_size}-{st.st_mtime_ns}"
             )
-    return out
+    return out, False
 
 
 def _state_file(dest: Path) -> Path:
     return dest.parent / f".{dest.name}.sync.json"
 
 
-def _fetcher(uri: str, s3: S3Options | None) -> Callable[[str, Path], object]:
+def _fetcher(uri: str, s3: S3Options | None, single: bool) -> Callable[[str, Path], object]:
+    """Copies one listed object to a local file; `single`: the URI names that object itself."""
     if is_s3(uri):
         fs = s3_filesystem(s3)
         base = uri[len("s3://") :].rstrip("/")
-        single = fs.isfile(base)
         return lambda rel, tmp: fs.get_file(base if single else f"{base}/{rel}", str(tmp))
     root = local_path(uri)
-    return lambda rel, tmp: shutil.copyfile(root if root.is_file() else root / rel, tmp)
+    return lambda rel, tmp: shutil.copyfile(root if single else root / rel, tmp)
 
 
 def sync_to_local(
@@ -231,7 +237,7 @@ def sync_to_local(
 
     start = time.perf_counter()
     dest = Path(dest)
-    objects = list_objects(uri, s3)
+    objects, single = _list(uri, s3)
     if not objects:
         raise UserError(f"{uri}: matches no objects; check the bucket and prefix")
     dest.mkdir(parents=True, exist_ok=True)
@@ -246,7 +252,7 @@ def sync_to_local(
             and state.get(rel) == info.version
         )
     ]
-    fetch = _fetcher(uri, s3)
+    fetch = _fetcher(uri, s3, single)
 
     def transfer(rel: str) -> int:
         target = dest / rel

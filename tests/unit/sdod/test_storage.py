@@ -77,3 +77,14 @@ def test_ingest_cli_on_local_folders(tmp_path: Path) -> None:
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "TrainingJobName 'bad_name'" in out.stderr
+
+
+def test_sync_of_a_single_object_uri_copies_that_file(tmp_path: Path) -> None:
+    (tmp_path / "train.rec").write_bytes(b"records")
+    first = sync_to_local(str(tmp_path / "train.rec"), tmp_path / "dst", progress=False)
+    assert (first.objects, first.downloaded) == (1, 1)
+    assert (tmp_path / "dst" / "train.rec").read_bytes() == b"records"
+    assert (
+        sync_to_local(f"file://{tmp_path / 'train.rec'}", tmp_path / "dst", progress=False).skipped
+        == 1
+    )
