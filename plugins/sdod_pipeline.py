@@ -80,6 +80,11 @@ def pipeline_params(
         "max_bad_fraction": Param(
             0.1, type="number", minimum=0, maximum=1, description="quarantine at most this share"
         ),
+        "grayscale_policy": Param(
+            "convert",
+            enum=["convert", "reject"],
+            description="non-RGB images: warn and convert when training, or treat as errors",
+        ),
         "min_map": Param(
             0.5,
             type="number",
@@ -150,6 +155,7 @@ def check_annotations(
         job_root=ingested["job_root"],
         policy=p.get("check_policy", "fail"),
         max_bad_fraction=float(p.get("max_bad_fraction", 0.1)),
+        grayscale=p.get("grayscale_policy", "convert"),
     ).to_dict()
 
 

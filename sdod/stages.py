@@ -326,18 +326,26 @@ def validate(
     max_bad_fraction: float = 0.1,
     report: str | None = None,
     workers: int = 2,
+    grayscale: str = "convert",
+    max_class_ratio: float = 10.0,
+    gx_project: str | None = None,
 ) -> Any:
     """Run the annotation suite on one dataset (the CLI's `validate`)."""
     from sdod.checks.gate import run_checks
 
+    # non-strict readers: the gate reports (or quarantines) every bad record with the rest
     if rec:
         from sdod.data.recfile import read_rec
 
-        data = read_rec(rec)
+        data = read_rec(rec, strict=False)
+    elif manifest:
+        from sdod.data.manifest import read_manifest
+
+        data = read_manifest(manifest, strict=False)
     elif images and annotations:
         from sdod.data.imagejson import read_image_json
 
-        data = read_image_json(images, annotations, strict=False)  # the gate reports every problem
+        data = read_image_json(images, annotations, strict=False)
     else:
         data = load_samples(images=images, annotations=annotations, manifest=manifest)[0]
     return run_checks(
@@ -348,6 +356,9 @@ def validate(
         max_bad_fraction=max_bad_fraction,
         report_dir=report,
         workers=workers,
+        grayscale=grayscale,
+        max_class_ratio=max_class_ratio,
+        gx_project=gx_project,
     )
 
 
@@ -364,7 +375,14 @@ class CheckResult:
         return asdict(self)
 
 
-def check(*, job_root: str, policy: str = "fail", max_bad_fraction: float = 0.1) -> CheckResult:
+def check(
+    *,
+    job_root: str,
+    policy: str = "fail",
+    max_bad_fraction: float = 0.1,
+    grayscale: str = "convert",
+    max_class_ratio: float = 10.0,
+) -> CheckResult:
     """The annotation gate on an ingested job: the Great Expectations suite over the train
     and validation channels. Writes `<job_root>/check/report.json` and Data Docs; with
     policy `quarantine`, `<job_root>/check/quarantine.json` lists the images packing drops.
@@ -392,6 +410,8 @@ def check(*, job_root: str, policy: str = "fail", max_bad_fraction: float = 0.1)
         label_width=hp.label_width,
         policy=policy,
         max_bad_fraction=max_bad_fraction,
+        grayscale=grayscale,
+        max_class_ratio=max_class_ratio,
         report_dir=out,
     )
     atomic_write_json(out / "quarantine.json", report.quarantined)

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sdod.checks.suite import RULES, SuiteParams, expectations
+from sdod.checks.suite import GRAYSCALE_POLICIES, RULES, SuiteParams, expectations
 from sdod.checks.tables import box_table, decode_all, image_table
 from sdod.data.sampleset import SampleSet
 from sdod.errors import UserError
@@ -65,6 +65,8 @@ class CheckReport:
             where = ", ".join(
                 sorted({Path(str(e.get("file", ""))).name for e in r.examples if e.get("file")})[:3]
             )
+            if not where and r.examples:  # a dataset-level rule: show what was observed
+                where = ", ".join(f"{k}={v}" for k, v in r.examples[0].items())
             example = f" e.g. {where}" if where else ""
             lines.append(
                 f"  {r.severity} {r.rule}: {r.count} failing ({r.description}){example} -> {r.fix}"
@@ -74,14 +76,22 @@ class CheckReport:
         return "\n".join(lines)
 
 
-def _gx_context(report_dir: Path | None) -> Any:
+def _gx_context(report_dir: Path | None, gx_project: Path | None) -> Any:
+    """An ephemeral context (default), or a file context kept in `gx_project`: its suites,
+    validation results and Data Docs history stay there across runs."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
-    context = gx.get_context(mode="ephemeral")
+    if gx_project is not None:
+        gx_project.mkdir(parents=True, exist_ok=True)
+        context: Any = gx.get_context(mode="file", project_root_dir=str(gx_project))
+    else:
+        context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    if report_dir is not None:  # the ephemeral context already has `local_site`: add ours
+    if "sdod_checks" in context.get_site_names():  # a kept context: point it at this report
+        context.delete_data_docs_site("sdod_checks")
+    if report_dir is not None:
         store = {
             "class_name": "TupleFilesystemStoreBackend",
             "base_directory": str(report_dir / "data_docs"),
@@ -101,8 +111,11 @@ def _validate(context: Any, table: str, frame: Any, suite_items: list[Any]) -> A
 
     asset = context.data_sources.add_or_update_pandas("sdod").add_dataframe_asset(table)
     batch = asset.add_batch_definition_whole_dataframe("all")
-    suite = context.suites.add(gx.ExpectationSuite(name=f"sdod_{table}", expectations=suite_items))
-    definition = context.validation_definitions.add(
+    # add_or_update: a file context keeps the previous run's suite and definition
+    suite = context.suites.add_or_update(
+        gx.ExpectationSuite(name=f"sdod_{table}", expectations=suite_items)
+    )
+    definition = context.validation_definitions.add_or_update(
         gx.ValidationDefinition(name=f"sdod_{table}", data=batch, suite=suite)
     )
     fmt = {"result_format": "COMPLETE", "unexpected_index_column_names": ["key", "file"]}
@@ -163,6 +176,28 @@ def _reader_problems(
     return skipped
 
 
+def _class_balance(box_frame: Any, max_ratio: float) -> RuleResult:
+    """A warning when train's classes are far out of balance (most vs rarest present class)."""
+    rule = RULES["class_balance"]
+    result = RuleResult(rule.id, rule.severity, True, 0, rule.description, rule.fix)
+    counts = box_frame.loc[box_frame["channel"] == "train", "class_id"].value_counts()
+    if len(counts) >= 2:
+        most, rarest = int(counts.idxmax()), int(counts.idxmin())
+        ratio = float(counts.max()) / float(counts.min())
+        if ratio > max_ratio:
+            result.success, result.count = False, 1
+            result.examples = [
+                {
+                    "channel": "train",
+                    "most_frequent": {"class_id": most, "boxes": int(counts.max())},
+                    "rarest": {"class_id": rarest, "boxes": int(counts.min())},
+                    "ratio": round(ratio, 2),
+                    "max_class_ratio": max_ratio,
+                }
+            ]
+    return result
+
+
 def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
@@ -180,12 +215,27 @@ def run_checks(
     min_box_px: float = 2.0,
     report_dir: str | Path | None = None,
     max_examples: int = 10,
+    grayscale: str = "convert",
+    max_class_ratio: float = 10.0,
+    gx_project: str | Path | None = None,
 ) -> CheckReport:
-    """Validate the channels' annotations (and images, unless `decode=False`)."""
+    """Validate the channels' annotations (and images, unless `decode=False`).
+
+    `grayscale`: `convert` (a non-RGB image is a warning; training converts it) or `reject`
+    (an error: the gate fails, or quarantines the image). `max_class_ratio`: the class
+    balance warning fires when train's most frequent class has more than this many times
+    the boxes of its rarest. `gx_project`: keep a Great Expectations file context there
+    (suites, validation results, Data Docs in its `uncommitted/data_docs/local_site`)."""
     import pandas as pd
 
     if policy not in POLICIES:
         raise UserError(f"--policy must be one of {', '.join(POLICIES)}, got {policy!r}")
+    if grayscale not in GRAYSCALE_POLICIES:
+        raise UserError(
+            f"--grayscale must be one of {', '.join(GRAYSCALE_POLICIES)}, got {grayscale!r}"
+        )
+    if not max_class_ratio >= 1:
+        raise UserError(f"max_class_ratio must be >= 1, got {max_class_ratio}")
     if not 0 <= max_bad_fraction < 1:
         raise UserError(f"max_bad_fraction must be in [0, 1), got {max_bad_fraction}")
     start = time.perf_counter()
@@ -202,10 +252,17 @@ def run_checks(
         sorted(set(box_frame.loc[box_frame["channel"] == "train", "class_id"].tolist()))
     )
     params = SuiteParams(
-        num_classes, label_width, tolerance_px, min_box_px, tuple(channels), train_classes, decode
+        num_classes,
+        label_width,
+        tolerance_px,
+        min_box_px,
+        tuple(channels),
+        train_classes,
+        decode,
+        grayscale,
     )
     out = Path(report_dir) if report_dir else None
-    context = _gx_context(out)
+    context = _gx_context(out, Path(gx_project) if gx_project else None)
     suites = expectations(params)
     results = [
         r
@@ -218,10 +275,11 @@ def run_checks(
     if missing and "train_has_every_class" in rules:
         rules["train_has_every_class"].examples = [{"missing_classes": missing}]
         rules["train_has_every_class"].count = len(missing)
+    rules["class_balance"] = _class_balance(box_frame, max_class_ratio)
     bad = {
         key: reasons
         for key, reasons in offenders.items()
-        if any(RULES[r].severity == "error" for r in reasons)
+        if any(rules[r].severity == "error" for r in reasons)
     }
     dataset_failed = any(
         not r.success and r.severity == "error" and not RULES[r.rule].per_image
@@ -253,8 +311,11 @@ def run_checks(
         class_counts=counts,
         seconds=round(time.perf_counter() - start, 3),
     )
-    if out is not None:
+    if gx_project is not None:
+        context.build_data_docs()  # every site of the kept context, its own local_site too
+    elif out is not None:
         context.build_data_docs(site_names=["sdod_checks"])
+    if out is not None:
         report.data_docs = str(out / "data_docs" / "index.html")
         report.report_file = str(out / "report.json")
         atomic_write_json(out / "report.json", report.to_dict())

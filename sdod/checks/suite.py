@@ -31,7 +31,7 @@ RULES = {r.id: r for r in [
          "re-export or re-upload the image (it is truncated, empty or not an image)"),
     Rule("image_size_matches", "error", "images", True, "the image's real width/height equal the declared image_size",
          "fix image_size in the annotation (or the image was resized after labelling)"),
-    Rule("three_channels", "warning", "images", True, "the image is RGB (grayscale/alpha are converted when training)",
+    Rule("three_channels", "warning", "images", True, "the image is RGB (grayscale/alpha are converted when training; an error with grayscale=reject)",
          "nothing to do, or convert the images to RGB to match SageMaker's 3-channel rule"),
     Rule("unique_keys", "error", "images", True, "each image appears once per channel",
          "remove the duplicate annotation"),
@@ -53,14 +53,19 @@ RULES = {r.id: r for r in [
          "add training examples of those classes"),
     Rule("channels_not_empty", "error", "images", False, "train and validation each hold images",
          "upload data to the empty channel"),
+    Rule("class_balance", "warning", "boxes", False, "in train, the most frequent class has at most max_class_ratio times the boxes of the rarest",
+         "add examples of the rare classes (or accept lower AP on them)"),
 ]}  # fmt: skip
 
 
-def _meta(rule_id: str) -> dict[str, Any]:
+GRAYSCALE_POLICIES = ("convert", "reject")
+
+
+def _meta(rule_id: str, severity: str | None = None) -> dict[str, Any]:
     rule = RULES[rule_id]
     return {
         "rule": rule.id,
-        "severity": rule.severity,
+        "severity": severity or rule.severity,
         "description": rule.description,
         "fix": rule.fix,
     }
@@ -75,6 +80,7 @@ class SuiteParams:
     channels: tuple[str, ...]
     train_classes: tuple[int, ...]
     decoded: bool
+    grayscale: str = "convert"  # "reject": a non-RGB image is an error, not a warning
 
 
 def expectations(params: SuiteParams) -> dict[str, list[Any]]:
@@ -119,7 +125,11 @@ def expectations(params: SuiteParams) -> dict[str, list[Any]]:
                 meta=_meta("image_size_matches"),
             ),
             e.ExpectColumnValuesToBeInSet(
-                column="mode", value_set=["RGB"], meta=_meta("three_channels")
+                column="mode",
+                value_set=["RGB"],
+                meta=_meta(
+                    "three_channels", "error" if params.grayscale == "reject" else "warning"
+                ),
             ),
         ]
     k = params.num_classes

@@ -161,6 +161,24 @@ def _configure_validate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-width", type=int, default=350)
     p.add_argument("--policy", default="fail", choices=["fail", "quarantine"])
     p.add_argument("--max-bad-fraction", type=float, default=0.1)
+    p.add_argument(
+        "--grayscale",
+        default="convert",
+        choices=["convert", "reject"],
+        help="non-RGB images: a warning (converted when training) or an error (default convert)",
+    )
+    p.add_argument(
+        "--max-class-ratio",
+        type=float,
+        default=10.0,
+        help="warn when train's most frequent class has more than this many times "
+        "the boxes of its rarest (10)",
+    )
+    p.add_argument(
+        "--gx-project",
+        help="keep a Great Expectations file context in this folder (suites, results, "
+        "Data Docs across runs); default: an ephemeral context",
+    )
     p.add_argument("--report", help="folder for report.json and Data Docs HTML")
     p.add_argument("--workers", type=int, default=2, help="parallel image decoders (2)")
 
@@ -179,6 +197,9 @@ def _run_validate(args: argparse.Namespace) -> int:
         max_bad_fraction=args.max_bad_fraction,
         report=args.report,
         workers=args.workers,
+        grayscale=args.grayscale,
+        max_class_ratio=args.max_class_ratio,
+        gx_project=args.gx_project,
     )
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, default=str))

@@ -63,9 +63,12 @@ def _class_map(meta: Any, where: str) -> dict[int, str]:
 
 
 def read_manifest(
-    path: str | Path, attribute_names: Sequence[str] = DEFAULT_ATTRIBUTES
+    path: str | Path, attribute_names: Sequence[str] = DEFAULT_ATTRIBUTES, *, strict: bool = True
 ) -> SampleSet:
-    """Read an augmented manifest into Samples; DataError names every bad line."""
+    """Read an augmented manifest into Samples; DataError names every bad line.
+
+    `strict=False` skips bad lines instead and lists them in `SampleSet.problems`, so the
+    annotation gate reports (or quarantines) them with the rest."""
     path = Path(path)
     label_attr = check_attribute_names(attribute_names)
     if not path.is_file():
@@ -95,20 +98,23 @@ def read_manifest(
                 problems.add(where, f"not valid JSON ({exc})")
                 continue
             except DataError as exc:
-                problems.items.append(str(exc))
+                problems.add_error(exc, where)
                 continue
             if image in seen:
-                problems.add(where, f"image {image} already listed on line {seen[image]}")
+                problems.add(
+                    where, f"image {image} already listed on line {seen[image]}", "unique_keys"
+                )
                 continue
             seen[image] = lineno
             key = PurePosixPath(image).stem
             samples.append(
                 Sample(key, image, parsed.width, parsed.height, parsed.boxes, parsed.labels)
             )
-    problems.raise_if_any()
-    if not samples:
+    if strict:
+        problems.raise_if_any()
+    if not samples and not problems:
         raise DataError(f"manifest {path} has no records")
-    return SampleSet(samples, categories)
+    return SampleSet(samples, categories, problems.records)
 
 
 def manifest_line(

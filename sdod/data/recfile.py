@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from sdod.data.detlabel import decode
+from sdod.data.problems import Problems
 from sdod.data.recordio import Record, iter_rec, read_idx, unpack_record
 from sdod.data.sample import Sample
 from sdod.data.sampleset import SampleSet
@@ -66,13 +67,25 @@ def image_size(data: bytes, where: str) -> tuple[int, int]:
         raise DataError(f"{where}: the image bytes do not decode ({exc})") from None
 
 
-def read_rec(rec: str | Path, idx: str | Path | None = None) -> SampleSet:
-    """Samples from a detection `.rec`; boxes back in pixels (as GluonCV returns them)."""
+def read_rec(rec: str | Path, idx: str | Path | None = None, *, strict: bool = True) -> SampleSet:
+    """Samples from a detection `.rec`; boxes back in pixels (as GluonCV returns them).
+
+    A record whose label or image header is bad raises DataError; with `strict=False` it is
+    skipped and listed in `SampleSet.problems` instead (broken framing always raises: the
+    records after it cannot be found)."""
     samples = []
+    problems = Problems(f"RecordIO file {rec}")
     for key, offset, record in read_records(rec, idx):
         where = f"{rec} record {key} (byte {offset})"
-        label = decode(record.label, where)
-        width, height = image_size(record.image, where)
+        try:
+            label = decode(record.label, where)
+            width, height = image_size(record.image, where)
+        except DataError as exc:
+            if strict:
+                raise
+            rule = "image_decodes" if "image bytes" in str(exc) else "annotation_valid"
+            problems.add_error(exc, where, rule)
+            continue
         scale = np.array([width, height, width, height], dtype=np.float32)
         samples.append(
             Sample(
@@ -84,7 +97,7 @@ def read_rec(rec: str | Path, idx: str | Path | None = None) -> SampleSet:
                 label.classes.astype(np.int64),
             )
         )
-    return SampleSet(samples)
+    return SampleSet(samples, problems=problems.records)
 
 
 @dataclass

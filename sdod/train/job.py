@@ -47,8 +47,8 @@ class JobOutcome:
 def read_channel(
     layout: JobLayout, spec: TrainingJobSpec, channel: Channel, *, strict: bool = True
 ) -> SampleSet:
-    """Samples of a channel, whatever its format. `strict=False` (image+JSON only) skips
-    problem files and lists them in `SampleSet.problems` for the annotation gate."""
+    """Samples of a channel, whatever its format. `strict=False` skips problem files or
+    records and lists them in `SampleSet.problems` for the annotation gate."""
     folder = layout.channel_dir(channel.name)
     if channel.input_mode == "Pipe":
         raise UserError(
@@ -66,7 +66,7 @@ def read_channel(
                 f"found {len(manifests)}"
             )
         return read_manifest(
-            manifests[0], channel.attribute_names or ("source-ref", "bounding-box")
+            manifests[0], channel.attribute_names or ("source-ref", "bounding-box"), strict=strict
         )
     recs = sorted(folder.rglob("*.rec"))
     if channel.content_type == "application/x-recordio" or recs:
@@ -77,14 +77,18 @@ def read_channel(
                 f"channel {channel.name}: ContentType is application/x-recordio "
                 f"but {folder} has no .rec file"
             )
-        sets = [read_rec(rec) for rec in recs]
+        sets = [read_rec(rec, strict=strict) for rec in recs]
         names = folder / "classes.json"  # written by `pack_job`: RecordIO carries no names
         categories = (
             {int(k): str(v) for k, v in json.loads(names.read_text()).items()}
             if names.is_file()
             else {}
         )
-        return SampleSet([s for ss in sets for s in ss.samples], categories)
+        return SampleSet(
+            [s for ss in sets for s in ss.samples],
+            categories,
+            [p for ss in sets for p in ss.problems],
+        )
     annotations = spec.channel(f"{channel.name}_annotation")
     if annotations is None:
         raise UserError(

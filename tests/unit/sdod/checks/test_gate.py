@@ -261,3 +261,89 @@ def test_validate_cli_reports_an_unpaired_image_as_a_rule(data: Path) -> None:
         and "annotation_pairing" in result.stdout
         and "train_00002.jpg" in result.stdout
     )
+
+
+def test_grayscale_reject_makes_a_non_rgb_image_an_error_and_quarantine_drops_it(
+    data: Path,
+) -> None:
+    image = data / "train" / "train_00004.jpg"
+    Image.open(image).convert("L").save(image, quality=90)
+    report = run_checks(_channels(data), num_classes=3, grayscale="reject")
+    assert not report.passed and _errors(report) == {"three_channels"}
+    assert _files(report, "three_channels") == {"train_00004"}
+    kept = run_checks(_channels(data), num_classes=3, grayscale="reject", policy="quarantine")
+    assert kept.passed
+    assert [(q["key"], q["reasons"]) for q in kept.quarantined] == [
+        ("train/train_00004", ["three_channels"])
+    ]
+
+
+def test_class_imbalance_is_a_warning_with_both_counts(data: Path) -> None:
+    channels = _channels(data)
+    for s in channels["train"].samples:
+        s.labels[:] = 0  # every box class 0 ...
+    channels["train"].samples[0].labels[0] = 1  # ... but one of class 1 and one of class 2
+    channels["train"].samples[1].labels[0] = 2
+    total = channels["train"].num_boxes
+    report = run_checks(channels, num_classes=3, decode=False)
+    assert report.passed and {r.rule for r in report.failed("warning")} == {"class_balance"}
+    [rule] = [r for r in report.rules if r.rule == "class_balance"]
+    assert rule.examples[0]["most_frequent"] == {"class_id": 0, "boxes": total - 2}
+    assert rule.examples[0]["rarest"]["boxes"] == 1
+    assert "class_balance" in report.summary() and f"ratio={total - 2}" in report.summary()
+    relaxed = run_checks(channels, num_classes=3, decode=False, max_class_ratio=total)
+    assert relaxed.failed("warning") == []
+
+
+def test_manifest_and_recordio_go_through_the_non_strict_readers(tmp_path: Path) -> None:
+    from sdod import stages
+    from sdod.data.detlabel import encode
+    from sdod.data.recordio import RecordWriter, pack_record
+
+    make_sample_data(tmp_path / "m", fmt="manifest", train=10, validation=2, num_classes=3, seed=4)
+    [manifest] = sorted((tmp_path / "m").glob("train*.manifest"))
+    lines = manifest.read_text().splitlines()
+    lines[3] = lines[3][:-5]  # broken JSON on line 4
+    lines.append(lines[0])  # line 11 repeats line 1's image
+    manifest.write_text("\n".join(lines) + "\n")
+    report = stages.validate(num_classes=3, manifest=str(manifest))
+    assert not report.passed and _errors(report) == {"annotation_valid", "unique_keys"}
+    assert any(f"{manifest.name}:4" in str(e["file"]) for r in report.rules for e in r.examples)
+    kept = stages.validate(
+        num_classes=3, manifest=str(manifest), policy="quarantine", max_bad_fraction=0.25
+    )
+    assert kept.passed and len(kept.quarantined) == 2 and report.images["train"] == 9
+
+    make_sample_data(tmp_path / "i", train=3, validation=1, num_classes=3, seed=4)
+    samples = _channels(tmp_path / "i")["train"].samples
+    rec = tmp_path / "t.rec"
+    with RecordWriter(rec) as w:
+        for i, s in enumerate(samples):
+            image = Path(s.image).read_bytes() if i != 1 else b"not an image"
+            w.write(i, pack_record(encode(s), image, id=i))
+    report = stages.validate(num_classes=3, rec=str(rec))
+    assert not report.passed and _errors(report) == {"image_decodes"}
+    [rule] = [r for r in report.rules if r.rule == "image_decodes"]
+    assert "record 1" in rule.examples[0]["file"]
+    assert report.images["train"] == 2
+
+
+def test_a_kept_file_context_holds_suites_and_data_docs_across_runs(
+    data: Path, tmp_path: Path
+) -> None:
+    project = tmp_path / "gx"
+    for run in ("r1", "r2"):  # the second run updates what the first kept
+        report = run_checks(
+            _channels(data),
+            num_classes=3,
+            decode=False,
+            report_dir=tmp_path / run,
+            gx_project=project,
+        )
+        assert report.passed and Path(report.data_docs).is_file()  # type: ignore[arg-type]
+    kept = project / "gx"
+    assert (kept / "great_expectations.yml").is_file()
+    assert {p.stem for p in (kept / "expectations").glob("*.json")} == {"sdod_images", "sdod_boxes"}
+    assert (kept / "uncommitted" / "data_docs" / "local_site" / "index.html").is_file()
+    results = list((kept / "uncommitted" / "validations").rglob("*.json"))
+    assert len(results) == 4  # two tables, two runs
