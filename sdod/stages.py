@@ -183,6 +183,9 @@ def train(
     return train_job(job_root, log=log, stop=stop)
 
 
+EVALUATE_METRICS = ("voc07", "voc", "coco")
+
+
 @dataclass(frozen=True)
 class EvaluateResult:
     metric: str
@@ -191,6 +194,8 @@ class EvaluateResult:
     mAP: float | None
     per_class: dict[str, float | None]
     metrics_file: str | None = None
+    coco: dict[str, float | None] | None = None  # AP, AP50, AP75, by size, AR (metric coco)
+    plots: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -206,22 +211,26 @@ def evaluate(
     metric: str = "voc07",
     overlap_threshold: float | None = None,
     out: str | None = None,
+    examples: int = 4,
 ) -> EvaluateResult:
-    """Detections of `model` on a dataset, then VOC mAP (GluonCV semantics) per class.
+    """Detections of `model` on a dataset, then mAP per class: VOC (GluonCV semantics) at
+    `overlap_threshold`, or COCO's AP .50:.95 with AP50, AP75 and AP by object size.
 
-    `overlap_threshold` defaults to the model's hyperparameter. With `out`, the result is
-    also written to `out/metrics.json`.
+    `overlap_threshold` defaults to the model's hyperparameter. With `out`: `metrics.json`,
+    `per_class_ap.csv`, one precision-recall curve per class (`pr_curves/*.png`, VOC at
+    `overlap_threshold`) and `examples` images with true and predicted boxes
+    (`examples/*.png`).
     """
     import torch
 
     from sdod.evaluate.detect import detect, ground_truth
     from sdod.evaluate.score import summary
-    from sdod.evaluate.voc import METRICS, voc_map
+    from sdod.evaluate.voc import voc_map
     from sdod.serve.predictor import Predictor
     from sdod.storage import atomic_write_json
 
-    if metric not in METRICS:
-        raise UserError(f"--metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    if metric not in EVALUATE_METRICS:
+        raise UserError(f"--metric must be one of {', '.join(EVALUATE_METRICS)}, got {metric!r}")
     predictor = Predictor.load(model)
     if rec:
         from sdod.data.recfile import read_rec
@@ -241,15 +250,76 @@ def evaluate(
         predictor.model, samples, device=torch.device("cpu"), nms_threshold=info.nms_threshold
     )
     assert det is not None
-    result = voc_map(
-        det, ground_truth(samples), num_classes=info.num_classes, iou_threshold=iou, metric=metric
-    )
+    gt = ground_truth(samples)
     names = info.class_names or [str(c) for c in range(info.num_classes)]
-    s = summary(result, names)
-    path = None
+    voc_metric = metric if metric != "coco" else "voc07"
+    voc = voc_map(det, gt, num_classes=info.num_classes, iou_threshold=iou, metric=voc_metric)
+    s = summary(voc, names)
+    coco = None
+    if metric == "coco":
+        from sdod.evaluate.coco import coco_map
+
+        sizes = [(smp.width, smp.height) for smp in samples]
+        result = coco_map(det, gt, sizes, info.num_classes)
+        coco = result.stats
+        s = {
+            "metric": "coco",
+            "iou_threshold": "0.50:0.95",
+            "per_class": {names[c]: ap for c, ap in result.ap.items()},
+            "mAP": result.map,
+            "coco": coco,
+        }
+    path, plots = None, []
     if out:
-        path = str(atomic_write_json(Path(out) / "metrics.json", {**s, "images": len(samples)}))
-    return EvaluateResult(metric, iou, len(samples), s["mAP"], s["per_class"], path)
+        folder = Path(out)
+        path = str(atomic_write_json(folder / "metrics.json", {**s, "images": len(samples)}))
+        plots = _evaluation_plots(folder, s["per_class"], voc, det, samples, names, examples)
+    return EvaluateResult(metric, iou, len(samples), s["mAP"], s["per_class"], path, coco, plots)
+
+
+def _evaluation_plots(
+    folder: Path,
+    per_class: dict[str, float | None],
+    voc: Any,
+    det: Any,
+    samples: list[Any],
+    names: list[str],
+    examples: int,
+) -> list[str]:
+    """per_class_ap.csv, a PR curve per class, and a few example images."""
+    import csv
+    import io
+
+    from sdod.evaluate import plots
+    from sdod.storage import atomic_write_bytes
+
+    table = io.StringIO()
+    writer = csv.writer(table, lineterminator="\n")
+    writer.writerow(["class_id", "class_name", "ap", "ground_truth", "detections"])
+    for c, name in enumerate(names):
+        counts = voc.counts.get(c)
+        ap = per_class.get(name)
+        writer.writerow(
+            [
+                c,
+                name,
+                "" if ap is None else f"{ap:.6f}",
+                counts.n_pos if counts else 0,
+                counts.n_det if counts else 0,
+            ]
+        )
+    written = [str(atomic_write_bytes(folder / "per_class_ap.csv", table.getvalue().encode()))]
+    for c, name in enumerate(names):
+        if c in voc.recall:
+            voc_ap = voc.ap.get(c, float("nan"))
+            shown = "n/a" if voc_ap != voc_ap else f"{voc_ap:.3f}"
+            title = f"{name}: AP {shown} ({voc.metric} @ IoU {voc.iou_threshold})"
+            png = folder / "pr_curves" / f"{c:03d}_{plots.safe_name(name)}.png"
+            written.append(str(plots.pr_curve(voc.recall[c], voc.precision[c], title, png)))
+    for i, sample in enumerate(samples[: max(examples, 0)]):
+        png = folder / "examples" / f"{plots.safe_name(sample.key)}.png"
+        written.append(str(plots.example(sample, det, i, names, png)))
+    return written
 
 
 @dataclass(frozen=True)

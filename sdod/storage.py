@@ -170,6 +170,14 @@ def list_objects(uri: str, s3: S3Options | None = None) -> dict[str, ObjectInfo]
     return _list(uri, s3)[0]
 
 
+def list_prefix(uri: str, s3: S3Options | None = None) -> dict[str, ObjectInfo]:
+    """Objects under a folder or prefix; UserError when `uri` names a single object."""
+    listing, single = _list(uri, s3)
+    if single:
+        raise UserError(f"{uri} is one object; give the folder or prefix that holds it")
+    return listing
+
+
 def _list(uri: str, s3: S3Options | None) -> tuple[dict[str, ObjectInfo], bool]:
     """The listing, and whether `uri` names one object (rather than a prefix)."""
     if is_s3(uri):
@@ -312,6 +320,31 @@ def upload_file(local: str | os.PathLike[str], uri: str, *, s3: S3Options | None
     shutil.copyfile(local, tmp)
     os.replace(tmp, target)
     return str(target)
+
+
+def read_bytes(uri: str, *, s3: S3Options | None = None, fs: Any = None) -> bytes:
+    """The whole object (S3, with retries) or local file `uri`; pass `fs` (from
+    `s3_filesystem`) to reuse one S3 client over many calls."""
+    if is_s3(uri):
+        fs = fs or s3_filesystem(s3)
+        try:
+            data: bytes = with_retries(uri, lambda: fs.cat_file(uri[len("s3://") :]))
+        except Exception as exc:
+            raise _s3_errors(uri, exc) from exc
+        return data
+    return local_path(uri).read_bytes()
+
+
+def write_bytes(uri: str, data: bytes, *, s3: S3Options | None = None, fs: Any = None) -> str:
+    """Write `data` to `uri`: one S3 PUT (atomic per object) or an atomic local file."""
+    if is_s3(uri):
+        fs = fs or s3_filesystem(s3)
+        try:
+            with_retries(uri, lambda: fs.pipe_file(uri[len("s3://") :], data))
+        except Exception as exc:
+            raise _s3_errors(uri, exc) from exc
+        return uri
+    return str(atomic_write_bytes(local_path(uri), data))
 
 
 @contextmanager

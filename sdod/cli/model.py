@@ -53,9 +53,18 @@ def _configure_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="a .rec file or a .manifest file")
     p.add_argument("--images", help="image channel folder (with --annotations)")
     p.add_argument("--annotations", help="annotation channel folder")
-    p.add_argument("--metric", default="voc07", choices=["voc07", "voc"])
+    p.add_argument(
+        "--metric",
+        default="voc07",
+        choices=["voc07", "voc", "coco"],
+        help="voc07 (11-point, default), voc (area), coco (AP .50:.95, AP50, AP75, by size)",
+    )
     p.add_argument("--overlap-threshold", type=float, default=None, help="(the model's)")
-    p.add_argument("--out", help="folder for metrics.json")
+    p.add_argument(
+        "--out",
+        help="folder for metrics.json, per_class_ap.csv, pr_curves/*.png, examples/*.png",
+    )
+    p.add_argument("--examples", type=int, default=4, help="example images drawn (4)")
 
 
 def _run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
@@ -71,6 +80,7 @@ def _run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
         metric=args.metric,
         overlap_threshold=args.overlap_threshold,
         out=args.out,
+        examples=args.examples,
     ).to_dict()
 
 
@@ -99,6 +109,51 @@ def _run_predict(args: argparse.Namespace) -> int:
             if len(args.images) > 1
             else json.dumps(response)
         )
+    return EXIT_OK
+
+
+def _configure_batch_predict(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="model.tar.gz")
+    p.add_argument("--input", required=True, help="folder or s3:// prefix of JPEG/PNG images")
+    p.add_argument("--output", required=True, help="folder or s3:// prefix for the responses")
+    p.add_argument("--score-threshold", type=float, default=0.0)
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"])
+    p.add_argument(
+        "--on-error",
+        default="skip",
+        choices=["skip", "fail"],
+        help="a bad image: count it and go on (skip, default; listed in _failures.json) or stop",
+    )
+    p.add_argument("--suffix", default=".out", help="appended to each image's name (.out)")
+
+
+def _run_batch_predict(args: argparse.Namespace) -> int:
+    import sys
+
+    from sdod.serve.batch import batch_predict
+    from sdod.serve.predictor import Predictor
+
+    predictor = Predictor.load(args.model, backend=args.backend)
+    result = batch_predict(
+        predictor,
+        args.input,
+        args.output,
+        score_threshold=args.score_threshold,
+        top_k=args.top_k,
+        on_error=args.on_error,
+        suffix=args.suffix,
+        log=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(
+            f"{result.written} of {result.images} images predicted into {result.dest} "
+            f"in {result.seconds} s; {len(result.failed)} failed"
+        )
+        for failure in result.failed[:10]:
+            print(f"  {failure['file']}: {failure['error']}")
     return EXIT_OK
 
 
@@ -259,9 +314,18 @@ COMMANDS: list[Command] = [
         _run_train,
     ),
     Command(
-        "evaluate", "mAP of a model on a dataset (VOC07 or VOC)", _configure_evaluate, _run_evaluate
+        "evaluate",
+        "mAP of a model on a dataset (VOC07, VOC or COCO), per-class table and plots",
+        _configure_evaluate,
+        _run_evaluate,
     ),
     Command("predict", "SageMaker response JSON for each image", _configure_predict, _run_predict),
+    Command(
+        "batch-predict",
+        "Batch Transform: one response per image under a folder or S3 prefix",
+        _configure_batch_predict,
+        _run_batch_predict,
+    ),
     Command(
         "inspect-model",
         "validate a model.tar.gz and print its config",

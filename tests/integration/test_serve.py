@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from sdod import stages
@@ -154,3 +155,91 @@ def test_invocations_round_trip_against_a_real_server(model: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def _data(model: Path) -> Path:
+    return model.parents[2] / "data"  # the fixture's job root sits next to its data
+
+
+def test_evaluate_writes_coco_metrics_a_table_curves_and_examples(
+    model: Path, tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    data, out = _data(model), tmp_path / "eval"
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "sdod", "evaluate", "--model", str(model),
+            "--images", str(data / "train"), "--annotations", str(data / "train_annotation"),
+            "--metric", "coco", "--out", str(out), "--examples", "2", "--json",
+        ],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    r = json.loads(result.stdout)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert r["metric"] == metrics["metric"] == "coco" and metrics["images"] == 4
+    coco = metrics["coco"]
+    assert set(coco) >= {"AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large"}
+    assert 0.5 < coco["AP"] <= coco["AP50"] <= 1.0 and metrics["mAP"] == coco["AP"]
+    rows = (out / "per_class_ap.csv").read_text().splitlines()
+    assert rows[0] == "class_id,class_name,ap,ground_truth,detections" and len(rows) == 4
+    curves = sorted((out / "pr_curves").glob("*.png"))
+    assert len(curves) == 3 and Image.open(curves[0]).size == (480, 400)
+    examples = sorted((out / "examples").glob("*.png"))
+    assert len(examples) == 2
+    with Image.open(examples[0]) as im:  # the image at its own size, boxes drawn in colour
+        pixels = np.asarray(im.convert("RGB")).reshape(-1, 3)
+    assert ((pixels == [0, 170, 0]).all(axis=1)).sum() > 50  # true boxes (green)
+    assert ((pixels == [220, 30, 30]).all(axis=1)).sum() > 50  # detections (red)
+
+
+def _batch(model: Path, src: str, dest: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    cmd = [
+        sys.executable, "-m", "sdod", "batch-predict", "--model", str(model),
+        "--input", src, "--output", dest, "--json", *extra,
+    ]  # fmt: skip
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+
+def test_batch_predict_over_a_folder_writes_one_response_per_image(
+    model: Path, tmp_path: Path
+) -> None:
+    from sdod.serve.predictor import Predictor
+
+    src = tmp_path / "in"
+    shutil.copytree(_data(model) / "train", src / "nested")
+    (src / "notes.txt").write_text("not an image: ignored")
+    (src / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    result = _batch(model, str(src), str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["images"] == 5 and summary["written"] == 4
+    assert [f["file"].rsplit("/", 1)[1] for f in summary["failed"]] == ["broken.jpg"]
+    assert "does not decode" in summary["failed"][0]["error"]
+    assert "5/5 images (1 failed)" in result.stderr  # progress
+    predictor = Predictor.load(model)
+    for image in sorted((src / "nested").glob("*.jpg")):
+        written = json.loads((tmp_path / "out" / "nested" / f"{image.name}.out").read_text())
+        assert written == predictor.predict(image.read_bytes())
+    assert json.loads((tmp_path / "out" / "_failures.json").read_text()) == summary["failed"]
+    stopped = _batch(model, str(src), str(tmp_path / "out2"), "--on-error", "fail")
+    assert stopped.returncode == 2 and "broken.jpg" in stopped.stderr
+    assert "Traceback" not in stopped.stderr
+
+
+def test_batch_predict_from_and_to_s3(model: Path, s3_endpoint: Any, tmp_path: Path) -> None:
+    import boto3
+
+    src = s3_endpoint.upload_dir(_data(model) / "validation", "batch/in")
+    result = _batch(model, src, f"s3://{s3_endpoint.bucket}/batch/out/")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["written"] == 4
+    client = boto3.client("s3", endpoint_url=s3_endpoint.url)
+    keys = sorted(
+        o["Key"]
+        for o in client.list_objects_v2(Bucket=s3_endpoint.bucket, Prefix="batch/out/")["Contents"]
+    )
+    assert len(keys) == 4 and all(k.endswith(".jpg.out") for k in keys)
+    body = client.get_object(Bucket=s3_endpoint.bucket, Key=keys[0])["Body"].read()
+    assert set(json.loads(body)) == {"prediction"}

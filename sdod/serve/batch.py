@@ -1,0 +1,113 @@
+"""Batch inference (SageMaker Batch Transform's shape): every JPEG/PNG under a folder or S3
+prefix goes through the predictor, and one JSON response is written per image, at the same
+relative path under the output with `.out` appended (`a/b.jpg` -> `a/b.jpg.out`), as Batch
+Transform names its outputs.
+
+A bad image does not stop the run: it is counted, named in the summary and in
+`_failures.json` next to the outputs (policy `skip`, the default); policy `fail` stops at
+the first one. Images are fetched by a small thread pool ahead of the model.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from sdod.errors import DataError, UserError
+from sdod.serve.predictor import Predictor
+from sdod.storage import (
+    S3Options,
+    is_s3,
+    list_prefix,
+    read_bytes,
+    s3_filesystem,
+    write_bytes,
+)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+ON_ERROR = ("skip", "fail")
+CHUNK = 32  # images fetched ahead of the model at most
+
+
+@dataclass
+class BatchResult:
+    source: str
+    dest: str
+    images: int
+    written: int
+    failed: list[dict[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _join(base: str, rel: str) -> str:
+    return base.rstrip("/") + "/" + rel
+
+
+def _chunks(items: list[str], n: int) -> Iterator[list[str]]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+def batch_predict(
+    predictor: Predictor,
+    source: str,
+    dest: str,
+    *,
+    score_threshold: float = 0.0,
+    top_k: int | None = None,
+    on_error: str = "skip",
+    suffix: str = ".out",
+    workers: int = 8,
+    s3: S3Options | None = None,
+    log: Callable[[str], None] = print,
+) -> BatchResult:
+    """Predict every image under `source` (folder or s3:// prefix) into `dest`."""
+    if on_error not in ON_ERROR:
+        raise UserError(f"--on-error must be one of {', '.join(ON_ERROR)}, got {on_error!r}")
+    started = time.monotonic()
+    names = sorted(k for k in list_prefix(source, s3) if k.lower().endswith(IMAGE_SUFFIXES))
+    if not names:
+        raise UserError(f"{source}: no .jpg/.jpeg/.png images found")
+    fs_in = s3_filesystem(s3) if is_s3(source) else None
+    fs_out = s3_filesystem(s3) if is_s3(dest) else None
+
+    def fetch(rel: str) -> bytes | Exception:
+        try:
+            return read_bytes(_join(source, rel), fs=fs_in)
+        except (OSError, UserError) as exc:
+            return exc
+
+    result = BatchResult(source, dest, len(names), 0)
+    log(f"batch inference: {len(names)} images from {source} to {dest}")
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for chunk in _chunks(names, CHUNK):
+            for rel, data in zip(chunk, pool.map(fetch, chunk), strict=True):
+                try:
+                    if isinstance(data, Exception):
+                        raise DataError(f"cannot read ({data})")
+                    response = predictor.predict(data, score_threshold=score_threshold, top_k=top_k)
+                except DataError as exc:
+                    message = str(exc).replace("request body: ", "")
+                    result.failed.append({"file": _join(source, rel), "error": message})
+                    if on_error == "fail":
+                        raise DataError(
+                            f"{_join(source, rel)}: {message} (--on-error fail stops here; "
+                            f"{result.written} outputs written)"
+                        ) from None
+                    continue
+                write_bytes(_join(dest, rel + suffix), json.dumps(response).encode(), fs=fs_out)
+                result.written += 1
+            done = result.written + len(result.failed)
+            log(f"batch inference: {done}/{len(names)} images ({len(result.failed)} failed)")
+    if result.failed:
+        body = json.dumps(result.failed, indent=2).encode()
+        write_bytes(_join(dest, "_failures.json"), body, fs=fs_out)
+    result.seconds = round(time.monotonic() - started, 3)
+    return result
