@@ -22,6 +22,7 @@ from torchvision.transforms import v2 as T
 from sdod.data.recordio import RecordStream, unpack_record
 from sdod.data.sample import Sample
 from sdod.errors import DataError
+from sdod.faults import pause_point
 from sdod.model.boxes import match
 
 MEAN_PIXEL = [124, 116, 104]  # ImageNet mean in 0..255: the zoom-out fill
@@ -127,6 +128,8 @@ class DetectionDataset(Dataset):
     def __getitem__(
         self, index: int
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | tuple[torch.Tensor, int]:
+        if self.train:
+            pause_point("data")
         item = self.load(index)
         h, w = item.image.shape[1:]
         boxes = tv_tensors.BoundingBoxes(item.boxes, format="XYXY", canvas_size=(h, w))

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 from sdod.data.dataset import DetectionDataset
 from sdod.data.sample import Sample
 from sdod.evaluate.voc import Detections
+from sdod.faults import pause_point
 from sdod.model.postprocess import postprocess
 from sdod.model.ssd import SSD
 
@@ -51,6 +52,7 @@ def detect(
     images, boxes, labels, scores = [], [], [], []
     try:
         for batch, index in loader:
+            pause_point("validation")
             if should_stop():
                 return None
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):

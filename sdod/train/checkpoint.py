@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from sdod.errors import DataError
+from sdod.faults import pause_point
 
 FORMAT = 1
 NAME = "checkpoint.pt"
@@ -41,6 +42,7 @@ def save(path: Path, ckpt: Checkpoint) -> Path:
     os.close(fd)
     try:
         torch.save(payload, tmp)
+        pause_point("checkpoint")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

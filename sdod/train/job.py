@@ -116,6 +116,37 @@ def check_labels(data: SampleSet, hp: Hyperparameters, channel: str) -> None:
             )
 
 
+def incremental_weights(
+    layout: JobLayout, spec: TrainingJobSpec, hp: Hyperparameters
+) -> tuple[dict[str, torch.Tensor], Path] | None:
+    """Weights of the earlier model.tar.gz in the `model` channel (incremental training), or
+    None without one. Its base_network and num_classes must equal this job's."""
+    channel = spec.channel("model")
+    if channel is None:
+        return None
+    folder = layout.channel_dir(channel.name)
+    archives = sorted(folder.rglob("*.tar.gz")) if folder.is_dir() else []
+    if len(archives) != 1:
+        raise UserError(
+            f"channel model: expected one model.tar.gz in {folder}, found {len(archives)}; "
+            "point the model channel's S3Uri at the earlier job's output/model.tar.gz"
+        )
+    from safetensors.torch import load
+
+    from sdod.artifact import read_artifact
+
+    artifact = read_artifact(archives[0])
+    for name, ours in (("base_network", hp.base_network), ("num_classes", hp.num_classes)):
+        theirs = artifact.config.get(name)
+        if theirs != ours:
+            raise UserError(
+                f"channel model: {archives[0].name} was trained with {name}={theirs}, but this "
+                f"job's hyperparameters say {name}={ours}; incremental training needs the same "
+                "base_network and num_classes (train from scratch to change them)"
+            )
+    return load(artifact.weights), archives[0]
+
+
 def _class_names(data: SampleSet, num_classes: int) -> list[str]:
     return [data.categories.get(c, f"class_{c}") for c in range(num_classes)]
 
@@ -243,13 +274,23 @@ def _run(layout: JobLayout, log: Callable[[str], None], stop: StopFlag | None) -
             f"warning: num_training_samples={hp.num_training_samples} "
             f"but the train channel holds {len(train)} images"
         )
+    base = incremental_weights(layout, spec, hp)
     weights = None
-    if hp.use_pretrained_model:
+    if hp.use_pretrained_model and base is None:  # a model channel's weights replace them
         from sdod.model.pretrained import find_weights, load_weights
 
         weights = load_weights(find_weights(hp.base_network))
     config = SSDConfig(hp.base_network, hp.num_classes, hp.image_shape)
     model = SSD(config, backbone_weights=weights)
+    if base is not None:
+        state, archive = base
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise UserError(
+                f"channel model: the weights in {archive} do not fit {hp.base_network} ({exc})"
+            ) from None
+        log(f"incremental training: starting from the weights in {archive}")
     if hp.freeze_layer_pattern:
         try:
             log(f"frozen layers: {', '.join(model.freeze(hp.freeze_layer_pattern))}")

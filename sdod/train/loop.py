@@ -19,12 +19,13 @@ from sdod.data.dataset import DetectionDataset
 from sdod.data.sample import Sample
 from sdod.evaluate.detect import detect, ground_truth
 from sdod.evaluate.voc import voc_map
+from sdod.faults import pause_point
 from sdod.hyperparameters import Hyperparameters
 from sdod.model.loss import multibox_loss
 from sdod.model.ssd import SSD
 from sdod.train import metrics
 from sdod.train.optim import Schedule, make_optimizer
-from sdod.train.stopping import StopFlag
+from sdod.train.stopping import StopFlag, ignore_stop_signals
 
 GRAD_CLIP_NORM = 20.0
 MAX_WARMUP_ITERS = 300
@@ -71,6 +72,7 @@ def _loader(
         num_workers=opts.workers,
         pin_memory=opts.device.type == "cuda",
         persistent_workers=opts.workers > 0,
+        worker_init_fn=ignore_stop_signals,
         generator=torch.Generator().manual_seed(opts.seed),
     )
 
@@ -114,6 +116,7 @@ def fit(
                 images = images.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 cls, box = model(images)
+            pause_point("forward")
             ce, l1 = multibox_loss(
                 cls, box, cls_t.to(device, non_blocking=True), box_t.to(device, non_blocking=True)
             )

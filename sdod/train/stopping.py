@@ -49,3 +49,12 @@ class StopFlag:
 
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
+
+
+def ignore_stop_signals(_worker_id: int = 0) -> None:
+    """`worker_init_fn` for data-loader workers: SIGTERM/SIGINT sent to the whole process
+    group (the operator, Ctrl-C, `kill -- -PGID`) must stop the job at a step boundary, not
+    kill its workers under it (the loader would then fail the job). The main process shuts
+    the workers down; they still exit if it dies."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

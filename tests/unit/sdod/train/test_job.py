@@ -31,7 +31,15 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _job(tmp_path: Path, data: Path, name: str, *, runtime: int = 3600, **hp: str) -> Path:
+def _job(
+    tmp_path: Path,
+    data: Path,
+    name: str,
+    *,
+    runtime: int = 3600,
+    model: Path | None = None,
+    **hp: str,
+) -> Path:
     spec = {
         "TrainingJobName": name,
         "HyperParameters": {
@@ -51,7 +59,18 @@ def _job(tmp_path: Path, data: Path, name: str, *, runtime: int = 3600, **hp: st
                 "DataSource": {"S3DataSource": {"S3Uri": str(data / ch)}},
             }
             for ch in ("train", "validation", "train_annotation", "validation_annotation")
-        ],
+        ]
+        + (
+            [
+                {
+                    "ChannelName": "model",
+                    "ContentType": "application/x-sagemaker-model",
+                    "DataSource": {"S3DataSource": {"S3Uri": str(model)}},
+                }
+            ]
+            if model
+            else []
+        ),
         "OutputDataConfig": {"S3OutputPath": str(tmp_path / "out")},
         "StoppingCondition": {"MaxRuntimeInSeconds": runtime},
     }
@@ -167,3 +186,79 @@ def test_sigterm_while_the_job_is_still_starting_stops_it_cleanly(
     assert proc.returncode == 3, out
     metrics = read_artifact(root / "model" / "model.tar.gz").metrics
     assert metrics["stopped"] is True and metrics["epochs_completed"] == 0
+
+
+def test_incremental_training_starts_from_the_model_channel_and_refuses_a_mismatch(
+    tmp_path: Path, data: Path
+) -> None:
+    from safetensors.torch import load
+
+    first = _job(tmp_path, data, "first")
+    assert _train(first).returncode == 0
+    earlier = first / "model" / "model.tar.gz"
+    # a learning rate of 1e-10 leaves the weights where they started: the earlier model's
+    then = _job(tmp_path, data, "then", model=earlier, learning_rate="1e-10")
+    run = _train(then)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "incremental training: starting from the weights in" in run.stdout
+    before = load(read_artifact(earlier).weights)
+    after = load(read_artifact(then / "model" / "model.tar.gz").weights)
+    convs = [k for k in before if k.endswith(".weight") and before[k].ndim == 4]
+    assert len(convs) > 20
+    for key in convs:
+        assert (after[key] - before[key]).abs().max() < 1e-6, key
+
+    for name, hp in (
+        ("classes", {"num_classes": "3"}),
+        ("network", {"base_network": "resnet-50"}),
+    ):
+        root = _job(tmp_path, data, f"mismatch-{name}", model=earlier, **hp)
+        run = _train(root)
+        assert run.returncode == 2 and "Traceback" not in run.stderr
+        failure = (root / "output" / "failure").read_text()
+        key, ours = next(iter(hp.items()))
+        theirs = "2" if key == "num_classes" else "mobilenet-v3"
+        assert f"{key}={theirs}" in failure and f"{key}={ours}" in failure, failure
+
+
+@pytest.mark.parametrize("point", ["data", "forward", "validation", "checkpoint"])
+def test_sigterm_to_the_process_group_at_each_point_stops_with_a_loadable_artifact(
+    tmp_path: Path, data: Path, point: str
+) -> None:
+    """SIGTERM to the whole process group (as the operator and Ctrl-C send it) while the job
+    is paused at a known point: loader workers ignore it, the job stops at the next step
+    boundary and leaves a model that loads and predicts; exit 3."""
+    import os
+    import signal
+    import time
+
+    from sdod.serve.predictor import Predictor
+    from sdod.train import checkpoint
+
+    root = _job(tmp_path, data, f"term-{point}", epochs="500")
+    marker = tmp_path / f"{point}.paused"
+    env = {**os.environ, "SDOD_PAUSE_AT": f"{point}:{marker}", "SDOD_PAUSE_SECONDS": "3"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sdod", "train", "--job-root", str(root)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 180
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), f"never reached {point}"
+    os.killpg(proc.pid, signal.SIGTERM)
+    if point == "checkpoint":  # a second SIGTERM during the save changes nothing
+        time.sleep(0.5)
+        os.killpg(proc.pid, signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 3, out
+    assert "Stopped (received SIGTERM)" in out and "Traceback" not in out
+    metrics = read_artifact(root / "model" / "model.tar.gz").metrics
+    assert metrics["stopped"] is True
+    image = next((data / "validation").glob("*.jpg")).read_bytes()
+    prediction = Predictor.load(root / "model" / "model.tar.gz").predict(image)["prediction"]
+    assert isinstance(prediction, list)
+    if point == "checkpoint":  # the checkpoint being written when the signals came is whole
+        assert checkpoint.load(root / "checkpoints" / checkpoint.NAME).epoch >= 1
+        assert [p.name for p in (root / "checkpoints").iterdir()] == [checkpoint.NAME]
