@@ -161,6 +161,8 @@ def train(
     s3: S3Options | None = None,
     log: Callable[[str], None] = print,
     stop: StopFlag | None = None,
+    nproc_per_node: int | None = None,
+    rdzv_endpoint: str | None = None,
 ) -> JobOutcome:
     """Run a training job: from a job root made by `ingest`, or from a spec (ingest first).
 
@@ -180,7 +182,9 @@ def train(
         ingest(job_spec=job_spec, job_root=job_root, s3=s3)
     if job_root is None:
         raise UserError("give --job-root (a folder made by `sdod ingest`) or --job-spec")
-    return train_job(job_root, log=log, stop=stop)
+    return train_job(
+        job_root, log=log, stop=stop, nproc_per_node=nproc_per_node, rdzv_endpoint=rdzv_endpoint
+    )
 
 
 EVALUATE_METRICS = ("voc07", "voc", "coco")

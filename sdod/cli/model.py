@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -16,6 +17,18 @@ from sdod.errors import UserError
 def _configure_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--job-root", help="job folder made by `sdod ingest` (SageMaker layout)")
     p.add_argument("--job-spec", help="CreateTrainingJob request (JSON): ingest, then train")
+    p.add_argument(
+        "--nproc-per-node",
+        type=int,
+        default=None,
+        help="training processes on this machine (DDP under torchrun); default: "
+        "ResourceConfig.GpusPerInstance or every visible GPU, 1 on CPU",
+    )
+    p.add_argument(
+        "--rdzv-endpoint",
+        default=None,
+        help="HOST[:PORT] of the first machine, for InstanceCount > 1 (or SDOD_RDZV_ENDPOINT)",
+    )
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -32,7 +45,14 @@ def _run_train(args: argparse.Namespace) -> int:
 
     if not (args.job_root or args.job_spec):
         raise UserError("give --job-root or --job-spec")
-    outcome = stages.train(job_root=args.job_root, job_spec=args.job_spec, log=log, stop=stop)
+    outcome = stages.train(
+        job_root=args.job_root,
+        job_spec=args.job_spec,
+        log=log,
+        stop=stop,
+        nproc_per_node=args.nproc_per_node,
+        rdzv_endpoint=args.rdzv_endpoint,
+    )
     # The outcome is decided and written: a late SIGTERM (e.g. the deadline arriving while
     # the process tears down) must not turn a saved model into a killed job.
     import signal
@@ -42,6 +62,10 @@ def _run_train(args: argparse.Namespace) -> int:
         print(json.dumps(outcome.to_dict(), indent=2))
     elif outcome.status == "Failed":
         print(f"sdod train: error: {outcome.message}", file=sys.stderr)
+    if "LOCAL_RANK" in os.environ and outcome.status != "Failed":
+        # a worker under torchrun: its launcher reads the outcome file; a non-zero exit
+        # would make torchrun report a stopped job as a crashed one
+        return EXIT_OK
     return outcome.exit_code
 
 

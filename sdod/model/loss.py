@@ -20,9 +20,14 @@ def multibox_loss(
     box_targets: torch.Tensor,
     *,
     negative_ratio: int = NEGATIVE_RATIO,
+    normaliser: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`(cross_entropy, smooth_l1)` for logits `[B, A, K+1]`, offsets `[B, A, 4]`,
-    class targets `[B, A]` (0 background) and box targets `[B, A, 4]`."""
+    class targets `[B, A]` (0 background) and box targets `[B, A, 4]`.
+
+    `normaliser` replaces this batch's positive-anchor count (distributed training passes
+    the global count over the number of processes, so averaged gradients equal one
+    process's on the whole global batch)."""
     if cls_logits.shape[:2] != cls_targets.shape or box_offsets.shape != box_targets.shape:
         shapes = ", ".join(
             f"{name} {tuple(t.shape)}"
@@ -42,7 +47,8 @@ def multibox_loss(
     neg_loss = ce.detach().masked_fill(pos, float("-inf"))
     rank = neg_loss.argsort(dim=1, descending=True).argsort(dim=1)
     neg = rank < negative_ratio * num_pos
-    normaliser = num_pos.sum().clamp(min=1).float()
+    if normaliser is None:
+        normaliser = num_pos.sum().clamp(min=1).float()
     cls_loss = (ce * (pos | neg)).sum() / normaliser
     box_loss = F.smooth_l1_loss(
         box_offsets.float()[pos], box_targets[pos], reduction="sum", beta=1.0

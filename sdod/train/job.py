@@ -26,6 +26,7 @@ from sdod.errors import DataError, UserError
 from sdod.hyperparameters import Hyperparameters, parse_hyperparameters
 from sdod.joblayout import JobLayout
 from sdod.storage import atomic_write_bytes
+from sdod.train.distributed import OUTCOME_FILE, LaunchPlan, World, launch, plan_launch
 from sdod.train.stopping import StopFlag
 
 EXIT_COMPLETED, EXIT_FAILED, EXIT_USER, EXIT_STOPPED = 0, 1, 2, 3
@@ -170,6 +171,7 @@ def _resumable(
     model: Any,
     device: torch.device,
     log: Callable[[str], None],
+    world: World,
 ) -> _Resume:
     """FitOptions that write a checkpoint after every epoch and, when one exists (locally or
     at CheckpointConfig.S3Uri), continue from it."""
@@ -220,32 +222,117 @@ def _resumable(
             target = spec.checkpoint_uri.rstrip("/") + "/" + ckpt.NAME
             upload_file(path, target)
 
-    opts = FitOptions(device=device, start_epoch=start, resume=resume, on_epoch_end=on_epoch_end)
+    opts = FitOptions(
+        device=device,
+        start_epoch=start,
+        resume=resume,
+        on_epoch_end=on_epoch_end if world.is_main else None,  # rank 0 keeps the checkpoints
+        world=world,
+    )
     return _Resume(opts, optimizer)
 
 
 def train_job(
-    job_root: str | Path, *, log: Callable[[str], None] = print, stop: StopFlag | None = None
+    job_root: str | Path,
+    *,
+    log: Callable[[str], None] = print,
+    stop: StopFlag | None = None,
+    nproc_per_node: int | None = None,
+    rdzv_endpoint: str | None = None,
 ) -> JobOutcome:
-    """Run the training job under `job_root`; never raises for job failures."""
+    """Run the training job under `job_root`; never raises for job failures.
+
+    When the plan says several processes (GPUs, `--nproc-per-node`, machines), this process
+    launches them with torchrun and reports rank 0's outcome; under torchrun it is one of
+    them (only rank 0 writes the model, metrics, checkpoints and the outcome)."""
     layout = JobLayout(Path(job_root))
-    layout.output_dir.mkdir(parents=True, exist_ok=True)
-    (layout.output_dir / "failure").unlink(missing_ok=True)
-    (layout.output_dir / "metrics.json").unlink(
-        missing_ok=True
-    )  # present again only if this run saves
+    world = World.from_env()
+    if world.local_rank == 0:  # each machine's first process keeps that machine's job root
+        layout.output_dir.mkdir(parents=True, exist_ok=True)
+        for name in ("failure", "metrics.json"):  # present again only if this run writes them
+            (layout.output_dir / name).unlink(missing_ok=True)
+    if stop is None:
+        stop = StopFlag()
+        if threading.current_thread() is threading.main_thread():
+            stop.install_signal_handlers()  # SIGTERM: stop at the next step and save the model
     try:
-        return _run(layout, log, stop)
+        if world.size == 1:
+            plan = _launch_plan(layout, nproc_per_node, rdzv_endpoint)
+            if plan.distributed:
+                return _launched(layout, plan, log, stop)
+        world.init()
+        outcome = _run(layout, log if world.is_main else _quiet, stop, world)
     except UserError as exc:
         message, code = str(exc), EXIT_USER
     except Exception as exc:  # an internal error: the job fails, the message is kept
         message, code = f"{type(exc).__name__}: {exc}", EXIT_FAILED
-    atomic_write_bytes(layout.output_dir / "failure", (message + "\n").encode())
-    log(f"sdod train: job failed: {message}")
-    return JobOutcome("Failed", code, str(layout.root), message=message)
+    else:
+        _write_outcome(layout, world, outcome)
+        return outcome
+    finally:
+        world.close()
+    if world.local_rank == 0:
+        atomic_write_bytes(layout.output_dir / "failure", (message + "\n").encode())
+    log(f"sdod train: job failed{'' if world.is_main else f' (rank {world.rank})'}: {message}")
+    outcome = JobOutcome("Failed", code, str(layout.root), message=message)
+    _write_outcome(layout, world, outcome)
+    return outcome
 
 
-def _run(layout: JobLayout, log: Callable[[str], None], stop: StopFlag | None) -> JobOutcome:
+def _quiet(_line: str) -> None:
+    """Log for ranks other than 0: their lines would repeat rank 0's."""
+
+
+def _write_outcome(layout: JobLayout, world: World, outcome: JobOutcome) -> None:
+    if world.local_rank == 0 and world.size > 1:  # for this machine's launcher to report
+        atomic_write_bytes(layout.output_dir / OUTCOME_FILE, json.dumps(outcome.to_dict()).encode())
+
+
+def _launch_plan(
+    layout: JobLayout, nproc_per_node: int | None, rdzv_endpoint: str | None
+) -> LaunchPlan:
+    if not layout.spec_file.is_file():
+        raise UserError(
+            f"{layout.root} is not a job root (no {layout.spec_file}); run `sdod ingest` first"
+        )
+    spec = load_job_spec(layout.spec_file)
+    hp = parse_hyperparameters(spec.hyperparameters)
+    return plan_launch(
+        job_name=spec.name,
+        instance_count=spec.instance_count,
+        gpus_per_instance=spec.gpus_per_instance,
+        kv_store=hp.kv_store,
+        config_dir=layout.config_dir,
+        nproc_per_node=nproc_per_node,
+        rdzv_endpoint=rdzv_endpoint,
+    )
+
+
+def _launched(
+    layout: JobLayout, plan: LaunchPlan, log: Callable[[str], None], stop: StopFlag
+) -> JobOutcome:
+    """Run the job's processes under torchrun and report rank 0's outcome."""
+    spec = load_job_spec(layout.spec_file)
+    if stop.deadline is None:
+        stop.set_max_runtime(spec.max_runtime_seconds)
+    found, code = launch(plan, layout.root, layout.output_dir, log=log, should_stop=stop.is_set)
+    if found is not None:
+        outcome = JobOutcome(**found)
+        if outcome.artifact is None and outcome.status != "Failed":
+            log(f"sdod train: {outcome.status} ({outcome.message})")
+        return outcome
+    failure = layout.output_dir / "failure"
+    message = (
+        failure.read_text().strip()
+        if failure.is_file()
+        else f"the training processes exited with code {code} and rank 0 reported no outcome "
+        "(a worker failed: its error is in the log above)"
+    )
+    atomic_write_bytes(failure, (message + "\n").encode())
+    return JobOutcome("Failed", EXIT_FAILED, str(layout.root), message=message)
+
+
+def _run(layout: JobLayout, log: Callable[[str], None], stop: StopFlag, world: World) -> JobOutcome:
     from sdod.model.ssd import SSD, SSDConfig
     from sdod.train.loop import fit
 
@@ -255,10 +342,6 @@ def _run(layout: JobLayout, log: Callable[[str], None], stop: StopFlag | None) -
         )
     spec = load_job_spec(layout.spec_file)
     hp = parse_hyperparameters(spec.hyperparameters)
-    if stop is None:
-        stop = StopFlag()
-        if threading.current_thread() is threading.main_thread():
-            stop.install_signal_handlers()  # SIGTERM: stop at the next step and save the model
     if stop.deadline is None:
         stop.set_max_runtime(spec.max_runtime_seconds)
     train_channel = spec.channel("train")
@@ -281,6 +364,7 @@ def _run(layout: JobLayout, log: Callable[[str], None], stop: StopFlag | None) -
 
         weights = load_weights(find_weights(hp.base_network))
     config = SSDConfig(hp.base_network, hp.num_classes, hp.image_shape)
+    torch.manual_seed(0)  # the same initial weights in every run and on every rank
     model = SSD(config, backbone_weights=weights)
     if base is not None:
         state, archive = base
@@ -296,11 +380,12 @@ def _run(layout: JobLayout, log: Callable[[str], None], stop: StopFlag | None) -
             log(f"frozen layers: {', '.join(model.freeze(hp.freeze_layer_pattern))}")
         except ValueError as exc:
             raise UserError(str(exc)) from None
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    opts = _resumable(layout, spec, hp, model, device, log)
+    device = world.device()
+    opts = _resumable(layout, spec, hp, model, device, log, world)
     log(
-        f"training {hp.base_network} SSD{hp.image_shape} on {device.type}: "
-        f"{len(train)} train, {len(validation)} validation images"
+        f"training {hp.base_network} SSD{hp.image_shape} on {device.type}"
+        + (f" × {world.size} processes" if world.size > 1 else "")
+        + f": {len(train)} train, {len(validation)} validation images"
     )
     started = time.monotonic()
     result = fit(
@@ -323,6 +408,13 @@ def _run(layout: JobLayout, log: Callable[[str], None], stop: StopFlag | None) -
         "train_seconds": round(time.monotonic() - started, 1),
         "history": result.history,
     }
+    status, code = ("Stopped", EXIT_STOPPED) if result.stopped else ("Completed", EXIT_COMPLETED)
+    if not world.is_main:  # rank 0 writes the model
+        where = "this machine" if world.machines == 1 else "the first machine"
+        note = f"rank {world.rank}: rank 0 on {where} writes the model"
+        return JobOutcome(status, code, str(layout.root), None, metrics, note)
+    if world.size > 1:
+        metrics["processes"] = world.size
     artifact = Artifact(
         weights=_weights_bytes(result.best_state),
         hyperparams=hp.to_strings(),
@@ -340,7 +432,6 @@ def _run(layout: JobLayout, log: Callable[[str], None], stop: StopFlag | None) -
     )
     path = write_artifact(layout.model_dir / "model.tar.gz", artifact)
     atomic_write_bytes(layout.output_dir / "metrics.json", json.dumps(metrics, indent=2).encode())
-    status, code = ("Stopped", EXIT_STOPPED) if result.stopped else ("Completed", EXIT_COMPLETED)
     log(
         f"sdod train: {status}"
         + (f" ({result.stop_reason})" if result.stopped else "")

@@ -24,6 +24,7 @@ from sdod.hyperparameters import Hyperparameters
 from sdod.model.loss import multibox_loss
 from sdod.model.ssd import SSD
 from sdod.train import metrics
+from sdod.train.distributed import GlobalBatchSampler, World
 from sdod.train.optim import Schedule, make_optimizer
 from sdod.train.stopping import StopFlag, ignore_stop_signals
 
@@ -51,11 +52,12 @@ class FitOptions:
     start_epoch: int = 0
     resume: FitResult | None = None  # best-so-far and history from a checkpoint
     on_epoch_end: Callable[[int, SSD, torch.optim.Optimizer, FitResult], None] | None = None
+    world: World = field(default_factory=World)  # this process's place (DDP under torchrun)
 
 
 def _loader(
     samples: list[Sample], model: SSD, hp: Hyperparameters, batch: int, opts: FitOptions
-) -> DataLoader:
+) -> tuple[DataLoader, GlobalBatchSampler]:
     anchors = model.anchors.cpu()
     dataset = DetectionDataset(
         samples,
@@ -64,17 +66,29 @@ def _loader(
         train=True,
         augmentation=hp.augmentation,
     )
-    return DataLoader(
+    sampler = GlobalBatchSampler(len(samples), batch, opts.world, opts.seed)
+    loader = DataLoader(
         dataset,
-        batch_size=batch,
-        shuffle=True,
-        drop_last=len(samples) >= batch,
+        batch_sampler=sampler,
         num_workers=opts.workers,
         pin_memory=opts.device.type == "cuda",
         persistent_workers=opts.workers > 0,
         worker_init_fn=ignore_stop_signals,
-        generator=torch.Generator().manual_seed(opts.seed),
     )
+    return loader, sampler
+
+
+def _parallel(model: SSD, world: World, device: torch.device) -> torch.nn.Module:
+    """The module to train: DDP over the world (BatchNorm synchronised on GPUs, so
+    statistics are those of the global batch), or the model itself in a world of one."""
+    if world.size == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    if device.type == "cuda":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        return DistributedDataParallel(model, device_ids=[device.index])
+    return DistributedDataParallel(model)
 
 
 def fit(
@@ -94,8 +108,11 @@ def fit(
     model.to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
-    batch = min(hp.mini_batch_size, len(train))
-    loader = _loader(train, model, hp, batch, opts)
+    world = opts.world
+    # mini_batch_size is one machine's batch, split over its processes; × machines in all
+    batch = min(hp.mini_batch_size * world.machines, len(train))
+    loader, sampler = _loader(train, model, hp, batch, opts)
+    net = _parallel(model, world, device)
     iters = len(loader)
     optimizer = optimizer or make_optimizer(model, hp)
     schedule = Schedule(hp, iters, min(MAX_WARMUP_ITERS, iters))
@@ -103,11 +120,17 @@ def fit(
     result = opts.resume or FitResult(
         opts.start_epoch, False, "", None, None, copy.deepcopy(model.state_dict())
     )
+
+    def should_stop() -> bool:  # agreed by every rank, so all stop at the same step
+        return world.any(stop.is_set(), device)
+
     for epoch in range(opts.start_epoch, hp.epochs):
         model.train()
-        started, seen = time.perf_counter(), 0
+        sampler.set_epoch(epoch)
+        started, seen, halted = time.perf_counter(), 0, False
         for b, (images, cls_t, box_t) in enumerate(loader):
-            if stop.is_set():
+            if should_stop():
+                halted = True
                 break
             for group in optimizer.param_groups:
                 group["lr"] = schedule(epoch * iters + b)
@@ -115,21 +138,26 @@ def fit(
             if device.type == "cuda":
                 images = images.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                cls, box = model(images)
+                cls, box = net(images)
             pause_point("forward")
+            cls_t = cls_t.to(device, non_blocking=True)
+            normaliser = None
+            if world.size > 1:  # the global positive count, so DDP's mean is the global loss
+                positives = world.sum((cls_t > 0).sum().float())
+                normaliser = positives.clamp(min=1) / world.size
             ce, l1 = multibox_loss(
-                cls, box, cls_t.to(device, non_blocking=True), box_t.to(device, non_blocking=True)
+                cls, box, cls_t, box_t.to(device, non_blocking=True), normaliser=normaliser
             )
             optimizer.zero_grad(set_to_none=True)
             (ce + l1).backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP_NORM)
             optimizer.step()
-            seen += images.shape[0]
+            seen += images.shape[0] * world.size
             if b % LOG_EVERY == 0 or b == iters - 1:
                 log(metrics.train_loss_line(epoch, b, "cross_entropy", round(ce.item(), 6)))
                 log(metrics.train_loss_line(epoch, b, "smooth_l1", round(l1.item(), 6)))
-        if stop.is_set():
-            result.stopped, result.stop_reason = True, stop.reason
+        if halted or should_stop():
+            result.stopped, result.stop_reason = True, stop.reason or "stopped by another rank"
             break
         log(metrics.throughput_line(round(seen / (time.perf_counter() - started), 3)))
         entry: dict = {"epoch": epoch}
@@ -139,10 +167,10 @@ def fit(
                 validation,
                 device=device,
                 nms_threshold=hp.nms_threshold,
-                should_stop=stop.is_set,
+                should_stop=should_stop,
             )
             if det is None:
-                result.stopped, result.stop_reason = True, stop.reason
+                result.stopped, result.stop_reason = True, stop.reason or "stopped by another rank"
                 break
             score = voc_map(
                 det, gt, num_classes=hp.num_classes, iou_threshold=hp.overlap_threshold
