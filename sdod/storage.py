@@ -76,6 +76,19 @@ def s3_filesystem(s3: S3Options | None = None) -> Any:
     return s3fs.S3FileSystem(skip_instance_cache=True, **(s3 or S3Options()).storage_options())
 
 
+_PROCESS_FS: dict[int, Any] = {}
+
+
+def process_s3_filesystem() -> Any:
+    """One s3fs filesystem per process, from the AWS environment: for readers that run in
+    data-loader workers (an s3fs client does not survive a fork, so each pid makes its own)."""
+    pid = os.getpid()
+    if pid not in _PROCESS_FS:
+        _PROCESS_FS.clear()
+        _PROCESS_FS[pid] = s3_filesystem()
+    return _PROCESS_FS[pid]
+
+
 def _s3_errors(uri: str, exc: Exception) -> UserError:
     name = type(exc).__name__
     if name in ("NoCredentialsError", "PartialCredentialsError"):

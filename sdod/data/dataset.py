@@ -24,20 +24,33 @@ from sdod.data.sample import Sample
 from sdod.errors import DataError
 from sdod.faults import pause_point
 from sdod.model.boxes import match
+from sdod.storage import is_s3, process_s3_filesystem, read_bytes
 
 MEAN_PIXEL = [124, 116, 104]  # ImageNet mean in 0..255: the zoom-out fill
 
 
+S3_RECORD_BLOCK = 256 << 10  # one ranged GET holds a typical record whole
+
+
 def read_image_bytes(uri: str) -> bytes:
-    """Bytes of an image file, or of the image inside a `.rec` record (`path.rec#offset`)."""
+    """Bytes of an image file, or of the image inside a `.rec` record (`path.rec#offset`);
+    either may be on S3 (`s3://…`: one ranged GET per record, nothing downloaded whole)."""
     path, _, offset = uri.partition(".rec#")
     if offset:
-        with open(f"{path}.rec", "rb") as f:
+        rec = f"{path}.rec"
+        if is_s3(rec):
+            fs = process_s3_filesystem()
+            opened = fs.open(rec[len("s3://") :], "rb", block_size=S3_RECORD_BLOCK)
+        else:
+            opened = open(rec, "rb")  # noqa: SIM115 - closed by the with below
+        with opened as f:
             f.seek(int(offset))
-            payload = RecordStream(f, f"{path}.rec", int(offset)).next()
+            payload = RecordStream(f, rec, int(offset)).next()
         if payload is None:
-            raise DataError(f"{path}.rec: no record at byte {offset}")
+            raise DataError(f"{rec}: no record at byte {offset}")
         return unpack_record(payload).image
+    if is_s3(uri):
+        return read_bytes(uri, fs=process_s3_filesystem())
     return Path(uri).read_bytes()
 
 

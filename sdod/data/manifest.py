@@ -38,7 +38,7 @@ def check_attribute_names(attribute_names: Sequence[str]) -> str:
     return names[1]
 
 
-def _image_location(ref: object, manifest: Path, where: str) -> str:
+def _image_location(ref: object, manifest: Path, where: str, base: str | None = None) -> str:
     if not isinstance(ref, str) or not ref:
         raise DataError(f"{where}: 'source-ref' must be a non-empty string, got {ref!r}")
     if ref.startswith("s3://"):
@@ -47,7 +47,11 @@ def _image_location(ref: object, manifest: Path, where: str) -> str:
         return ref[len("file://") :]
     if "://" in ref:
         raise DataError(f"{where}: 'source-ref' {ref!r} uses an unsupported scheme")
-    return str(manifest.parent / ref) if not Path(ref).is_absolute() else ref
+    if Path(ref).is_absolute():
+        return ref
+    if base is not None:  # the manifest's own location (an S3 prefix in Pipe mode)
+        return base.rstrip("/") + "/" + ref
+    return str(manifest.parent / ref)
 
 
 def _class_map(meta: Any, where: str) -> dict[int, str]:
@@ -63,12 +67,17 @@ def _class_map(meta: Any, where: str) -> dict[int, str]:
 
 
 def read_manifest(
-    path: str | Path, attribute_names: Sequence[str] = DEFAULT_ATTRIBUTES, *, strict: bool = True
+    path: str | Path,
+    attribute_names: Sequence[str] = DEFAULT_ATTRIBUTES,
+    *,
+    strict: bool = True,
+    base: str | None = None,
 ) -> SampleSet:
     """Read an augmented manifest into Samples; DataError names every bad line.
 
     `strict=False` skips bad lines instead and lists them in `SampleSet.problems`, so the
-    annotation gate reports (or quarantines) them with the rest."""
+    annotation gate reports (or quarantines) them with the rest. `base`: where relative
+    `source-ref`s live when not next to `path` (the S3 prefix of a streamed manifest)."""
     path = Path(path)
     label_attr = check_attribute_names(attribute_names)
     if not path.is_file():
@@ -91,7 +100,7 @@ def read_manifest(
                         f"{where}: no label attribute {label_attr!r} (AttributeNames says "
                         f"{list(attribute_names)}; the line has {list(obj)})"
                     )
-                image = _image_location(obj.get("source-ref"), path, where)
+                image = _image_location(obj.get("source-ref"), path, where, base)
                 parsed = parse_annotation(obj[label_attr], where)
                 categories.update(_class_map(obj.get(f"{label_attr}-metadata"), where))
             except json.JSONDecodeError as exc:

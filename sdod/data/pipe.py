@@ -3,16 +3,32 @@
 SageMaker's Pipe mode feeds a channel as a stream; with `ShuffleConfig.Seed` it shuffles.
 Here a `.rec` is read front to back through ranged GETs, and a seeded shuffle buffer
 mixes records within a window (the full order would need the whole file).
+
+Training in Pipe mode (`pipe_channel`): one streaming pass over the channel's `.rec`
+objects keeps each record's label and its place (`s3://…/x.rec#offset`), never the image
+bytes; the data loader then fetches each image with one ranged GET when a batch needs it.
+A manifest channel keeps its (small) manifest and fetches each `source-ref` the same way.
+Nothing is downloaded whole, and the epochs, batches, shuffling and distributed split are
+those of File mode.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import TypeVar
 
+import numpy as np
+
+from sdod.data.detlabel import decode
+from sdod.data.problems import Problems
+from sdod.data.recfile import image_size
 from sdod.data.recordio import Record, RecordStream, unpack_record
-from sdod.storage import S3Options, open_stream
+from sdod.data.sample import Sample
+from sdod.data.sampleset import SampleSet
+from sdod.errors import DataError, UserError
+from sdod.storage import S3Options, atomic_write_bytes, list_objects, open_stream, read_bytes
 
 T = TypeVar("T")
 DEFAULT_SHUFFLE_BUFFER = 1024
@@ -58,3 +74,65 @@ def stream_records(
     if shuffle_seed is None:
         return in_order()
     return shuffle_buffer(in_order(), seed=shuffle_seed, size=buffer_size)
+
+
+def pipe_channel(
+    uri: str,
+    *,
+    name: str,
+    augmented: bool,
+    attribute_names: Sequence[str],
+    manifest_dir: Path,
+    strict: bool = True,
+    s3: S3Options | None = None,
+) -> SampleSet:
+    """Samples of a Pipe-mode channel at `uri` (a prefix or one object), streamed."""
+    listing = list_objects(uri, s3)
+    single = len(listing) == 1 and uri.rstrip("/").endswith("/" + next(iter(listing)))
+    base = uri.rsplit("/", 1)[0] if single else uri.rstrip("/")
+    manifests = sorted(k for k in listing if k.endswith(".manifest"))
+    if manifests or augmented:
+        if len(manifests) != 1:
+            raise UserError(
+                f"channel {name}: expected one .manifest under {uri}, found {len(manifests)}"
+            )
+        from sdod.data.manifest import read_manifest
+
+        source = f"{base}/{manifests[0]}"
+        local = atomic_write_bytes(
+            manifest_dir / Path(manifests[0]).name, read_bytes(source, s3=s3)
+        )
+        folder = source.rsplit("/", 1)[0]
+        return read_manifest(local, attribute_names, strict=strict, base=folder)
+    recs = sorted(k for k in listing if k.endswith(".rec"))
+    if not recs:
+        raise UserError(
+            f"channel {name}: Pipe mode streams RecordIO (.rec) or an augmented manifest, "
+            f"and {uri} holds neither"
+        )
+    samples: list[Sample] = []
+    problems = Problems(f"channel {name}")
+    for rec in recs:
+        rec_uri = f"{base}/{rec}"
+        for offset, record in stream_records(rec_uri, s3=s3):
+            where = f"{rec_uri} record {record.id} (byte {offset})"
+            try:
+                label = decode(record.label, where)
+                width, height = image_size(record.image, where)
+            except DataError as exc:
+                if strict:
+                    raise
+                problems.add_error(exc, where)
+                continue
+            scale = np.array([width, height, width, height], dtype=np.float32)
+            samples.append(
+                Sample(
+                    str(record.id),
+                    f"{rec_uri}#{offset}",
+                    width,
+                    height,
+                    label.boxes * scale,
+                    label.classes.astype(np.int64),
+                )
+            )
+    return SampleSet(samples, problems=problems.records)

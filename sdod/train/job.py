@@ -51,9 +51,16 @@ def read_channel(
     """Samples of a channel, whatever its format. `strict=False` skips problem files or
     records and lists them in `SampleSet.problems` for the annotation gate."""
     folder = layout.channel_dir(channel.name)
-    if channel.input_mode == "Pipe":
-        raise UserError(
-            f"channel {channel.name}: Pipe-mode training input is not supported yet; use File mode"
+    if channel.input_mode == "Pipe":  # streamed from the channel's URI, nothing downloaded
+        from sdod.data.pipe import pipe_channel
+
+        return pipe_channel(
+            channel.uri,
+            name=channel.name,
+            augmented=channel.s3_data_type == "AugmentedManifestFile",
+            attribute_names=channel.attribute_names or ("source-ref", "bounding-box"),
+            manifest_dir=folder,
+            strict=strict,
         )
     if not folder.is_dir():
         raise UserError(f"channel {channel.name}: {folder} is missing; run `sdod ingest` first")

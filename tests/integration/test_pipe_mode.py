@@ -55,3 +55,91 @@ def test_shuffle_buffer_keeps_every_item() -> None:
     items = list(range(1000))
     out = list(shuffle_buffer(iter(items), seed=3, size=64))
     assert sorted(out) == items and out != items
+
+
+def _pipe_spec(name: str, channels: list[dict], out: str) -> dict:
+    return {
+        "TrainingJobName": name,
+        "HyperParameters": {
+            "base_network": "mobilenet-v3",
+            "use_pretrained_model": "0",
+            "num_classes": "3",
+            "num_training_samples": "6",
+            "epochs": "2",
+            "mini_batch_size": "2",
+        },
+        "InputDataConfig": channels,
+        "OutputDataConfig": {"S3OutputPath": out},
+        "StoppingCondition": {"MaxRuntimeInSeconds": 600},
+    }
+
+
+def _channel(name: str, uri: str, **extra: object) -> dict:
+    source = {"S3DataType": extra.pop("S3DataType", "S3Prefix"), "S3Uri": uri, **extra}
+    return {
+        "ChannelName": name,
+        "InputMode": "Pipe",
+        "ContentType": "application/x-recordio",
+        "DataSource": {"S3DataSource": source},
+    }
+
+
+def _train_pipe(spec: dict, root: Path) -> list[str]:
+    from sdod import stages
+
+    ingested = stages.ingest(job_spec=spec, job_root=str(root))
+    assert sorted(ingested.pipe_channels) == ["train", "validation"] and ingested.channels == {}
+    lines: list[str] = []
+    outcome = stages.train(job_root=str(root), log=lines.append)
+    assert outcome.status == "Completed", outcome.message + "\n".join(lines)
+    assert outcome.metrics["epochs_completed"] == 2
+    return lines
+
+
+def test_training_in_pipe_mode_streams_recordio_from_s3(
+    s3_endpoint: S3Endpoint, tmp_path: Path
+) -> None:
+    from sdod import stages
+    from sdod.data.sampledata import make_sample_data
+
+    make_sample_data(tmp_path / "d", train=6, validation=2, num_classes=3, seed=5)
+    for ch in ("train", "validation"):
+        (tmp_path / "rec" / ch).mkdir(parents=True)
+        stages.pack(
+            out=str(tmp_path / "rec" / ch / ch),
+            images=str(tmp_path / "d" / ch),
+            annotations=str(tmp_path / "d" / f"{ch}_annotation"),
+        )
+    prefix = s3_endpoint.upload_dir(tmp_path / "rec", "pipe-train")
+    spec = _pipe_spec(
+        "pipe-rec",
+        [_channel(ch, f"{prefix}/{ch}/") for ch in ("train", "validation")],
+        f"s3://{s3_endpoint.bucket}/out",
+    )
+    root = tmp_path / "job"
+    lines = _train_pipe(spec, root)
+    assert any("6 train, 2 validation images" in line for line in lines)
+    # nothing of the data landed on disk: the records were streamed
+    assert not list(root.rglob("*.rec")) and not list(root.rglob("*.jpg"))
+    assert (root / "model" / "model.tar.gz").is_file()
+
+
+def test_training_in_pipe_mode_streams_an_augmented_manifest(
+    s3_endpoint: S3Endpoint, tmp_path: Path
+) -> None:
+    from sdod.data.sampledata import make_sample_data
+
+    prefix = f"s3://{s3_endpoint.bucket}/pipe-manifest/"
+    make_sample_data(
+        tmp_path / "d", fmt="manifest", train=6, validation=2, seed=5, source_ref_prefix=prefix
+    )
+    s3_endpoint.upload_dir(tmp_path / "d", "pipe-manifest")
+    attrs = {"AttributeNames": ["source-ref", "bounding-box"]}
+    channels = [
+        {**_channel(ch, f"{prefix}{ch}.manifest", S3DataType="AugmentedManifestFile"),
+         "RecordWrapperType": "RecordIO", **attrs}
+        for ch in ("train", "validation")
+    ]  # fmt: skip
+    root = tmp_path / "job"
+    _train_pipe(_pipe_spec("pipe-manifest", channels, f"{prefix}out"), root)
+    assert not list(root.rglob("*.jpg"))  # images fetched one by one, never stored
