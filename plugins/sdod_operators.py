@@ -138,7 +138,9 @@ class SSDTrainingOperator(BaseOperator):
             )
         except UserError as exc:
             raise AirflowException(f"training job spec/input: {exc}") from None
-        code, metrics = self._run(root, spec.max_runtime_seconds)
+        # the job bounds itself (MaxRuntime once running; all of it within MaxWait, which
+        # includes waiting for a training slot); this backstop allows the longer of the two
+        code, metrics = self._run(root, max(spec.max_runtime_seconds, spec.max_wait_seconds or 0))
         return self._outcome(code, root, metrics, context)
 
     def _run(self, root: Path, max_runtime: int) -> tuple[int, dict[str, Any]]:

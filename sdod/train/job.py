@@ -27,6 +27,7 @@ from sdod.hyperparameters import Hyperparameters, parse_hyperparameters
 from sdod.joblayout import JobLayout
 from sdod.storage import atomic_write_bytes
 from sdod.train.distributed import OUTCOME_FILE, LaunchPlan, World, launch, plan_launch
+from sdod.train.slots import WaitTimeout, training_slot
 from sdod.train.stopping import StopFlag
 
 EXIT_COMPLETED, EXIT_FAILED, EXIT_USER, EXIT_STOPPED = 0, 1, 2, 3
@@ -263,16 +264,26 @@ def train_job(
         if threading.current_thread() is threading.main_thread():
             stop.install_signal_handlers()  # SIGTERM: stop at the next step and save the model
     try:
-        if world.size == 1:
-            plan = _launch_plan(layout, nproc_per_node, rdzv_endpoint)
-            if plan.distributed:
-                return _launched(layout, plan, log, stop)
-        world.init()
-        outcome = _run(layout, log if world.is_main else _quiet, stop, world)
+        if world.size > 1:  # a torchrun worker: its launcher holds the slot
+            world.init()
+            outcome = _run(layout, log if world.is_main else _quiet, stop, world)
+        else:
+            spec = _load_spec(layout)
+            max_wait = spec.max_wait_seconds
+            with training_slot(spec.name, max_wait=max_wait, log=log, should_stop=stop.is_set):
+                if stop.deadline is None:  # MaxRuntime from now; the whole job within MaxWait
+                    stop.deadline = time.monotonic() + spec.max_runtime_seconds
+                    if max_wait is not None:
+                        stop.deadline = min(stop.deadline, stop.start + max_wait)
+                plan = _launch_plan(layout, spec, nproc_per_node, rdzv_endpoint)
+                if plan.distributed:
+                    return _launched(layout, plan, log, stop)
+                outcome = _run(layout, log, stop, world)
     except UserError as exc:
         message, code = str(exc), EXIT_USER
-    except Exception as exc:  # an internal error: the job fails, the message is kept
-        message, code = f"{type(exc).__name__}: {exc}", EXIT_FAILED
+    except Exception as exc:  # an internal error (or no slot in time): the job fails
+        message = str(exc) if isinstance(exc, WaitTimeout) else f"{type(exc).__name__}: {exc}"
+        code = EXIT_FAILED
     else:
         _write_outcome(layout, world, outcome)
         return outcome
@@ -295,14 +306,20 @@ def _write_outcome(layout: JobLayout, world: World, outcome: JobOutcome) -> None
         atomic_write_bytes(layout.output_dir / OUTCOME_FILE, json.dumps(outcome.to_dict()).encode())
 
 
-def _launch_plan(
-    layout: JobLayout, nproc_per_node: int | None, rdzv_endpoint: str | None
-) -> LaunchPlan:
+def _load_spec(layout: JobLayout) -> TrainingJobSpec:
     if not layout.spec_file.is_file():
         raise UserError(
             f"{layout.root} is not a job root (no {layout.spec_file}); run `sdod ingest` first"
         )
-    spec = load_job_spec(layout.spec_file)
+    return load_job_spec(layout.spec_file)
+
+
+def _launch_plan(
+    layout: JobLayout,
+    spec: TrainingJobSpec,
+    nproc_per_node: int | None,
+    rdzv_endpoint: str | None,
+) -> LaunchPlan:
     hp = parse_hyperparameters(spec.hyperparameters)
     return plan_launch(
         job_name=spec.name,
@@ -319,9 +336,6 @@ def _launched(
     layout: JobLayout, plan: LaunchPlan, log: Callable[[str], None], stop: StopFlag
 ) -> JobOutcome:
     """Run the job's processes under torchrun and report rank 0's outcome."""
-    spec = load_job_spec(layout.spec_file)
-    if stop.deadline is None:
-        stop.set_max_runtime(spec.max_runtime_seconds)
     found, code = launch(plan, layout.root, layout.output_dir, log=log, should_stop=stop.is_set)
     if found is not None:
         outcome = JobOutcome(**found)
@@ -343,11 +357,7 @@ def _run(layout: JobLayout, log: Callable[[str], None], stop: StopFlag, world: W
     from sdod.model.ssd import SSD, SSDConfig
     from sdod.train.loop import fit
 
-    if not layout.spec_file.is_file():
-        raise UserError(
-            f"{layout.root} is not a job root (no {layout.spec_file}); run `sdod ingest` first"
-        )
-    spec = load_job_spec(layout.spec_file)
+    spec = _load_spec(layout)
     hp = parse_hyperparameters(spec.hyperparameters)
     if stop.deadline is None:
         stop.set_max_runtime(spec.max_runtime_seconds)

@@ -4,6 +4,7 @@ runs on CPU (gloo) against single-process training on the same global batch."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -158,9 +159,11 @@ def test_two_machines_meet_through_a_c10d_rendezvous(tmp_path: Path) -> None:
         }
         stages.ingest(job_spec=spec, job_root=str(root))
         cmd = [sys.executable, "-m", "sdod", "train", "--job-root", str(root)]
+        env = {**os.environ, "SDOD_TRAINING_SLOTS": "2"}  # two "machines" on one host
         procs.append(
             subprocess.Popen(
                 [*cmd, "--rdzv-endpoint", f"127.0.0.1:{port}"],
+                env=env,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,

@@ -262,3 +262,51 @@ def test_sigterm_to_the_process_group_at_each_point_stops_with_a_loadable_artifa
     if point == "checkpoint":  # the checkpoint being written when the signals came is whole
         assert checkpoint.load(root / "checkpoints" / checkpoint.NAME).epoch >= 1
         assert [p.name for p in (root / "checkpoints").iterdir()] == [checkpoint.NAME]
+
+
+def _hold_the_slot() -> int:
+    """Take this machine's only training slot, as a running job would."""
+    import os
+
+    from sdod.train.slots import _try_lock, slot_dir
+
+    slot_dir().mkdir(parents=True, exist_ok=True)
+    fd = _try_lock(slot_dir() / "slot-0.lock")
+    assert fd is not None
+    os.write(fd, b"pid 1, job holder\n")
+    return fd
+
+
+def test_max_wait_time_bounds_the_wait_for_a_training_slot(tmp_path: Path, data: Path) -> None:
+    import os
+
+    root = _job(tmp_path, data, "waits")
+    spec_file = root / "input" / "config" / "trainingjob.json"
+    spec = json.loads(spec_file.read_text())
+    spec["StoppingCondition"] = {"MaxRuntimeInSeconds": 2, "MaxWaitTimeInSeconds": 3}
+    stages.ingest(job_spec=spec, job_root=str(root))
+    fd = _hold_the_slot()
+    try:
+        run = _train(root)
+    finally:
+        os.close(fd)
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert "waiting for a free training slot" in run.stdout
+    failure = (root / "output" / "failure").read_text()
+    assert "MaxWaitTimeInSeconds=3 passed" in failure and "job holder" in failure
+    assert not (root / "model" / "model.tar.gz").exists()
+
+
+def test_a_job_waits_for_the_slot_and_then_runs(tmp_path: Path, data: Path) -> None:
+    import os
+    import threading
+    import time
+
+    root = _job(tmp_path, data, "queued")
+    fd = _hold_the_slot()
+    threading.Timer(3.0, os.close, args=(fd,)).start()  # the other job ends after 3 s
+    started = time.monotonic()
+    run = _train(root)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "waiting for a free training slot" in run.stdout
+    assert "got a training slot after" in run.stdout and time.monotonic() - started > 3

@@ -1,0 +1,113 @@
+"""Training slots: how many training jobs may run on this machine at once (default 1: a
+job owns the machine's GPUs), and `StoppingCondition.MaxWaitTimeInSeconds`, which bounds
+the time a job waits for a free slot as it bounds a SageMaker job's wait for capacity.
+
+A slot is an exclusive `flock` on `<SDOD_SLOT_DIR>/slot-<i>.lock` (default: `sdod-slots`
+in the system's temporary folder), held by the `sdod train` process for the whole job and
+released by the kernel when it exits, however it exits. `SDOD_TRAINING_SLOTS=N` allows N
+jobs at once (e.g. one per GPU when each job is given its own `CUDA_VISIBLE_DEVICES`).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sdod.errors import UserError
+
+POLL_SECONDS = 0.25
+
+
+class WaitTimeout(Exception):
+    """No slot came free within MaxWaitTimeInSeconds (or the job was stopped waiting)."""
+
+
+def slot_dir() -> Path:
+    return Path(os.environ.get("SDOD_SLOT_DIR") or Path(tempfile.gettempdir()) / "sdod-slots")
+
+
+def slot_count() -> int:
+    raw = os.environ.get("SDOD_TRAINING_SLOTS", "1")
+    try:
+        count = int(raw)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise UserError(f"SDOD_TRAINING_SLOTS must be a positive integer, got {raw!r}")
+    return count
+
+
+def _try_lock(path: Path) -> int | None:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _holders(folder: Path, count: int) -> str:
+    found = []
+    for i in range(count):
+        try:
+            found.append((folder / f"slot-{i}.lock").read_text().strip())
+        except OSError:
+            continue
+    return "; ".join(h for h in found if h) or "unknown"
+
+
+@contextmanager
+def training_slot(
+    job: str,
+    *,
+    max_wait: float | None,
+    log: Callable[[str], None],
+    should_stop: Callable[[], bool] = lambda: False,
+) -> Iterator[float]:
+    """Hold a training slot for the body; yields the seconds spent waiting for it.
+
+    Raises WaitTimeout when `max_wait` seconds pass first, or when `should_stop()` turns
+    true while waiting."""
+    folder = slot_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    count = slot_count()
+    started, announced, fd = time.monotonic(), False, None
+    while fd is None:
+        for i in range(count):
+            fd = _try_lock(folder / f"slot-{i}.lock")
+            if fd is not None:
+                os.ftruncate(fd, 0)
+                os.write(fd, f"pid {os.getpid()}, job {job}\n".encode())
+                break
+        if fd is not None:
+            break
+        waited = time.monotonic() - started
+        if not announced:
+            log(
+                f"waiting for a free training slot on this machine (held by: "
+                f"{_holders(folder, count)}); SDOD_TRAINING_SLOTS={count}"
+                + (f", MaxWaitTimeInSeconds={max_wait:g}" if max_wait is not None else "")
+            )
+            announced = True
+        if should_stop():
+            raise WaitTimeout(f"stopped after waiting {waited:.0f} s for a training slot")
+        if max_wait is not None and waited >= max_wait:
+            raise WaitTimeout(
+                f"StoppingCondition.MaxWaitTimeInSeconds={max_wait:g} passed while waiting for "
+                f"a training slot (held by: {_holders(folder, count)}); the job did not start. "
+                "Raise MaxWaitTimeInSeconds, or SDOD_TRAINING_SLOTS to run more jobs at once"
+            )
+        time.sleep(POLL_SECONDS)
+    waited = time.monotonic() - started
+    if announced:
+        log(f"got a training slot after {waited:.1f} s")
+    try:
+        yield waited
+    finally:
+        os.close(fd)  # releases the lock
