@@ -62,7 +62,9 @@ def example(
     *,
     min_score: float = 0.3,
 ) -> Path:
-    """The image with its true boxes (green) and detections scoring ≥ `min_score` (red)."""
+    """The image with its true boxes (green) and detections scoring ≥ `min_score` (red);
+    when none does, the best few (as many as there are true boxes), so the picture still
+    shows what the model sees."""
     from io import BytesIO
 
     with Image.open(BytesIO(read_image_bytes(sample.image))) as src:
@@ -71,13 +73,12 @@ def example(
     for box, label in zip(sample.boxes, sample.labels, strict=True):
         draw.rectangle([float(v) for v in box], outline=GREEN, width=2)
         draw.text((float(box[0]) + 3, float(box[1]) + 2), class_names[int(label)], fill=GREEN)
-    mine = (det.image == index) & (det.scores >= min_score if det.scores is not None else True)
-    for box, label, score in zip(
-        det.boxes[mine],
-        det.labels[mine],
-        det.scores[mine] if det.scores is not None else [],
-        strict=True,
-    ):
+    scores = det.scores if det.scores is not None else np.ones(len(det.labels))
+    mine = np.flatnonzero(det.image == index)
+    mine = mine[np.argsort(-scores[mine], kind="stable")]
+    confident = mine[scores[mine] >= min_score]
+    shown = confident if confident.size else mine[: max(1, len(sample.labels))]
+    for box, label, score in zip(det.boxes[shown], det.labels[shown], scores[shown], strict=True):
         draw.rectangle([float(v) for v in box], outline=RED, width=2)
         text = f"{class_names[int(label)]} {float(score):.2f}"
         draw.text((float(box[0]) + 3, float(box[3]) - 12), text, fill=RED)
