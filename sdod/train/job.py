@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -166,6 +167,22 @@ def _weights_bytes(state: dict[str, torch.Tensor]) -> bytes:
     return save({k: v.contiguous() for k, v in state.items()})
 
 
+def data_workers(world: World) -> int:
+    """Data-loader workers per training process: `SDOD_DATA_WORKERS`, else this machine's
+    CPUs shared among its training processes, 1 to 8 each (decoding and augmenting JPEGs
+    is what feeds a GPU)."""
+    raw = os.environ.get("SDOD_DATA_WORKERS")
+    if raw is not None:
+        try:
+            value = int(raw)
+        except ValueError:
+            value = -1
+        if value < 0:
+            raise UserError(f"SDOD_DATA_WORKERS must be a whole number >= 0, got {raw!r}")
+        return value
+    return max(1, min(8, len(os.sched_getaffinity(0)) // max(1, world.local_size)))
+
+
 @dataclass
 class _Resume:
     fit: Any
@@ -232,6 +249,7 @@ def _resumable(
 
     opts = FitOptions(
         device=device,
+        workers=data_workers(world),
         start_epoch=start,
         resume=resume,
         on_epoch_end=on_epoch_end if world.is_main else None,  # rank 0 keeps the checkpoints

@@ -176,3 +176,19 @@ def test_two_machines_meet_through_a_c10d_rendezvous(tmp_path: Path) -> None:
     written = [r for r in ("m1", "m2") if (tmp_path / r / "model" / "model.tar.gz").exists()]
     assert len(written) == 1
     assert read_artifact(tmp_path / written[0] / "model" / "model.tar.gz").metrics["processes"] == 2
+
+
+def test_data_workers_share_the_cpus_among_the_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from sdod.train.job import data_workers
+
+    monkeypatch.delenv("SDOD_DATA_WORKERS", raising=False)
+    cpus = len(os.sched_getaffinity(0))
+    assert data_workers(World()) == max(1, min(8, cpus))
+    assert data_workers(World(rank=0, size=64, local_size=64)) == 1
+    monkeypatch.setenv("SDOD_DATA_WORKERS", "0")
+    assert data_workers(World()) == 0
+    monkeypatch.setenv("SDOD_DATA_WORKERS", "many")
+    with pytest.raises(UserError, match="SDOD_DATA_WORKERS"):
+        data_workers(World())
