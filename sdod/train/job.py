@@ -399,8 +399,13 @@ def _run(layout: JobLayout, log: Callable[[str], None], stop: StopFlag, world: W
 
         weights = load_weights(find_weights(hp.base_network))
     config = SSDConfig(hp.base_network, hp.num_classes, hp.image_shape)
-    torch.manual_seed(0)  # the same initial weights in every run and on every rank
-    model = SSD(config, backbone_weights=weights)
+    seed = os.environ.get("SDOD_SEED")
+    if seed is not None:  # reproducible initial weights; by default each run draws its own
+        try:
+            torch.manual_seed(int(seed))
+        except ValueError:
+            raise UserError(f"SDOD_SEED must be an integer, got {seed!r}") from None
+    model = SSD(config, backbone_weights=weights)  # (DDP gives every rank rank 0's weights)
     if base is not None:
         state, archive = base
         try:
