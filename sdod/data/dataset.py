@@ -19,15 +19,13 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2 as T
 
+from sdod.data.augment import augment
 from sdod.data.recordio import RecordStream, unpack_record
 from sdod.data.sample import Sample
 from sdod.errors import DataError
 from sdod.faults import pause_point
 from sdod.model.boxes import match
 from sdod.storage import is_s3, process_s3_filesystem, read_bytes
-
-MEAN_PIXEL = [124, 116, 104]  # ImageNet mean in 0..255: the zoom-out fill
-
 
 S3_RECORD_BLOCK = 256 << 10  # one ranged GET holds a typical record whole
 
@@ -65,37 +63,6 @@ def decode_rgb(data: bytes, where: str) -> torch.Tensor:
     return torch.from_numpy(rgb.copy()).permute(2, 0, 1)
 
 
-def train_transform(size: int, policy: str = "ssd") -> T.Compose:
-    """Training augmentation by policy (the `augmentation` hyperparameter).
-
-    `ssd`: zoom-out, IoU-constrained crop, flip, resize, then colour jitter (after the
-    resize, where it is cheapest; colour does not depend on geometry). `light`: an occasional
-    mild crop, flip, resize, colour. `none`: resize only.
-    """
-    if policy == "none":
-        return eval_transform(size)
-    if policy == "light":
-        return T.Compose(
-            [
-                T.RandomApply([T.RandomIoUCrop(min_scale=0.5)], p=0.5),
-                T.RandomHorizontalFlip(),
-                T.Resize((size, size), antialias=True),
-                T.RandomPhotometricDistort(p=0.5),
-                T.SanitizeBoundingBoxes(min_size=1.0),
-            ]
-        )
-    return T.Compose(
-        [
-            T.RandomZoomOut(fill=MEAN_PIXEL, side_range=(1.0, 4.0), p=0.5),
-            T.RandomIoUCrop(),
-            T.RandomHorizontalFlip(),
-            T.Resize((size, size), antialias=True),
-            T.RandomPhotometricDistort(p=0.5),
-            T.SanitizeBoundingBoxes(min_size=1.0),
-        ]
-    )
-
-
 def eval_transform(size: int) -> T.Compose:
     return T.Compose([T.Resize((size, size), antialias=True)])
 
@@ -124,9 +91,8 @@ class DetectionDataset(Dataset):
         self.size = image_size
         self.anchors = anchors
         self.train = train
-        self.transform = (
-            train_transform(image_size, augmentation) if train else eval_transform(image_size)
-        )
+        self.augmentation = augmentation
+        self.transform = eval_transform(image_size)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -144,15 +110,15 @@ class DetectionDataset(Dataset):
         if self.train:
             pause_point("data")
         item = self.load(index)
+        if self.train:
+            image, boxes, labels = augment(
+                item.image, item.boxes, item.labels, size=self.size, policy=self.augmentation
+            )
+            cls_t, box_t = match(boxes, labels, self.anchors)
+            return image, cls_t, box_t
         h, w = item.image.shape[1:]
         boxes = tv_tensors.BoundingBoxes(item.boxes, format="XYXY", canvas_size=(h, w))
         out = self.transform(
             {"image": tv_tensors.Image(item.image), "boxes": boxes, "labels": item.labels}
         )
-        image = out["image"].as_subclass(torch.Tensor).contiguous()
-        if not self.train:
-            return image, index
-        cls_t, box_t = match(
-            out["boxes"].as_subclass(torch.Tensor).float(), out["labels"], self.anchors
-        )
-        return image, cls_t, box_t
+        return out["image"].as_subclass(torch.Tensor).contiguous(), index
