@@ -19,15 +19,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-import numpy as np
-
-from sdod.data.detlabel import decode
-from sdod.data.problems import Problems
-from sdod.data.recfile import image_size
+from sdod.data.recfile import samples_from_records
 from sdod.data.recordio import Record, RecordStream, unpack_record
-from sdod.data.sample import Sample
 from sdod.data.sampleset import SampleSet
-from sdod.errors import DataError, UserError
+from sdod.errors import UserError
 from sdod.storage import S3Options, atomic_write_bytes, list_objects, open_stream, read_bytes
 
 T = TypeVar("T")
@@ -110,29 +105,9 @@ def pipe_channel(
             f"channel {name}: Pipe mode streams RecordIO (.rec) or an augmented manifest, "
             f"and {uri} holds neither"
         )
-    samples: list[Sample] = []
-    problems = Problems(f"channel {name}")
-    for rec in recs:
-        rec_uri = f"{base}/{rec}"
-        for offset, record in stream_records(rec_uri, s3=s3):
-            where = f"{rec_uri} record {record.id} (byte {offset})"
-            try:
-                label = decode(record.label, where)
-                width, height = image_size(record.image, where)
-            except DataError as exc:
-                if strict:
-                    raise
-                problems.add_error(exc, where)
-                continue
-            scale = np.array([width, height, width, height], dtype=np.float32)
-            samples.append(
-                Sample(
-                    str(record.id),
-                    f"{rec_uri}#{offset}",
-                    width,
-                    height,
-                    label.boxes * scale,
-                    label.classes.astype(np.int64),
-                )
-            )
-    return SampleSet(samples, problems=problems.records)
+    items = (
+        (f"{base}/{rec}", record.id, offset, record)
+        for rec in recs
+        for offset, record in stream_records(f"{base}/{rec}", s3=s3)
+    )
+    return samples_from_records(items, f"channel {name}", strict=strict)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,9 +73,19 @@ def read_rec(rec: str | Path, idx: str | Path | None = None, *, strict: bool = T
     A record whose label or image header is bad raises DataError; with `strict=False` it is
     skipped and listed in `SampleSet.problems` instead (broken framing always raises: the
     records after it cannot be found)."""
+    items = ((str(rec), key, offset, record) for key, offset, record in read_records(rec, idx))
+    return samples_from_records(items, f"RecordIO file {rec}", strict=strict)
+
+
+def samples_from_records(
+    items: Iterable[tuple[str, int, int, Record]], context: str, *, strict: bool = True
+) -> SampleSet:
+    """Samples from `(rec, key, offset, Record)`: boxes in pixels, each image addressed as
+    `rec#offset` (a path or an S3 URI); a bad label or image header raises, or with
+    `strict=False` is skipped and listed in `SampleSet.problems`."""
     samples = []
-    problems = Problems(f"RecordIO file {rec}")
-    for key, offset, record in read_records(rec, idx):
+    problems = Problems(context)
+    for rec, key, offset, record in items:
         where = f"{rec} record {key} (byte {offset})"
         try:
             label = decode(record.label, where)
