@@ -26,7 +26,7 @@ from sdod.model.ssd import SSD
 from sdod.train import metrics
 from sdod.train.distributed import GlobalBatchSampler, World
 from sdod.train.optim import Schedule, make_optimizer
-from sdod.train.stopping import StopFlag, ignore_stop_signals
+from sdod.train.stopping import StopFlag, end_workers_at_exit, ignore_stop_signals
 
 GRAD_CLIP_NORM = 20.0
 MAX_WARMUP_ITERS = 300
@@ -67,6 +67,8 @@ def _loader(
         augmentation=hp.augmentation,
     )
     sampler = GlobalBatchSampler(len(samples), batch, opts.world, opts.seed)
+    if opts.workers > 0:
+        end_workers_at_exit()
     loader = DataLoader(
         dataset,
         batch_sampler=sampler,

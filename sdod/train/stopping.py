@@ -6,6 +6,9 @@ A second SIGTERM while saving does not interrupt the save (the handler only sets
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import os
 import signal
 import threading
 import time
@@ -55,6 +58,29 @@ def ignore_stop_signals(_worker_id: int = 0) -> None:
     """`worker_init_fn` for data-loader workers: SIGTERM/SIGINT sent to the whole process
     group (the operator, Ctrl-C, `kill -- -PGID`) must stop the job at a step boundary, not
     kill its workers under it (the loader would then fail the job). The main process shuts
-    the workers down; they still exit if it dies."""
+    the workers down; they still exit if it dies. See `end_workers_at_exit`."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+_exit_hook = False
+
+
+def end_workers_at_exit() -> None:
+    """At interpreter exit multiprocessing `terminate()`s daemonic children (SIGTERM, which
+    loader workers ignore) and then joins them, which would wait forever when a loader's
+    workers are still alive. This hook, registered after multiprocessing's and so run
+    before it, ends them with SIGKILL first. Idempotent."""
+    global _exit_hook
+    if not _exit_hook:
+        atexit.register(_kill_daemonic_children)
+        _exit_hook = True
+
+
+def _kill_daemonic_children() -> None:
+    import multiprocessing
+
+    for child in multiprocessing.active_children():
+        if child.daemon and child.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signal.SIGKILL)
