@@ -26,7 +26,12 @@ from sdod.model.ssd import SSD
 from sdod.train import metrics
 from sdod.train.distributed import GlobalBatchSampler, World
 from sdod.train.optim import Schedule, make_optimizer
-from sdod.train.stopping import StopFlag, end_workers_at_exit, ignore_stop_signals
+from sdod.train.stopping import (
+    StopFlag,
+    end_workers_at_exit,
+    ignore_stop_signals,
+    iter_with_stop_signals_blocked,
+)
 
 GRAD_CLIP_NORM = 20.0
 MAX_WARMUP_ITERS = 300
@@ -130,7 +135,7 @@ def fit(
         model.train()
         sampler.set_epoch(epoch)
         started, seen, halted = time.perf_counter(), 0, False
-        for b, (images, cls_t, box_t) in enumerate(loader):
+        for b, (images, cls_t, box_t) in enumerate(iter_with_stop_signals_blocked(loader)):
             if should_stop():
                 halted = True
                 break

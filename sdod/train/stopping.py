@@ -12,7 +12,11 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from types import FrameType
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class StopFlag:
@@ -58,9 +62,28 @@ def ignore_stop_signals(_worker_id: int = 0) -> None:
     """`worker_init_fn` for data-loader workers: SIGTERM/SIGINT sent to the whole process
     group (the operator, Ctrl-C, `kill -- -PGID`) must stop the job at a step boundary, not
     kill its workers under it (the loader would then fail the job). The main process shuts
-    the workers down; they still exit if it dies. See `end_workers_at_exit`."""
+    the workers down; they still exit if it dies. See `end_workers_at_exit`.
+
+    Workers are forked with SIGTERM/SIGINT blocked (`iter_with_stop_signals_blocked`), so
+    one that arrives before this runs waits, and is dropped here."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
+def iter_with_stop_signals_blocked(loader: Iterable[T]) -> Iterator[T]:
+    """`iter(loader)` with SIGTERM/SIGINT held back while it forks its workers: torch's
+    worker start-up installs a SIGTERM handler that kills the worker, and
+    `ignore_stop_signals` only runs after it; a group SIGTERM in between would kill one.
+    The main process gets any held signal as soon as the workers exist."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        return iter(loader)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 _exit_hook = False

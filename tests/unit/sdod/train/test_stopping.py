@@ -11,7 +11,8 @@ SCRIPT = textwrap.dedent(
     import os, signal, subprocess, sys, time
     import torch
     from torch.utils.data import DataLoader, Dataset
-    from sdod.train.stopping import end_workers_at_exit, ignore_stop_signals
+    from sdod.train.stopping import (
+        end_workers_at_exit, ignore_stop_signals, iter_with_stop_signals_blocked)
 
     class D(Dataset):
         def __len__(self): return 100
@@ -20,14 +21,13 @@ SCRIPT = textwrap.dedent(
     loader = DataLoader(D(), batch_size=4, num_workers=2, persistent_workers=True,
                         worker_init_fn=ignore_stop_signals)
     end_workers_at_exit()
-    it = iter(loader)
-    for _ in range(4):  # batches from both workers: both have run their init
-        next(it)
+    it = iter_with_stop_signals_blocked(loader)  # workers forked with SIGTERM held back
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the main process stands in for the job
-    # to the whole group from another process, as the operator sends it
+    # at once, while the workers may still be starting: to the whole group from another
+    # process, as the operator sends it
     subprocess.run(["kill", "-TERM", "--", f"-{os.getpgid(0)}"], check=True)
     time.sleep(0.5)
-    assert len(list(it)) == 21, "a worker died of the group SIGTERM"
+    assert len(list(it)) == 25, "a worker died of the group SIGTERM"
     keep = [loader, it]  # workers still alive at exit: multiprocessing terminate()s them
     print("done", flush=True)
     """
