@@ -284,7 +284,9 @@ def train_job(
     try:
         if world.size > 1:  # a torchrun worker: its launcher holds the slot
             world.init()
-            outcome = _run(layout, log if world.is_main else _quiet, stop, world)
+            outcome = _run(
+                layout, _load_spec(layout), log if world.is_main else _quiet, stop, world
+            )
         else:
             spec = _load_spec(layout)
             max_wait = spec.max_wait_seconds
@@ -296,7 +298,7 @@ def train_job(
                 plan = _launch_plan(layout, spec, nproc_per_node, rdzv_endpoint)
                 if plan.distributed:
                     return _launched(layout, plan, log, stop)
-                outcome = _run(layout, log, stop, world)
+                outcome = _run(layout, spec, log, stop, world)
     except UserError as exc:
         message, code = str(exc), EXIT_USER
     except Exception as exc:  # an internal error (or no slot in time): the job fails
@@ -371,11 +373,16 @@ def _launched(
     return JobOutcome("Failed", EXIT_FAILED, str(layout.root), message=message)
 
 
-def _run(layout: JobLayout, log: Callable[[str], None], stop: StopFlag, world: World) -> JobOutcome:
+def _run(
+    layout: JobLayout,
+    spec: TrainingJobSpec,
+    log: Callable[[str], None],
+    stop: StopFlag,
+    world: World,
+) -> JobOutcome:
     from sdod.model.ssd import SSD, SSDConfig
     from sdod.train.loop import fit
 
-    spec = _load_spec(layout)
     hp = parse_hyperparameters(spec.hyperparameters)
     if stop.deadline is None:
         stop.set_max_runtime(spec.max_runtime_seconds)
