@@ -18,9 +18,10 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import table, write_results
 
+from sdod.artifact import ModelConfig
 from sdod.model.ssd import SSD, SSDConfig
 from sdod.serve.onnx import OnnxRunner, export_onnx
-from sdod.serve.predictor import ModelInfo, Predictor
+from sdod.serve.predictor import Predictor
 
 IMAGE = (
     Path(__file__).resolve().parents[1]
@@ -57,7 +58,7 @@ def main() -> None:
     rows = []
     for net in ("vgg-16", "resnet-50", "mobilenet-v3"):
         model = SSD(SSDConfig(net, 20, 300)).eval()
-        info = ModelInfo(net, 20, 300, [], 0.45)
+        info = ModelConfig(net, 20, 300)
         cpu = torch.device("cpu")
         rows.append(
             {

@@ -13,7 +13,7 @@ from datetime import datetime
 from airflow.sdk import DAG, Asset
 from airflow.timetables.assets import AssetOrTimeSchedule
 from airflow.timetables.trigger import CronTriggerTimetable
-from sdod_pipeline import STATE, WORK_DIR, pipeline_params, sdod_pipeline
+from sdod_pipeline import STATE, pipeline_params, sdod_pipeline
 
 ANNOTATIONS = Asset(name="sdod_annotations")
 
@@ -37,4 +37,4 @@ with DAG(
         max_runtime_seconds=3600,
     ),
 ) as dag:
-    sdod_pipeline(WORK_DIR)
+    sdod_pipeline()

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from airflow.sdk import DAG
-from sdod_pipeline import STATE, WORK_DIR, pipeline_params, sdod_pipeline
+from sdod_pipeline import STATE, pipeline_params, sdod_pipeline
 
 DOC = """
 ### sdod: train an SSD object detector the SageMaker way
@@ -16,9 +16,12 @@ DOC = """
 Give the S3 prefix (or local folder) holding SageMaker's image-format channels
 (`train/`, `train_annotation/`, `validation/`, `validation_annotation/`), an output prefix and
 the hyperparameters you already use with SageMaker's built-in Object Detection algorithm.
-The run ingests the data, checks the annotations, packs MXNet RecordIO, trains under
-`StoppingCondition`, evaluates VOC mAP at `overlap_threshold` and publishes
-`<output_uri>/<job_name>/output/model.tar.gz` when mAP >= `min_map`.
+The run snapshots the data into `work_uri`, checks the annotations (report in
+`<output_uri>/<job_name>/check/`), packs MXNet RecordIO, trains under `StoppingCondition`
+(`<output_uri>/<job_name>/output/model.tar.gz`), evaluates VOC mAP at `overlap_threshold`
+(`.../evaluation/`) and, when the evaluation's mAP >= `min_map` and not below the latest
+approved version, publishes version N of `<model_registry_uri>/<model_group>/vN/`.
+Tasks hand over only through these locations: any task may run on any worker.
 """
 
 with DAG(
@@ -35,7 +38,8 @@ with DAG(
         job_name="sdod-demo",
         data_uri=str(STATE / "demo" / "bucket"),
         output_uri=str(STATE / "demo" / "output"),
+        model_registry_uri=str(STATE / "demo" / "registry"),
         max_runtime_seconds=1800,
     ),
 ) as dag:
-    sdod_pipeline(WORK_DIR)
+    sdod_pipeline()

@@ -21,13 +21,16 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
+if TYPE_CHECKING:
+    from sdod.config import TrainingJobSpec
+    from sdod.joblayout import JobLayout
+
 GRACE_SECONDS = 120
-EXIT_COMPLETED, EXIT_STOPPED = 0, 3
 
 
 def _pump(proc: subprocess.Popen[str], lines: queue.Queue[str | None]) -> None:
@@ -64,9 +67,12 @@ class SSDTrainingOperator(BaseOperator):
     """Run a SageMaker-style Object Detection training job with sdod on this worker.
 
     :param config: the CreateTrainingJob request (templated).
-    :param job_root_base: folder under which the job folder `<TrainingJobName>` is made.
-    :param action_if_job_exists: "timestamp" (append one to the name when a finished job of
-        that name exists) or "fail". A job folder without a finished model is resumed.
+    :param job_root_base: local folder for the job's working copy (a cache: the job reads
+        its channels from their URIs, keeps checkpoints at CheckpointConfig.S3Uri and
+        uploads `S3OutputPath/<job>/output/model.tar.gz`); default: this machine's cache.
+    :param action_if_job_exists: "timestamp" (append one to the name when
+        `S3OutputPath/<job>/output/model.tar.gz` already exists) or "fail". A job without
+        a model there yet resumes from its checkpoint, on whichever worker runs the retry.
     :param stopped_is_success: a job stopped by StoppingCondition still has a valid model
         (SageMaker documents it as usable): succeed with a warning (default) or fail.
     :param check_interval: seconds between checks of the child process.
@@ -81,7 +87,7 @@ class SSDTrainingOperator(BaseOperator):
         self,
         *,
         config: dict[str, Any] | str,
-        job_root_base: str,
+        job_root_base: str | None = None,
         action_if_job_exists: str = "timestamp",
         stopped_is_success: bool = True,
         check_interval: float = 2.0,
@@ -109,47 +115,65 @@ class SSDTrainingOperator(BaseOperator):
         self.aws_conn_id = aws_conn_id
         self._process: subprocess.Popen[str] | None = None
 
-    def _job_root(self, name: str) -> Path:
-        root = Path(self.job_root_base) / name
-        if (root / "model" / "model.tar.gz").is_file() and (
-            root / "output" / "metrics.json"
-        ).is_file():
-            if self.action_if_job_exists == "fail":
-                raise AirflowException(f"training job {name} already finished at {root}")
-            root = Path(self.job_root_base) / f"{name}-{int(time.time())}"
-        return root
+    def _named(self, config: dict[str, Any], s3: Any) -> TrainingJobSpec:
+        """The job to run: renamed with a timestamp when a job of its name has already
+        delivered a model (SageMaker refuses a duplicate TrainingJobName)."""
+        from sdod import stages
+        from sdod.storage import exists
+        from sdod.workspace import output_uris
+
+        spec = stages.parse_spec(config)
+        done = output_uris(spec).model
+        if not exists(done, s3=s3):
+            return spec
+        if self.action_if_job_exists == "fail":
+            raise AirflowException(f"training job {spec.name} already delivered {done}")
+        name = f"{spec.name[:52]}-{int(time.time())}"
+        self.log.info(
+            "training job %s already delivered %s: running it as %s", spec.name, done, name
+        )
+        return stages.parse_spec({**config, "TrainingJobName": name})
 
     def execute(self, context: Any) -> dict[str, Any]:
         from sdod import stages
-        from sdod.config import parse_job_spec
         from sdod.errors import UserError
+        from sdod.joblayout import JobLayout
+        from sdod.storage import cache_root
 
         if not isinstance(self.config, dict):
             raise AirflowException(
                 f"config must render to a dict, got {type(self.config).__name__}"
             )
+        s3 = s3_options_from_connection(self.aws_conn_id)
         try:
-            spec = parse_job_spec(self.config)
-            root = self._job_root(spec.name)
-            stages.ingest(
-                job_spec=self.config,
-                job_root=str(root),
-                s3=s3_options_from_connection(self.aws_conn_id),
-            )
+            spec = self._named(self.config, s3)
+            base = Path(self.job_root_base) if self.job_root_base else cache_root() / "train"
+            layout = JobLayout(base / spec.name)
+            stages.ingest(job_spec=spec, job_root=str(layout.root), s3=s3)
         except UserError as exc:
             raise AirflowException(f"training job spec/input: {exc}") from None
         # the job bounds itself (MaxRuntime once running; all of it within MaxWait, which
         # includes waiting for a training slot); this backstop allows the longer of the two
-        code, metrics = self._run(root, max(spec.max_runtime_seconds, spec.max_wait_seconds or 0))
-        return self._outcome(code, root, metrics, context)
+        backstop = max(spec.max_runtime_seconds, spec.max_wait_seconds or 0)
+        env = {**os.environ, **(s3.env() if s3 is not None else {})}
+        code, metrics = self._run(layout, backstop, env)
+        return self._outcome(code, layout, spec, metrics)
 
-    def _run(self, root: Path, max_runtime: int) -> tuple[int, dict[str, Any]]:
+    def _run(
+        self, layout: JobLayout, max_runtime: int, env: dict[str, str]
+    ) -> tuple[int, dict[str, Any]]:
+        from sdod.joblayout import EXIT_COMPLETED, EXIT_STOPPED
         from sdod.train.metrics import parse_metric_line
 
-        cmd = [sys.executable, "-u", "-m", "sdod", "train", "--job-root", str(root)]
+        cmd = [sys.executable, "-u", "-m", "sdod", "train", "--job-root", str(layout.root)]
         self.log.info("starting: %s", " ".join(cmd))
         self._process = proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+            env=env,
         )
         lines: queue.Queue[str | None] = queue.Queue()
         reader = threading.Thread(target=_pump, args=(proc, lines), daemon=True)
@@ -187,28 +211,35 @@ class SSDTrainingOperator(BaseOperator):
                 self._signal(signal.SIGKILL)
         code = proc.wait()
         self._process = None
-        if code == -signal.SIGTERM and terminated_at is not None and self._saved(root):
+        if code == -signal.SIGTERM and terminated_at is not None and self._saved(layout):
             # our deadline SIGTERM hit a job that had already saved its model: its own outcome
-            saved = json.loads((root / "output" / "metrics.json").read_text())
+            saved = json.loads((layout.output_dir / "metrics.json").read_text())
             code = EXIT_STOPPED if saved.get("stopped") else EXIT_COMPLETED
         return code, metrics
 
     @staticmethod
-    def _saved(root: Path) -> bool:
+    def _saved(layout: JobLayout) -> bool:
         """A complete model and its metrics were written (atomically) and nothing failed."""
         return (
-            (root / "model" / "model.tar.gz").is_file()
-            and (root / "output" / "metrics.json").is_file()
-            and not (root / "output" / "failure").exists()
+            (layout.model_dir / "model.tar.gz").is_file()
+            and (layout.output_dir / "metrics.json").is_file()
+            and not (layout.output_dir / "failure").exists()
         )
 
     def _outcome(
-        self, code: int, root: Path, metrics: dict[str, Any], context: Any
+        self, code: int, layout: JobLayout, spec: TrainingJobSpec, metrics: dict[str, Any]
     ) -> dict[str, Any]:
+        """XCom: the job's name, URIs and metrics; nothing on this machine's disk."""
+        from sdod.joblayout import EXIT_COMPLETED, EXIT_STOPPED
+        from sdod.workspace import output_uris
+
+        uris = output_uris(spec)
         maps = metrics["validation:mAP"]
         result = {
-            "job_root": str(root),
-            "model": str(root / "model" / "model.tar.gz"),
+            "job_name": spec.name,
+            "model": uris.model,
+            "output_uri": uris.output,
+            "checkpoint_uri": spec.checkpoint_uri,
             "final_validation_mAP": maps[-1]["value"] if maps else None,
             "best_validation_mAP": max((m["value"] for m in maps), default=None),
             "metrics": metrics,
@@ -222,7 +253,7 @@ class SSDTrainingOperator(BaseOperator):
                 raise AirflowException(message)
             self.log.warning("%s", message)
             return {"status": "Stopped", **result}
-        failure = root / "output" / "failure"
+        failure = layout.output_dir / "failure"
         reason = failure.read_text().strip() if failure.is_file() else f"exit code {code}"
         raise AirflowException(f"training job Failed: {reason}")
 

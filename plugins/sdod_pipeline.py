@@ -1,9 +1,10 @@
 """The sdod task group, shared by the on-demand and the scheduled DAGs.
 
 ingest -> check annotations -> pack RecordIO -> train -> evaluate -> publish. Each task
-reads its inputs, calls one `sdod.stages` function and returns a small JSON-able result
-(paths, counts, metrics); heavy libraries are imported inside the tasks, never at parse
-time. Job folders live under the work directory (a volume shared by the workers).
+reads its inputs from the object store, calls one `sdod.stages` function, writes its
+output back there and returns a small JSON-able result (URIs, counts, metrics): workers
+share no disk, so any task may run on any worker (`sdod.workspace` says where each
+stage's output lands). Heavy libraries are imported inside the tasks, never at parse time.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from sdod_operators import SSDTrainingOperator, s3_options_from_connection
 
 PROJECT = Path(__file__).resolve().parents[1]  # plugins/ sits in the project root
 STATE = Path(os.environ.get("SDOD_STATE_DIR", PROJECT / ".state"))
-WORK_DIR = os.environ.get("SDOD_WORK_DIR", str(STATE / "jobs"))
+# the work location (s3://bucket/prefix in production; a folder in the embedded default)
+WORK_URI = os.environ.get("SDOD_WORK_URI", str(STATE / "work"))
+REGISTRY_URI = os.environ.get("SDOD_MODEL_REGISTRY_URI", str(STATE / "registry"))
 
 # The embedded defaults: the sample dataset `make demo` writes, trained on CPU in minutes
 # with the light network. Point data_uri / output_uri at s3:// for your own data.
@@ -45,7 +48,13 @@ JOB_NAME_PATTERN = "^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"
 
 
 def pipeline_params(
-    *, job_name: str, data_uri: str, output_uri: str, max_runtime_seconds: int
+    *,
+    job_name: str,
+    data_uri: str,
+    output_uri: str,
+    max_runtime_seconds: int,
+    work_uri: str = WORK_URI,
+    model_registry_uri: str = REGISTRY_URI,
 ) -> dict[str, Param]:
     """The trigger form both DAGs share (JSON-schema validated by Airflow)."""
     return {
@@ -61,6 +70,25 @@ def pipeline_params(
             "image/jpeg", enum=["image/jpeg", "image/png", "application/x-image"]
         ),
         "output_uri": Param(output_uri, type="string", description="S3OutputPath"),
+        "work_uri": Param(
+            work_uri,
+            type="string",
+            minLength=1,
+            description="where the tasks hand over (snapshot, RecordIO, checkpoints): "
+            "s3://bucket/prefix, or a folder when everything runs on one machine",
+        ),
+        "model_registry_uri": Param(
+            model_registry_uri,
+            type="string",
+            minLength=1,
+            description="model registry: versions land in <registry>/<model_group>/v<N>/",
+        ),
+        "model_group": Param(
+            "",
+            type="string",
+            pattern="^([a-zA-Z0-9](-*[a-zA-Z0-9]){0,62})?$",
+            description="model package group (default: job_name)",
+        ),
         "hyperparameters": Param(
             DEMO_HYPERPARAMETERS,
             type="object",
@@ -90,10 +118,12 @@ def pipeline_params(
             type="number",
             minimum=0,
             maximum=1,
-            description="publish only at or above this mAP",
+            description="publish only when the evaluation's mAP is at least this",
         ),
         "force_publish": Param(
-            False, type="boolean", description="replace a better published model"
+            False,
+            type="boolean",
+            description="publish even below the latest approved version's mAP",
         ),
     }
 
@@ -118,7 +148,7 @@ def _user_errors_fail_fast(fn: Any) -> Any:
 
 @task
 @_user_errors_fail_fast
-def build_spec(work_dir: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+def build_spec(params: dict[str, Any] | None = None) -> dict[str, Any]:
     from sdod.config import spec_from_form
 
     p = params or {}
@@ -134,12 +164,16 @@ def build_spec(work_dir: str, params: dict[str, Any] | None = None) -> dict[str,
 
 @task
 @_user_errors_fail_fast
-def ingest(spec: dict[str, Any], work_dir: str) -> dict[str, Any]:
+def ingest(
+    spec: dict[str, Any], params: dict[str, Any] | None = None, run_id: str | None = None
+) -> dict[str, Any]:
     from sdod import stages
 
-    root = f"{work_dir}/prepare/{spec['TrainingJobName']}"
     return stages.ingest(
-        job_spec=spec, job_root=root, s3=s3_options_from_connection(AWS_CONN_ID)
+        job_spec=spec,
+        work_uri=(params or {}).get("work_uri") or WORK_URI,
+        run_id=run_id,
+        s3=s3_options_from_connection(AWS_CONN_ID),
     ).to_dict()
 
 
@@ -152,75 +186,91 @@ def check_annotations(
 
     p = params or {}
     return stages.check(
-        job_root=ingested["job_root"],
+        job_spec=ingested["spec"],
         policy=p.get("check_policy", "fail"),
         max_bad_fraction=float(p.get("max_bad_fraction", 0.1)),
         grayscale=p.get("grayscale_policy", "convert"),
+        s3=s3_options_from_connection(AWS_CONN_ID),
     ).to_dict()
 
 
 @task
 @_user_errors_fail_fast
-def pack_recordio(checked: dict[str, Any]) -> dict[str, Any]:
+def pack_recordio(
+    ingested: dict[str, Any], checked: dict[str, Any], params: dict[str, Any] | None = None
+) -> dict[str, Any]:
     from sdod import stages
 
-    return stages.pack_job(job_root=checked["job_root"]).to_dict()
+    return stages.pack_job(
+        job_spec=ingested["spec"],
+        work_uri=(params or {}).get("work_uri") or WORK_URI,
+        quarantine_uri=checked["quarantine_uri"],
+        s3=s3_options_from_connection(AWS_CONN_ID),
+    ).to_dict()
 
 
 @task
 @_user_errors_fail_fast
 def evaluate(trained: dict[str, Any], packed: dict[str, Any]) -> dict[str, Any]:
     from sdod import stages
+    from sdod.workspace import output_uris
 
+    spec = stages.parse_spec(packed["train_spec"])
     rec = packed["rec_files"].get("validation") or packed["rec_files"]["train"]
     return stages.evaluate(
-        model=trained["model"], rec=rec, out=f"{trained['job_root']}/evaluation"
+        model=trained["model"],
+        rec=rec,
+        out=output_uris(spec, trained["job_name"]).evaluation,
+        s3=s3_options_from_connection(AWS_CONN_ID),
     ).to_dict()
 
 
 @task(outlets=[MODEL_ASSET])
 @_user_errors_fail_fast
 def publish(
-    spec: dict[str, Any],
+    ingested: dict[str, Any],
     trained: dict[str, Any],
     evaluated: dict[str, Any],
     params: dict[str, Any] | None = None,
     outlet_events: Any = None,
 ) -> dict[str, Any]:
     from sdod import stages
+    from sdod.storage import join_uri
 
     p = params or {}
-    to = f"{spec['OutputDataConfig']['S3OutputPath'].rstrip('/')}/{spec['TrainingJobName']}/output/"
+    group = p.get("model_group") or ingested["job_name"]
     result = stages.publish(
         model=trained["model"],
-        to=to,
+        to=join_uri(p.get("model_registry_uri") or REGISTRY_URI, group),
+        evaluation=evaluated["metrics_file"],
         min_map=p.get("min_map"),
         force=bool(p.get("force_publish")),
+        training_job=trained["job_name"],
+        data={n: c["source"] for n, c in ingested["channels"].items()},
         s3=s3_options_from_connection(AWS_CONN_ID),
     ).to_dict()
     if outlet_events is not None:
         outlet_events[MODEL_ASSET].extra = {
             "uri": result["uri"],
+            "version": result["version"],
             "mAP": result["mAP"],
-            "job": spec["TrainingJobName"],
+            "job": trained["job_name"],
         }
-    return {**result, "evaluation": evaluated}
+    return result
 
 
-def sdod_pipeline(work_dir: str, group_id: str = "sdod") -> TaskGroup:
+def sdod_pipeline(group_id: str = "sdod") -> TaskGroup:
     """The six stages as one task group (used by `sdod_train` and `sdod_retrain`)."""
     with TaskGroup(group_id=group_id) as group:
-        spec = build_spec(work_dir)
-        ingested = ingest(spec, work_dir)
-        packed = pack_recordio(check_annotations(ingested))
+        ingested = ingest(build_spec())
+        packed = pack_recordio(ingested, check_annotations(ingested))
         train = SSDTrainingOperator(
             task_id="train",
             config=packed["train_spec"],
-            job_root_base=f"{work_dir}/train",
             aws_conn_id=AWS_CONN_ID,
             queue=TRAIN_QUEUE,
             retries=2,
         )
         evaluated = evaluate(train.output, packed)
-        publish(spec, train.output, evaluated)
+        publish(ingested, train.output, evaluated)
     return group

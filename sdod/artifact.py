@@ -28,6 +28,60 @@ MAX_JSON_BYTES = 16 << 20
 PICKLE_PREFIXES = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05", b"PK\x03\x04")
 
 
+@dataclass(frozen=True)
+class ModelConfig:
+    """What it takes to rebuild the network and read its outputs (`model_config.json`);
+    training writes it, the predictor, ONNX export and evaluate read it."""
+
+    base_network: str
+    num_classes: int
+    image_shape: int
+    class_names: tuple[str, ...] = ()
+    nms_threshold: float = 0.45
+    anchor_count: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "base_network": self.base_network,
+            "num_classes": self.num_classes,
+            "image_shape": self.image_shape,
+            "class_names": list(self.class_names),
+            "nms_threshold": self.nms_threshold,
+        }
+        if self.anchor_count is not None:
+            out["anchors"] = {"count": self.anchor_count, "format": "cx,cy,w,h input pixels"}
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], where: str = "model_config.json") -> ModelConfig:
+        for key in ("base_network", "num_classes", "image_shape"):
+            if key not in raw:
+                raise DataError(f"{where}: model_config.json has no {key!r}")
+        try:
+            anchors = raw.get("anchors") or {}
+            return cls(
+                str(raw["base_network"]),
+                int(raw["num_classes"]),
+                int(raw["image_shape"]),
+                tuple(str(n) for n in raw.get("class_names", [])),
+                float(raw.get("nms_threshold", 0.45)),
+                int(anchors["count"]) if "count" in anchors else None,
+            )
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"{where}: model_config.json has a bad value ({exc})") from None
+
+    def names(self) -> list[str]:
+        """Class names, or the class ids as text when the model has none."""
+        return list(self.class_names) or [str(c) for c in range(self.num_classes)]
+
+    def build(self, backbone_weights: Any = None) -> Any:
+        """The (untrained) SSD this config describes."""
+        from sdod.model.ssd import SSD, SSDConfig
+
+        config = SSDConfig(self.base_network, self.num_classes, self.image_shape)
+        return SSD(config, backbone_weights=backbone_weights)
+
+
 @dataclass
 class Artifact:
     weights: bytes
@@ -36,6 +90,10 @@ class Artifact:
     metrics: dict[str, Any]
     onnx: bytes | None = None
     extra: dict[str, bytes] = field(default_factory=dict)
+
+    @property
+    def model_config(self) -> ModelConfig:
+        return ModelConfig.from_dict(self.config)
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -122,9 +180,7 @@ def read_artifact(path: str | os.PathLike[str]) -> Artifact:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"{where}: a JSON member does not parse ({exc})") from None
     config = parsed["model_config.json"]
-    for key in ("base_network", "num_classes", "image_shape"):
-        if key not in config:
-            raise DataError(f"{where}: model_config.json has no {key!r}")
+    ModelConfig.from_dict(config, where)  # validates
     return Artifact(
         weights,
         parsed["hyperparams.json"],

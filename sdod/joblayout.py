@@ -19,6 +19,10 @@ from typing import Any
 from sdod.config import TrainingJobSpec
 from sdod.storage import atomic_write_json
 
+# a training job's exit codes (`sdod train`): Completed, Failed, Failed by the user's
+# input, Stopped by StoppingCondition or SIGTERM with a valid model
+EXIT_COMPLETED, EXIT_FAILED, EXIT_USER, EXIT_STOPPED = 0, 1, 2, 3
+
 
 @dataclass(frozen=True)
 class JobLayout:

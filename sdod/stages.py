@@ -1,157 +1,158 @@
 """The pipeline's front door: one function per stage, called by the CLI and the DAGs.
 
-ingest -> check -> pack -> train -> evaluate -> publish (DESIGN.md). Each takes typed
-keyword arguments and returns a small JSON-able result; heavy machinery is imported
-inside, so importing this module is cheap. Stages land here as they are built.
+ingest -> check -> pack -> train -> evaluate -> publish. Each takes typed keyword
+arguments and returns a small JSON-able result; the machinery lives behind it and is
+imported inside, so importing this module is cheap (no torch, no Great Expectations).
+
+The pipeline stages read and write URIs (`s3://…`, `file://…` or paths): where each one's
+output lands is `sdod.workspace`. Tasks on different machines share nothing else.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sdod.errors import UserError
 
 if TYPE_CHECKING:
+    from sdod.checks.gate import CheckReport
+    from sdod.checks.job import CheckResult
+    from sdod.config import TrainingJobSpec
+    from sdod.data.convert import ConvertResult
+    from sdod.data.ingest import IngestResult
     from sdod.data.pack import PackResult
-    from sdod.data.sampleset import SampleSet
+    from sdod.data.packjob import PackJobResult
+    from sdod.evaluate.run import EvaluateResult
+    from sdod.registry import PublishResult
     from sdod.storage import S3Options
     from sdod.train.job import JobOutcome
     from sdod.train.stopping import StopFlag
 
 
-@dataclass(frozen=True)
-class IngestResult:
-    job_name: str
-    job_root: str
-    channels: dict[str, dict[str, Any]]
-    pipe_channels: list[str] = field(default_factory=list)
-    ignored_fields: list[str] = field(default_factory=list)
+def parse_spec(spec: str | dict[str, Any] | TrainingJobSpec) -> TrainingJobSpec:
+    """A validated CreateTrainingJob request from a file path, a dict or a parsed spec."""
+    from sdod.config import TrainingJobSpec, load_job_spec, parse_job_spec
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    if isinstance(spec, TrainingJobSpec):
+        return spec
+    return parse_job_spec(spec) if isinstance(spec, dict) else load_job_spec(spec)
 
 
 def ingest(
-    *, job_spec: str | dict[str, Any], job_root: str, s3: S3Options | None = None, workers: int = 8
+    *,
+    job_spec: str | dict[str, Any] | TrainingJobSpec,
+    job_root: str | None = None,
+    work_uri: str | None = None,
+    run_id: str | None = None,
+    s3: S3Options | None = None,
+    workers: int = 8,
 ) -> IngestResult:
-    """Materialise each File-mode channel of a CreateTrainingJob spec under `job_root`.
+    """Bring each File-mode channel of a CreateTrainingJob spec to where the job reads it.
 
-    `job_spec` is a path to the JSON request or the dict itself. Channels go to
-    `input/data/<channel>/`, the config files to `input/config/`. Pipe-mode channels are
-    not downloaded (training streams them). A re-run transfers only what changed.
+    With `job_root`: into a local job folder (`input/data/<channel>/`, config files in
+    `input/config/`), as a SageMaker container has them. With `work_uri`: a snapshot in the
+    object store (`<work_uri>/<job>/input/<channel>/`); the result's `spec` reads it. A
+    `run_id` claims the work area for one run (another run's leftovers are cleared). Pipe
+    channels are not copied (training streams them). A re-run transfers only what changed.
     """
-    from sdod.config import load_job_spec, parse_job_spec
-    from sdod.joblayout import JobLayout, write_config
-    from sdod.storage import sync_to_local
+    from sdod.data import ingest as ingesting
 
-    spec = parse_job_spec(job_spec) if isinstance(job_spec, dict) else load_job_spec(job_spec)
-    layout = JobLayout(Path(job_root))
-    write_config(layout, spec)
-    channels, pipe = {}, []
-    for channel in spec.channels:
-        if channel.input_mode == "Pipe":
-            pipe.append(channel.name)
-            continue
-        synced = sync_to_local(
-            channel.uri, layout.channel_dir(channel.name), s3=s3, workers=workers
-        )
-        channels[channel.name] = synced.to_dict()
-    return IngestResult(spec.name, str(layout.root), channels, pipe, list(spec.ignored_fields))
+    spec = parse_spec(job_spec)
+    if (job_root is None) == (work_uri is None):
+        raise UserError("give exactly one of job_root (a local folder) and work_uri")
+    if job_root is not None:
+        return ingesting.to_job_root(spec, job_root, s3=s3, workers=workers)
+    assert work_uri is not None
+    return ingesting.to_work(spec, work_uri, run_id=run_id, s3=s3, workers=workers)
 
 
-def load_samples(
-    *, images: str | None = None, annotations: str | None = None, manifest: str | None = None
-) -> tuple[SampleSet, Path | None]:
-    """Samples from image+JSON channels or a manifest, and the folder their paths are under."""
-    if manifest and (images or annotations):
-        raise UserError("give either --manifest or --images/--annotations, not both")
-    if manifest:
-        from sdod.data.manifest import read_manifest
+def validate(*, num_classes: int, **options: Any) -> CheckReport:
+    """The annotation suite on one dataset given by paths (the CLI's `validate`): keyword
+    options as `sdod.checks.gate.validate_inputs` (images/annotations, manifest or rec,
+    label_width, policy, max_bad_fraction, report, grayscale, max_class_ratio, …)."""
+    from sdod.checks.gate import validate_inputs
 
-        sampleset = read_manifest(manifest)
-        if any(s.image.startswith("s3://") for s in sampleset.samples):
-            raise UserError(
-                f"{manifest} refers to images on S3; ingest them first (`sdod ingest`) and "
-                "point the manifest at the local copies"
-            )
-        return sampleset, Path(manifest).parent
-    if not (images and annotations):
-        raise UserError("give both --images and --annotations (or --manifest, or --lst/--root)")
-    from sdod.data.imagejson import read_image_json
-
-    return read_image_json(images, annotations), Path(images)
+    return validate_inputs(num_classes=num_classes, **options)
 
 
-def pack(
+def check(
     *,
-    out: str,
-    images: str | None = None,
-    annotations: str | None = None,
-    manifest: str | None = None,
-    lst: str | None = None,
-    root: str | None = None,
-    resize: int = 0,
-    quality: int = 95,
+    job_spec: str | dict[str, Any],
+    report_uri: str | None = None,
+    policy: str = "fail",
+    max_bad_fraction: float = 0.1,
+    grayscale: str = "convert",
+    max_class_ratio: float = 10.0,
+    s3: S3Options | None = None,
+) -> CheckResult:
+    """The annotation gate (Great Expectations) on a job's train and validation channels.
+
+    Uploads `report.json`, `quarantine.json` and `data_docs/` to `report_uri` (default
+    `<S3OutputPath>/<job>/check/`); with policy `quarantine` the list names the images
+    packing drops. Raises UserError with the summary when the gate fails.
+    """
+    from sdod.checks.job import check_job
+    from sdod.workspace import output_uris, task_cache
+
+    spec = parse_spec(job_spec)
+    return check_job(
+        spec,
+        report_uri=report_uri or output_uris(spec).check,
+        cache=task_cache(spec.name, "check"),
+        policy=policy,
+        max_bad_fraction=max_bad_fraction,
+        grayscale=grayscale,
+        max_class_ratio=max_class_ratio,
+        s3=s3,
+    )
+
+
+def pack(*, out: str, **inputs: Any) -> PackResult:
+    """Pack a dataset into MXNet RecordIO `out.rec/.idx/.lst` (im2rec's detection layout):
+    inputs as `sdod.data.pack.pack_inputs` (images/annotations, manifest or lst/root;
+    resize, quality, workers, shards)."""
+    from sdod.data.pack import pack_inputs
+
+    return pack_inputs(out=out, **inputs)
+
+
+def pack_job(
+    *,
+    job_spec: str | dict[str, Any],
+    work_uri: str,
+    quarantine_uri: str | None = None,
     workers: int = 1,
-    shards: int = 1,
-) -> PackResult:
-    """Pack a dataset into MXNet RecordIO `out.rec/.idx/.lst` (im2rec's detection layout)."""
-    from sdod.data import pack as packing
+    s3: S3Options | None = None,
+) -> PackJobResult:
+    """Pack a job's train/validation channels (less what the check quarantined) into
+    RecordIO at `<work_uri>/<job>/packed/<channel>/`, and derive the training request
+    whose channels are those prefixes (checkpoints default to `<work_uri>/<job>/checkpoints/`)."""
+    from sdod.checks.job import read_quarantine
+    from sdod.data.packjob import pack_job as run
+    from sdod.storage import join_uri
+    from sdod.workspace import JobURIs, task_cache
 
-    if lst:
-        if images or annotations or manifest:
-            raise UserError("give --lst with --root only")
-        if not root:
-            raise UserError("--lst needs --root, the folder the .lst paths are relative to")
-        items = packing.items_from_lst(lst, root)
-    else:
-        sampleset, base = load_samples(images=images, annotations=annotations, manifest=manifest)
-        items = packing.items_from_samples(sampleset, base)
-    options = packing.PackOptions(resize=resize, quality=quality)
-    if shards > 1:
-        parts = packing.pack_sharded(items, out, shards=shards, options=options, workers=workers)
-        return packing.PackResult(
-            rec=",".join(p.rec for p in parts),
-            idx=",".join(p.idx for p in parts),
-            lst=",".join(p.lst for p in parts),
-            records=sum(p.records for p in parts),
-            bytes=sum(p.bytes for p in parts),
-            seconds=sum(p.seconds for p in parts),
-        )
-    return packing.pack(items, out, options=options, workers=workers)
+    spec = parse_spec(job_spec)
+    uris = JobURIs.of(spec, work_uri)
+    return run(
+        spec,
+        out_uri=join_uri(uris.work, "packed"),
+        cache=task_cache(spec.name, "pack"),
+        quarantine=read_quarantine(quarantine_uri, s3=s3),
+        checkpoint_uri=uris.checkpoints,
+        workers=workers,
+        s3=s3,
+    )
 
 
-def convert(
-    *,
-    to: str,
-    out: str,
-    channel: str = "train",
-    images: str | None = None,
-    annotations: str | None = None,
-    manifest: str | None = None,
-    rec: str | None = None,
-    coco: str | None = None,
-    voc: str | None = None,
-) -> Any:
-    """Read any supported input and write it in one of SageMaker's training formats."""
-    from sdod.data.convert import convert as run
+def convert(*, to: str, out: str, **inputs: Any) -> ConvertResult:
+    """Any supported input (image+JSON, manifest, .rec, COCO, Pascal VOC) into one of
+    SageMaker's training formats; inputs as `sdod.data.convert.convert_inputs`."""
+    from sdod.data.convert import convert_inputs
 
-    if coco or voc:
-        if not images:
-            raise UserError("--coco/--voc need --images, the folder holding the image files")
-        from sdod.data.importers import read_coco, read_voc
-
-        sampleset = read_coco(coco, images) if coco else read_voc(voc, images)  # type: ignore[arg-type]
-    elif rec:
-        from sdod.data.recfile import read_rec
-
-        sampleset = read_rec(rec)
-    else:
-        sampleset = load_samples(images=images, annotations=annotations, manifest=manifest)[0]
-    return run(sampleset, to=to, out=out, channel=channel)
+    return convert_inputs(to=to, out=out, **inputs)
 
 
 def train(
@@ -164,22 +165,17 @@ def train(
     nproc_per_node: int | None = None,
     rdzv_endpoint: str | None = None,
 ) -> JobOutcome:
-    """Run a training job: from a job root made by `ingest`, or from a spec (ingest first).
-
-    With only `job_spec`, the job root is `./jobs/<TrainingJobName>`. The outcome says
-    Completed, Stopped (StoppingCondition; the artifact is valid) or Failed.
+    """Run a training job: from a job root made by `ingest`, or from a spec (ingested first
+    into `job_root`, default `./jobs/<TrainingJobName>`). The outcome says Completed,
+    Stopped (StoppingCondition; the artifact is valid) or Failed; the job uploads its
+    model.tar.gz (or `failure`) to `S3OutputPath/<job>/output/`.
     """
     from sdod.train.job import train_job
 
     if job_spec is not None:
-        if job_root is None:
-            from sdod.config import load_job_spec, parse_job_spec
-
-            spec = (
-                parse_job_spec(job_spec) if isinstance(job_spec, dict) else load_job_spec(job_spec)
-            )
-            job_root = str(Path("jobs") / spec.name)
-        ingest(job_spec=job_spec, job_root=job_root, s3=s3)
+        spec = parse_spec(job_spec)
+        job_root = job_root or str(Path("jobs") / spec.name)
+        ingest(job_spec=spec, job_root=job_root, s3=s3)
     if job_root is None:
         raise UserError("give --job-root (a folder made by `sdod ingest`) or --job-spec")
     return train_job(
@@ -187,342 +183,62 @@ def train(
     )
 
 
-EVALUATE_METRICS = ("voc07", "voc", "coco")
+def evaluate(*, model: str, **options: Any) -> EvaluateResult:
+    """Detections of `model` (a file, an object URI or a registry version) on a dataset,
+    then mAP per class: VOC (GluonCV semantics) at `overlap_threshold` (default: the
+    model's hyperparameter), or COCO's AP .50:.95. With `out` (a folder or prefix):
+    `metrics.json`, `per_class_ap.csv`, `pr_curves/*.png`, `examples/*.png`. Options as
+    `sdod.evaluate.run.evaluate` (images/annotations, manifest or rec; metric, out, …)."""
+    from sdod.evaluate.run import evaluate as run
 
-
-@dataclass(frozen=True)
-class EvaluateResult:
-    metric: str
-    overlap_threshold: float
-    images: int
-    mAP: float | None
-    per_class: dict[str, float | None]
-    metrics_file: str | None = None
-    coco: dict[str, float | None] | None = None  # AP, AP50, AP75, by size, AR (metric coco)
-    plots: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def evaluate(
-    *,
-    model: str,
-    images: str | None = None,
-    annotations: str | None = None,
-    manifest: str | None = None,
-    rec: str | None = None,
-    metric: str = "voc07",
-    overlap_threshold: float | None = None,
-    out: str | None = None,
-    examples: int = 4,
-) -> EvaluateResult:
-    """Detections of `model` on a dataset, then mAP per class: VOC (GluonCV semantics) at
-    `overlap_threshold`, or COCO's AP .50:.95 with AP50, AP75 and AP by object size.
-
-    `overlap_threshold` defaults to the model's hyperparameter. With `out`: `metrics.json`,
-    `per_class_ap.csv`, one precision-recall curve per class (`pr_curves/*.png`, VOC at
-    `overlap_threshold`) and `examples` images with true and predicted boxes
-    (`examples/*.png`).
-    """
-    import torch
-
-    from sdod.evaluate.detect import detect, ground_truth
-    from sdod.evaluate.report import write_files
-    from sdod.evaluate.score import summary
-    from sdod.evaluate.voc import voc_map
-    from sdod.serve.predictor import Predictor
-    from sdod.storage import atomic_write_json
-
-    if metric not in EVALUATE_METRICS:
-        raise UserError(f"--metric must be one of {', '.join(EVALUATE_METRICS)}, got {metric!r}")
-    predictor = Predictor.load(model)
-    if rec:
-        from sdod.data.recfile import read_rec
-
-        samples = read_rec(rec).samples
-    else:
-        samples = load_samples(images=images, annotations=annotations, manifest=manifest)[0].samples
-    iou = overlap_threshold
-    if iou is None:
-        from sdod.artifact import read_artifact
-
-        iou = float(read_artifact(model).hyperparams.get("overlap_threshold", 0.5))
-    if not 0 < iou <= 1:
-        raise UserError(f"--overlap-threshold must be in (0, 1], got {iou}")
-    info = predictor.info
-    det = detect(
-        predictor.model, samples, device=torch.device("cpu"), nms_threshold=info.nms_threshold
-    )
-    assert det is not None
-    gt = ground_truth(samples)
-    names = info.class_names or [str(c) for c in range(info.num_classes)]
-    voc_metric = metric if metric != "coco" else "voc07"
-    voc = voc_map(det, gt, num_classes=info.num_classes, iou_threshold=iou, metric=voc_metric)
-    s = summary(voc, names)
-    coco = None
-    if metric == "coco":
-        from sdod.evaluate.coco import coco_map
-
-        sizes = [(smp.width, smp.height) for smp in samples]
-        result = coco_map(det, gt, sizes, info.num_classes)
-        coco = result.stats
-        s = {
-            "metric": "coco",
-            "iou_threshold": "0.50:0.95",
-            "per_class": {names[c]: ap for c, ap in result.ap.items()},
-            "mAP": result.map,
-            "coco": coco,
-        }
-    path, plots = None, []
-    if out:
-        folder = Path(out)
-        path = str(atomic_write_json(folder / "metrics.json", {**s, "images": len(samples)}))
-        plots = write_files(folder, s["per_class"], voc, det, samples, names, examples)
-    return EvaluateResult(metric, iou, len(samples), s["mAP"], s["per_class"], path, coco, plots)
-
-
-@dataclass(frozen=True)
-class PublishResult:
-    published: bool
-    uri: str
-    mAP: float | None
-    previous_mAP: float | None
-    reason: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    return run(model=model, **options)
 
 
 def publish(
     *,
     model: str,
     to: str,
+    evaluation: str | None = None,
     min_map: float | None = None,
     force: bool = False,
+    training_job: str | None = None,
+    data: dict[str, str] | None = None,
     s3: S3Options | None = None,
 ) -> PublishResult:
-    """The gated upload: `model` goes to `to` (an object URI ending in .tar.gz, or a prefix
-    that gets `model.tar.gz`) with `metrics.json` beside it, only if its validation mAP is
-    at least `min_map` and not below the model already published there (unless `force`).
-    Raises UserError when the gate refuses; nothing is written then.
-    """
-    import json
-    import tempfile
+    """The gated promotion: `model` becomes version N+1 of the model group `to`
+    (`<registry>/<group>`) when the evaluation's mAP (`evaluation`: its metrics.json) is
+    at least `min_map` and not below the latest approved version (unless `force`).
+    `approval.json` is written last; a refusal raises UserError and writes nothing."""
+    from sdod.registry import publish as promote
 
-    from sdod.artifact import read_artifact
-    from sdod.storage import atomic_write_json, is_s3, local_path, s3_filesystem, upload_file
-
-    artifact = read_artifact(model)  # validates before anything is uploaded
-    score = artifact.metrics.get("validation:mAP")
-    target = to if to.endswith(".tar.gz") else to.rstrip("/") + "/model.tar.gz"
-    metrics_uri = (
-        target[: -len("model.tar.gz")] + "metrics.json"
-        if target.endswith("/model.tar.gz")
-        else target + ".metrics.json"
-    )
-    if min_map is not None and (score is None or score < min_map):
-        raise UserError(f"validation mAP {score} is below --min-map {min_map}; nothing published")
-    previous = None
-    try:
-        if is_s3(metrics_uri):
-            with s3_filesystem(s3).open(metrics_uri[len("s3://") :], "rb") as f:
-                previous = json.load(f).get("validation:mAP")
-        elif local_path(metrics_uri).is_file():
-            previous = json.loads(local_path(metrics_uri).read_text()).get("validation:mAP")
-    except FileNotFoundError:
-        previous = None
-    if previous is not None and score is not None and score < previous and not force:
-        raise UserError(
-            f"validation mAP {score} is below the published model's {previous} at {target}; "
-            "nothing published (use --force to replace it anyway)"
-        )
-    upload_file(model, target, s3=s3)
-    with tempfile.TemporaryDirectory() as tmp:
-        atomic_write_json(Path(tmp) / "metrics.json", artifact.metrics)
-        upload_file(Path(tmp) / "metrics.json", metrics_uri, s3=s3)
-    return PublishResult(True, target, score, previous, "published")
-
-
-def validate(
-    *,
-    num_classes: int,
-    images: str | None = None,
-    annotations: str | None = None,
-    manifest: str | None = None,
-    rec: str | None = None,
-    label_width: int = 350,
-    policy: str = "fail",
-    max_bad_fraction: float = 0.1,
-    report: str | None = None,
-    workers: int = 2,
-    grayscale: str = "convert",
-    max_class_ratio: float = 10.0,
-    gx_project: str | None = None,
-) -> Any:
-    """Run the annotation suite on one dataset (the CLI's `validate`)."""
-    from sdod.checks.gate import run_checks
-
-    # non-strict readers: the gate reports (or quarantines) every bad record with the rest
-    if rec:
-        from sdod.data.recfile import read_rec
-
-        data = read_rec(rec, strict=False)
-    elif manifest:
-        from sdod.data.manifest import read_manifest
-
-        data = read_manifest(manifest, strict=False)
-    elif images and annotations:
-        from sdod.data.imagejson import read_image_json
-
-        data = read_image_json(images, annotations, strict=False)
-    else:
-        data = load_samples(images=images, annotations=annotations, manifest=manifest)[0]
-    return run_checks(
-        {"train": data},
-        num_classes=num_classes,
-        label_width=label_width,
-        policy=policy,
-        max_bad_fraction=max_bad_fraction,
-        report_dir=report,
-        workers=workers,
-        grayscale=grayscale,
-        max_class_ratio=max_class_ratio,
-        gx_project=gx_project,
+    return promote(
+        model=model,
+        group=to,
+        evaluation=evaluation,
+        min_map=min_map,
+        force=force,
+        training_job=training_job,
+        data=data,
+        s3=s3,
     )
 
 
-@dataclass(frozen=True)
-class CheckResult:
-    job_root: str
-    passed: bool
-    summary: str
-    report_file: str
-    quarantined: int
-    images: dict[str, int]
+def resolve_model(uri: str, *, s3: S3Options | None = None) -> Path:
+    """A local model.tar.gz for a file, an object URI, a registry version or group."""
+    from sdod.registry import resolve_model as resolve
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    return resolve(uri, s3=s3)
 
 
-def check(
-    *,
-    job_root: str,
-    policy: str = "fail",
-    max_bad_fraction: float = 0.1,
-    grayscale: str = "convert",
-    max_class_ratio: float = 10.0,
-) -> CheckResult:
-    """The annotation gate on an ingested job: the Great Expectations suite over the train
-    and validation channels. Writes `<job_root>/check/report.json` and Data Docs; with
-    policy `quarantine`, `<job_root>/check/quarantine.json` lists the images packing drops.
-    Raises UserError with the summary when the gate fails.
-    """
-    from sdod.checks.gate import run_checks
-    from sdod.config import load_job_spec
-    from sdod.hyperparameters import parse_hyperparameters
-    from sdod.joblayout import JobLayout
-    from sdod.storage import atomic_write_json
-    from sdod.train.job import read_channel
+def export_onnx(*, model: str, out: str | None = None) -> dict[str, Any]:
+    """Add `model.onnx` to a model.tar.gz (in place, or as a new archive `out`)."""
+    from sdod.serve.onnx import add_onnx
 
-    layout = JobLayout(Path(job_root))
-    spec = load_job_spec(layout.spec_file)
-    hp = parse_hyperparameters(spec.hyperparameters)
-    channels = {}
-    for name in ("train", "validation"):
-        channel = spec.channel(name)
-        if channel is not None:
-            channels[name] = read_channel(layout, spec, channel, strict=False)
-    out = layout.root / "check"
-    report = run_checks(
-        channels,
-        num_classes=hp.num_classes,
-        label_width=hp.label_width,
-        policy=policy,
-        max_bad_fraction=max_bad_fraction,
-        grayscale=grayscale,
-        max_class_ratio=max_class_ratio,
-        report_dir=out,
-    )
-    atomic_write_json(out / "quarantine.json", report.quarantined)
-    if not report.passed:
-        raise UserError(f"{report.summary()}\nreport: {report.report_file}")
-    return CheckResult(
-        str(layout.root),
-        True,
-        report.summary(),
-        str(report.report_file),
-        len(report.quarantined),
-        report.images,
-    )
+    return add_onnx(model, out)
 
 
-@dataclass(frozen=True)
-class PackJobResult:
-    job_root: str
-    records: dict[str, int]
-    rec_files: dict[str, str]
-    train_spec: dict[str, Any]
+def layers(*, base_network: str, image_shape: int = 300, pattern: str | None = None) -> list[str]:
+    """The layer names of a network that `freeze_layer_pattern` matches (all without one)."""
+    from sdod.model.ssd import layer_names
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def pack_job(*, job_root: str, workers: int = 1) -> PackJobResult:
-    """Pack the train/validation channels of an ingested job into RecordIO under
-    `<job_root>/packed/`, and derive the training spec whose channels are those files
-    (`application/x-recordio`), as a SageMaker user who packs first would send it."""
-    import copy
-    import json
-
-    from sdod.config import load_job_spec
-    from sdod.data import pack as packing
-    from sdod.joblayout import JobLayout
-    from sdod.train.job import read_channel
-
-    layout = JobLayout(Path(job_root))
-    spec = load_job_spec(layout.spec_file)
-    listed = layout.root / "check" / "quarantine.json"  # written by `check`
-    quarantined = json.loads(listed.read_text()) if listed.is_file() else []
-    records, files, channels = {}, {}, []
-    for name in ("train", "validation"):
-        channel = spec.channel(name)
-        if channel is None:
-            continue
-        data = read_channel(layout, spec, channel, strict=False)
-        dropped = {q["key"] for q in quarantined}
-        quarantined_files = {q["file"] for q in quarantined}
-        unlisted = [p for p in data.problems if p["file"] not in quarantined_files]
-        if unlisted:  # the check stage fails on these unless it quarantined them
-            first = unlisted[0]
-            raise UserError(f"channel {name}: {first['file']}: {first['message']} (check first)")
-        data.samples = [s for s in data.samples if f"{name}/{s.key}" not in dropped]
-        prefix = layout.root / "packed" / name / name
-        result = packing.pack(
-            packing.items_from_samples(data, layout.channel_dir(name)),
-            prefix,
-            workers=workers,
-            progress=False,
-        )
-        records[name], files[name] = result.records, result.rec
-        if data.categories:  # RecordIO has no class names: keep them beside the .rec
-            from sdod.storage import atomic_write_json
-
-            atomic_write_json(
-                prefix.parent / "classes.json", {str(k): v for k, v in data.categories.items()}
-            )
-        channels.append(
-            {
-                "ChannelName": name,
-                "ContentType": "application/x-recordio",
-                "InputMode": "File",
-                "DataSource": {
-                    "S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": str(prefix.parent)}
-                },
-            }
-        )
-    derived = copy.deepcopy(spec.raw)
-    derived["InputDataConfig"] = channels + [
-        c for c in derived["InputDataConfig"] if c["ChannelName"] == "model"
-    ]
-    return PackJobResult(str(layout.root), records, files, derived)
+    return layer_names(base_network, image_shape, pattern)

@@ -54,9 +54,42 @@ class S3Options:
             opts["client_kwargs"] = client
         return opts
 
+    def env(self) -> dict[str, str]:
+        """The same settings as AWS environment variables, for a child process (botocore
+        reads `AWS_ENDPOINT_URL`); only the fields that are set."""
+        pairs = {
+            "AWS_ENDPOINT_URL": self.endpoint_url,
+            "AWS_DEFAULT_REGION": self.region_name,
+            "AWS_ACCESS_KEY_ID": self.access_key_id,
+            "AWS_SECRET_ACCESS_KEY": self.secret_access_key,
+            "AWS_SESSION_TOKEN": self.session_token,
+        }
+        return {k: v for k, v in pairs.items() if v}
+
 
 def is_s3(uri: str) -> bool:
     return str(uri).startswith("s3://")
+
+
+def join_uri(base: str | os.PathLike[str], *parts: str) -> str:
+    """`base/part/...` for an `s3://` or `file://` URI or a path (no doubled slashes)."""
+    out = os.fspath(base).rstrip("/")
+    for part in parts:
+        out = f"{out}/{part.strip('/')}"
+    return out
+
+
+def cache_root() -> Path:
+    """This machine's cache for task inputs (`SDOD_CACHE_DIR`, else a folder in the system's
+    temporary directory). Only caches live here: deleting it between tasks loses nothing."""
+    configured = os.environ.get("SDOD_CACHE_DIR")
+    root = (
+        Path(configured)
+        if configured
+        else Path(tempfile.gettempdir()) / f"sdod-cache-{os.getuid()}"
+    )
+    root.mkdir(parents=True, exist_ok=True)
+    return root
 
 
 def local_path(uri: str | os.PathLike[str]) -> Path:
@@ -375,3 +408,155 @@ def open_stream(
         f = local_path(uri).open("rb")
     with f:
         yield f
+
+
+def exists(uri: str, *, s3: S3Options | None = None) -> bool:
+    """Whether the object or file `uri` exists."""
+    if is_s3(uri):
+        fs = s3_filesystem(s3)
+        try:
+            return bool(fs.isfile(uri[len("s3://") :]))
+        except Exception as exc:
+            raise _s3_errors(uri, exc) from exc
+    return local_path(uri).is_file()
+
+
+def remove_tree(uri: str, *, s3: S3Options | None = None) -> int:
+    """Delete every object under the prefix (or files under the folder); how many."""
+    if is_s3(uri):
+        fs = s3_filesystem(s3)
+        path = uri[len("s3://") :].rstrip("/")
+        try:
+            keys = list(fs.find(path + "/"))
+            if keys:
+                fs.rm(keys)
+        except Exception as exc:
+            raise _s3_errors(uri, exc) from exc
+        return len(keys)
+    root = local_path(uri)
+    count = sum(1 for p in root.rglob("*") if p.is_file()) if root.is_dir() else 0
+    shutil.rmtree(root, ignore_errors=True)
+    return count
+
+
+def remove(uri: str, *, s3: S3Options | None = None) -> None:
+    """Delete one object or file, if it exists."""
+    if is_s3(uri):
+        fs = s3_filesystem(s3)
+        try:
+            if fs.isfile(uri[len("s3://") :]):
+                fs.rm_file(uri[len("s3://") :])
+        except Exception as exc:
+            raise _s3_errors(uri, exc) from exc
+        return
+    local_path(uri).unlink(missing_ok=True)
+
+
+def fetch_file(uri: str, dest: str | os.PathLike[str], *, s3: S3Options | None = None) -> Path:
+    """Download one object (or copy one file) to `dest`, atomically (temporary name, rename)."""
+    target = Path(dest)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.part")
+    try:
+        if is_s3(uri):
+            fs = s3_filesystem(s3)
+            try:
+                with_retries(uri, lambda: fs.get_file(uri[len("s3://") :], str(tmp)))
+            except Exception as exc:
+                raise _s3_errors(uri, exc) from exc
+        else:
+            source = local_path(uri)
+            if not source.is_file():
+                raise UserError(f"{uri}: no such file")
+            shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def _md5(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def copy_tree(
+    src: str, dst: str, *, s3: S3Options | None = None, workers: int = 8, progress: bool = False
+) -> SyncResult:
+    """Mirror the objects under `src` to `dst`, each of which may be S3, `file://` or a path.
+
+    To a local folder this is `sync_to_local`. To S3: S3 sources are copied server-side,
+    local files uploaded; an object already at `dst` with the same size and content (ETag,
+    or the local file's MD5) is skipped, and objects under `dst` that `src` lacks are
+    removed, so `dst` ends as a snapshot of `src`.
+    """
+    if not is_s3(dst):
+        return sync_to_local(src, local_path(dst), s3=s3, workers=workers, progress=progress)
+    start = time.perf_counter()
+    objects, single = _list(src, s3)
+    if not objects:
+        raise UserError(f"{src}: matches no objects; check the bucket and prefix")
+    fs = s3_filesystem(s3)
+    base = dst[len("s3://") :].rstrip("/")
+    try:
+        there = fs.find(base + "/", detail=True)
+    except Exception as exc:
+        raise _s3_errors(dst, exc) from exc
+    present = {k[len(base) + 1 :]: v for k, v in there.items() if v.get("type") == "file"}
+    src_base = src[len("s3://") :].rstrip("/") if is_s3(src) else None
+    src_root = None if is_s3(src) else local_path(src)
+
+    def source_of(rel: str) -> str:
+        if src_base is not None:
+            return src_base if single else f"{src_base}/{rel}"
+        assert src_root is not None
+        return os.fspath(src_root if single else src_root / rel)
+
+    def unchanged(rel: str) -> bool:
+        info = present.get(rel)
+        if info is None or int(info["size"]) != objects[rel].size:
+            return False
+        theirs = str(info.get("ETag", "")).strip('"')
+        ours = (
+            objects[rel].version.strip('"') if src_base is not None else _md5(Path(source_of(rel)))
+        )
+        return theirs == ours
+
+    todo = [rel for rel in objects if not unchanged(rel)]
+
+    def transfer(rel: str) -> int:
+        target = f"{base}/{rel}"
+        try:
+            if src_base is not None:
+                with_retries(target, lambda: fs.copy(source_of(rel), target))
+            else:
+                with_retries(target, lambda: fs.put_file(source_of(rel), target))
+        except Exception as exc:
+            raise _s3_errors(f"s3://{target}", exc) from exc
+        return objects[rel].size
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        moved = sum(pool.map(transfer, todo))
+    stale = [f"{base}/{rel}" for rel in present if rel not in objects]
+    if stale:
+        try:
+            fs.rm(stale)
+        except Exception as exc:
+            raise _s3_errors(dst, exc) from exc
+    return SyncResult(
+        src, dst, len(objects), len(todo), len(objects) - len(todo), len(stale), moved,
+        round(time.perf_counter() - start, 3),
+    )  # fmt: skip
+
+
+def upload_tree(
+    local: str | os.PathLike[str], uri: str, *, s3: S3Options | None = None, workers: int = 8
+) -> str:
+    """Copy a local folder's files to the prefix or folder `uri` (a snapshot: see copy_tree)."""
+    copy_tree(os.fspath(local), uri, s3=s3, workers=workers)
+    return uri

@@ -88,3 +88,18 @@ def test_the_image_installs_the_pins_and_the_package(compose: dict[str, Any]) ->
     dockerfile = compose["x-airflow-common"]["build"]["dockerfile_inline"]
     assert "pip install --no-cache-dir -r requirements.txt -c requirements.lock" in dockerfile
     assert "-e ." in dockerfile
+
+
+def test_workers_share_no_disk_only_the_object_store(compose: dict[str, Any]) -> None:
+    """Tasks hand over through S3: no volume may be mounted by two Airflow services except
+    the logs, and the work and registry locations are in the bucket MinIO creates."""
+    services = compose["services"]
+    mounted: dict[str, set[str]] = {}
+    for name in AIRFLOW:
+        for volume in services[name].get("volumes", []):
+            mounted.setdefault(volume.split(":")[0], set()).add(name)
+    shared = {v for v, users in mounted.items() if len(users) > 1} - {"airflow-logs"}
+    assert shared == set(), f"volumes shared by Airflow services: {shared}"
+    env = compose["x-airflow-common"]["environment"]
+    assert env["SDOD_WORK_URI"].startswith("s3://sdod/")
+    assert env["SDOD_MODEL_REGISTRY_URI"].startswith("s3://sdod/")

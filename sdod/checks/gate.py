@@ -320,3 +320,51 @@ def run_checks(
         report.report_file = str(out / "report.json")
         atomic_write_json(out / "report.json", report.to_dict())
     return report
+
+
+def validate_inputs(
+    *,
+    num_classes: int,
+    images: str | None = None,
+    annotations: str | None = None,
+    manifest: str | None = None,
+    rec: str | None = None,
+    label_width: int = 350,
+    policy: str = "fail",
+    max_bad_fraction: float = 0.1,
+    report: str | None = None,
+    workers: int = 2,
+    grayscale: str = "convert",
+    max_class_ratio: float = 10.0,
+    gx_project: str | None = None,
+) -> CheckReport:
+    """Run the annotation suite on one dataset (the CLI's `validate`)."""
+    # non-strict readers: the gate reports (or quarantines) every bad record with the rest
+    if rec:
+        from sdod.data.recfile import read_rec
+
+        data = read_rec(rec, strict=False)
+    elif manifest:
+        from sdod.data.manifest import read_manifest
+
+        data = read_manifest(manifest, strict=False)
+    elif images and annotations:
+        from sdod.data.imagejson import read_image_json
+
+        data = read_image_json(images, annotations, strict=False)
+    else:
+        from sdod.data.channels import samples_from_paths
+
+        data = samples_from_paths(images=images, annotations=annotations, manifest=manifest)[0]
+    return run_checks(
+        {"train": data},
+        num_classes=num_classes,
+        label_width=label_width,
+        policy=policy,
+        max_bad_fraction=max_bad_fraction,
+        report_dir=report,
+        workers=workers,
+        grayscale=grayscale,
+        max_class_ratio=max_class_ratio,
+        gx_project=gx_project,
+    )

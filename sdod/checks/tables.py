@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from sdod.data.dataset import read_image_bytes
+from sdod.data.images import read_image_bytes
 from sdod.data.sample import Sample
 
 NORMALIZED_LIMIT = 1.5  # every coordinate below this on a larger image: 0..1, not pixels

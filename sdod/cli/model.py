@@ -73,7 +73,7 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _configure_evaluate(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="model.tar.gz")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--data", help="a .rec file or a .manifest file")
     p.add_argument("--images", help="image channel folder (with --annotations)")
     p.add_argument("--annotations", help="annotation channel folder")
@@ -109,7 +109,7 @@ def _run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _configure_predict(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="model.tar.gz")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("images", nargs="+", help="JPEG or PNG files")
     p.add_argument("--score-threshold", type=float, default=0.0)
     p.add_argument("--top-k", type=int, default=None)
@@ -119,9 +119,10 @@ def _configure_predict(p: argparse.ArgumentParser) -> None:
 def _run_predict(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from sdod import stages
     from sdod.serve.predictor import Predictor
 
-    predictor = Predictor.load(args.model, backend=args.backend)
+    predictor = Predictor.load(stages.resolve_model(args.model), backend=args.backend)
     for image in args.images:
         try:
             data = Path(image).read_bytes()
@@ -137,7 +138,7 @@ def _run_predict(args: argparse.Namespace) -> int:
 
 
 def _configure_batch_predict(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="model.tar.gz")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--input", required=True, help="folder or s3:// prefix of JPEG/PNG images")
     p.add_argument("--output", required=True, help="folder or s3:// prefix for the responses")
     p.add_argument("--score-threshold", type=float, default=0.0)
@@ -155,10 +156,11 @@ def _configure_batch_predict(p: argparse.ArgumentParser) -> None:
 def _run_batch_predict(args: argparse.Namespace) -> int:
     import sys
 
+    from sdod import stages
     from sdod.serve.batch import batch_predict
     from sdod.serve.predictor import Predictor
 
-    predictor = Predictor.load(args.model, backend=args.backend)
+    predictor = Predictor.load(stages.resolve_model(args.model), backend=args.backend)
     result = batch_predict(
         predictor,
         args.input,
@@ -181,16 +183,27 @@ def _run_batch_predict(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+MODEL_HELP = (
+    "model.tar.gz: a file, an s3:// object, a registry version (<registry>/<group>/v<N>/) "
+    "or a model group (its latest approved version)"
+)
+
+
 def _configure_inspect(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="model.tar.gz")
+    p.add_argument("model", help=MODEL_HELP)
 
 
 def _run_inspect(args: argparse.Namespace) -> dict[str, Any]:
+    from sdod import stages
     from sdod.artifact import read_artifact
+    from sdod.registry import approval_of
 
-    artifact = read_artifact(args.model)
+    path = stages.resolve_model(args.model)
+    artifact = read_artifact(path)
     metrics = {k: v for k, v in artifact.metrics.items() if k != "history"}
     return {
+        "model": args.model,
+        "approval": approval_of(args.model),
         "config": artifact.config,
         "hyperparameters": artifact.hyperparams,
         "metrics": metrics,
@@ -212,11 +225,20 @@ def _render_inspect(r: dict[str, Any]) -> str:
             f"(best epoch {m.get('best_epoch')})",
             f"hyperparameters: {json.dumps(r['hyperparameters'])}",
         ]
+        + (
+            [
+                f"registry: version {a['ModelPackageVersion']} of {a['ModelPackageGroupName']}, "
+                f"{a['ModelApprovalStatus']} at {a['CreationTime']}, {a['mAP_source']} mAP "
+                f"{a['mAP']}"
+            ]
+            if (a := r.get("approval"))
+            else []
+        )
     )
 
 
 def _configure_serve(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="model.tar.gz")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080, help="(8080, as SageMaker containers)")
     p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"])
@@ -224,10 +246,11 @@ def _configure_serve(p: argparse.ArgumentParser) -> None:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
+    from sdod import stages
     from sdod.serve.http import make_server
     from sdod.serve.predictor import Predictor
 
-    predictor = Predictor.load(args.model, backend=args.backend)
+    predictor = Predictor.load(stages.resolve_model(args.model), backend=args.backend)
     try:
         server = make_server(predictor, args.host, args.port, args.max_request_bytes)
     except OSError as exc:
@@ -247,33 +270,35 @@ def _configure_export_onnx(p: argparse.ArgumentParser) -> None:
 
 
 def _run_export_onnx(args: argparse.Namespace) -> dict[str, Any]:
-    from safetensors.torch import load
+    from sdod import stages
 
-    from sdod.artifact import read_artifact, write_artifact
-    from sdod.model.ssd import SSD, SSDConfig
-    from sdod.serve.onnx import export_onnx
-
-    artifact = read_artifact(args.model)
-    c = artifact.config
-    model = SSD(SSDConfig(str(c["base_network"]), int(c["num_classes"]), int(c["image_shape"])))
-    model.load_state_dict(load(artifact.weights))
-    artifact.onnx = export_onnx(model)
-    out = write_artifact(args.out or args.model, artifact)
-    return {"model": str(out), "onnx_bytes": len(artifact.onnx)}
+    return stages.export_onnx(model=args.model, out=args.out)
 
 
 def _configure_publish(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="model.tar.gz")
-    p.add_argument("--to", required=True, help="s3://bucket/prefix/ or a local folder or .tar.gz")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
+    p.add_argument(
+        "--to", required=True, help="the model group: <registry>/<group> (s3:// or a folder)"
+    )
+    p.add_argument(
+        "--evaluation",
+        help="metrics.json of `sdod evaluate --out` to gate on (default: the training mAP)",
+    )
     p.add_argument("--min-map", type=float, default=None, help="refuse below this mAP")
-    p.add_argument("--force", action="store_true", help="replace a better published model")
+    p.add_argument(
+        "--force", action="store_true", help="publish even below the latest approved version"
+    )
 
 
 def _run_publish(args: argparse.Namespace) -> dict[str, Any]:
     from sdod import stages
 
     return stages.publish(
-        model=args.model, to=args.to, min_map=args.min_map, force=args.force
+        model=args.model,
+        to=args.to,
+        evaluation=args.evaluation,
+        min_map=args.min_map,
+        force=args.force,
     ).to_dict()
 
 
@@ -287,26 +312,11 @@ def _configure_layers(p: argparse.ArgumentParser) -> None:
 
 
 def _run_layers(args: argparse.Namespace) -> int:
-    import re
+    from sdod import stages
 
-    import torch
-
-    from sdod.model.ssd import SSD, SSDConfig
-
-    with torch.device("meta"):  # names only: no memory, no compute
-        names = list(SSD(SSDConfig(args.base_network, 1, args.image_shape)).layer_names())
-    if args.pattern:
-        try:
-            regex = re.compile(args.pattern)
-        except re.error as exc:
-            raise UserError(
-                f"--pattern {args.pattern!r} is not a valid regular expression ({exc})"
-            ) from None
-        names = [n for n in names if regex.search(n)]
-        if not names:
-            raise UserError(
-                f"freeze_layer_pattern {args.pattern!r} matches no layer of {args.base_network}"
-            )
+    names = stages.layers(
+        base_network=args.base_network, image_shape=args.image_shape, pattern=args.pattern
+    )
     print(json.dumps(names) if args.json else "\n".join(names))
     return EXIT_OK
 

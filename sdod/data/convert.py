@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from sdod.data.dataset import read_image_bytes
 from sdod.data.imagejson import write_image_json
+from sdod.data.images import read_image_bytes
 from sdod.data.manifest import write_manifest
 from sdod.data.sample import Sample
 from sdod.data.sampleset import SampleSet
@@ -85,3 +85,33 @@ def convert(
             refs = [f"{channel}/{Path(s.image).name}" for s in copied.samples]
             files = [str(write_manifest(copied, out / f"{channel}.manifest", source_refs=refs))]
     return ConvertResult(to, str(out), len(sampleset), sampleset.num_boxes, files)
+
+
+def convert_inputs(
+    *,
+    to: str,
+    out: str,
+    channel: str = "train",
+    images: str | None = None,
+    annotations: str | None = None,
+    manifest: str | None = None,
+    rec: str | None = None,
+    coco: str | None = None,
+    voc: str | None = None,
+) -> Any:
+    """Read any supported input and write it in one of SageMaker's training formats."""
+    if coco or voc:
+        if not images:
+            raise UserError("--coco/--voc need --images, the folder holding the image files")
+        from sdod.data.importers import read_coco, read_voc
+
+        sampleset = read_coco(coco, images) if coco else read_voc(voc, images)  # type: ignore[arg-type]
+    elif rec:
+        from sdod.data.recfile import read_rec
+
+        sampleset = read_rec(rec)
+    else:
+        from sdod.data.channels import samples_from_paths
+
+        sampleset = samples_from_paths(images=images, annotations=annotations, manifest=manifest)[0]
+    return convert(sampleset, to=to, out=out, channel=channel)

@@ -204,3 +204,45 @@ def pack(
     atomic_write_bytes(lst, ("\n".join(lines) + "\n").encode())
     seconds = time.perf_counter() - start
     return PackResult(str(rec), str(idx), str(lst), len(items), writer.offset, seconds)
+
+
+def pack_inputs(
+    *,
+    out: str,
+    images: str | None = None,
+    annotations: str | None = None,
+    manifest: str | None = None,
+    lst: str | None = None,
+    root: str | None = None,
+    resize: int = 0,
+    quality: int = 95,
+    workers: int = 1,
+    shards: int = 1,
+) -> PackResult:
+    """Pack a dataset into MXNet RecordIO `out.rec/.idx/.lst` (im2rec's detection layout)."""
+    from sdod.data import pack as packing
+    from sdod.data.channels import samples_from_paths
+
+    if lst:
+        if images or annotations or manifest:
+            raise UserError("give --lst with --root only")
+        if not root:
+            raise UserError("--lst needs --root, the folder the .lst paths are relative to")
+        items = packing.items_from_lst(lst, root)
+    else:
+        sampleset, base = samples_from_paths(
+            images=images, annotations=annotations, manifest=manifest
+        )
+        items = packing.items_from_samples(sampleset, base)
+    options = packing.PackOptions(resize=resize, quality=quality)
+    if shards > 1:
+        parts = packing.pack_sharded(items, out, shards=shards, options=options, workers=workers)
+        return packing.PackResult(
+            rec=",".join(p.rec for p in parts),
+            idx=",".join(p.idx for p in parts),
+            lst=",".join(p.lst for p in parts),
+            records=sum(p.records for p in parts),
+            bytes=sum(p.bytes for p in parts),
+            seconds=sum(p.seconds for p in parts),
+        )
+    return packing.pack(items, out, options=options, workers=workers)

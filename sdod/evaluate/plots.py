@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from sdod.data.dataset import read_image_bytes
+from sdod.data.images import read_image_bytes
 from sdod.data.sample import Sample
 from sdod.evaluate.voc import Detections
 

@@ -123,3 +123,24 @@ class SSD(nn.Module):
             for param in self.layer_names()[name]:
                 param.requires_grad_(False)
         return frozen
+
+
+def layer_names(base_network: str, image_shape: int = 300, pattern: str | None = None) -> list[str]:
+    """The MXNet-style layer names of a network (what `freeze_layer_pattern` matches), only
+    those `pattern` matches when given; built on the meta device (no memory, no compute)."""
+    from sdod.errors import UserError
+
+    with torch.device("meta"):
+        names = list(SSD(SSDConfig(base_network, 1, image_shape)).layer_names())
+    if pattern is None:
+        return names
+    try:
+        regex = re.compile(pattern)
+    except re.error as exc:
+        raise UserError(
+            f"--pattern {pattern!r} is not a valid regular expression ({exc})"
+        ) from None
+    matched = [n for n in names if regex.search(n)]
+    if not matched:
+        raise UserError(f"freeze_layer_pattern {pattern!r} matches no layer of {base_network}")
+    return matched

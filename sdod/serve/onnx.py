@@ -6,6 +6,7 @@ from __future__ import annotations
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,3 +45,17 @@ class OnnxRunner:
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         cls, box = self.session.run(None, {"image": np.ascontiguousarray(images.cpu().numpy())})
         return torch.from_numpy(cls), torch.from_numpy(box)
+
+
+def add_onnx(model: str | Path, out: str | Path | None = None) -> dict[str, Any]:
+    """Add `model.onnx` to the archive `model` (rewritten in place, or written to `out`)."""
+    from safetensors.torch import load
+
+    from sdod.artifact import read_artifact, write_artifact
+
+    artifact = read_artifact(model)
+    network = artifact.model_config.build()
+    network.load_state_dict(load(artifact.weights))
+    artifact.onnx = export_onnx(network)
+    written = write_artifact(out or model, artifact)
+    return {"model": str(written), "onnx_bytes": len(artifact.onnx)}

@@ -7,27 +7,16 @@ sorted by descending score.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from sdod.artifact import read_artifact
+from sdod.artifact import ModelConfig, read_artifact
 from sdod.data.dataset import decode_rgb, eval_transform
 from sdod.errors import DataError, UserError
 from sdod.model.postprocess import postprocess
-from sdod.model.ssd import SSD, SSDConfig
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    base_network: str
-    num_classes: int
-    image_shape: int
-    class_names: list[str]
-    nms_threshold: float
-
+from sdod.model.ssd import SSD
 
 BACKENDS = ("torch", "onnxruntime")
 
@@ -40,9 +29,15 @@ class Predictor:
     """
 
     def __init__(
-        self, model: SSD, info: ModelInfo, device: torch.device, runner: Any = None
+        self,
+        model: SSD,
+        info: ModelConfig,
+        device: torch.device,
+        runner: Any = None,
+        hyperparams: dict[str, str] | None = None,
     ) -> None:
         self.model, self.info, self.device = model, info, device
+        self.hyperparams = hyperparams or {}
         self.run = runner or model
         self.transform = eval_transform(info.image_shape)
 
@@ -51,15 +46,8 @@ class Predictor:
         from safetensors.torch import load
 
         artifact = read_artifact(path)
-        cfg = artifact.config
-        info = ModelInfo(
-            str(cfg["base_network"]),
-            int(cfg["num_classes"]),
-            int(cfg["image_shape"]),
-            [str(n) for n in cfg.get("class_names", [])],
-            float(cfg.get("nms_threshold", 0.45)),
-        )
-        model = SSD(SSDConfig(info.base_network, info.num_classes, info.image_shape))
+        info = artifact.model_config
+        model = info.build()
         try:
             model.load_state_dict(load(artifact.weights))
         except RuntimeError as exc:
@@ -76,7 +64,7 @@ class Predictor:
             from sdod.serve.onnx import OnnxRunner
 
             runner, dev = OnnxRunner(artifact.onnx), torch.device("cpu")
-        return cls(model.to(dev).eval(), info, dev, runner)
+        return cls(model.to(dev).eval(), info, dev, runner, artifact.hyperparams)
 
     @torch.no_grad()
     def predict(

@@ -20,18 +20,17 @@ from typing import Any
 
 import torch
 
-from sdod.artifact import Artifact, write_artifact
-from sdod.config import Channel, TrainingJobSpec, load_job_spec
+from sdod.artifact import Artifact, ModelConfig, write_artifact
+from sdod.config import TrainingJobSpec, load_job_spec
+from sdod.data.channels import read_channel
 from sdod.data.sampleset import SampleSet
 from sdod.errors import DataError, UserError
 from sdod.hyperparameters import Hyperparameters, parse_hyperparameters
-from sdod.joblayout import JobLayout
+from sdod.joblayout import EXIT_COMPLETED, EXIT_FAILED, EXIT_STOPPED, EXIT_USER, JobLayout
 from sdod.storage import atomic_write_bytes
 from sdod.train.distributed import OUTCOME_FILE, LaunchPlan, World, launch, plan_launch
 from sdod.train.slots import WaitTimeout, training_slot
 from sdod.train.stopping import StopFlag
-
-EXIT_COMPLETED, EXIT_FAILED, EXIT_USER, EXIT_STOPPED = 0, 1, 2, 3
 
 
 @dataclass
@@ -39,75 +38,13 @@ class JobOutcome:
     status: str
     exit_code: int
     job_root: str
-    artifact: str | None = None
+    artifact: str | None = None  # the local model.tar.gz
     metrics: dict[str, Any] = field(default_factory=dict)
     message: str = ""
+    model_uri: str | None = None  # S3OutputPath/<job>/output/model.tar.gz once uploaded
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def read_channel(
-    layout: JobLayout, spec: TrainingJobSpec, channel: Channel, *, strict: bool = True
-) -> SampleSet:
-    """Samples of a channel, whatever its format. `strict=False` skips problem files or
-    records and lists them in `SampleSet.problems` for the annotation gate."""
-    folder = layout.channel_dir(channel.name)
-    if channel.input_mode == "Pipe":  # streamed from the channel's URI, nothing downloaded
-        from sdod.data.pipe import pipe_channel
-
-        return pipe_channel(
-            channel.uri,
-            name=channel.name,
-            augmented=channel.s3_data_type == "AugmentedManifestFile",
-            attribute_names=channel.attribute_names or ("source-ref", "bounding-box"),
-            manifest_dir=folder,
-            strict=strict,
-        )
-    if not folder.is_dir():
-        raise UserError(f"channel {channel.name}: {folder} is missing; run `sdod ingest` first")
-    manifests = sorted(folder.rglob("*.manifest"))
-    if channel.s3_data_type == "AugmentedManifestFile" or manifests:
-        from sdod.data.manifest import read_manifest
-
-        if len(manifests) != 1:
-            raise UserError(
-                f"channel {channel.name}: expected one .manifest file in {folder}, "
-                f"found {len(manifests)}"
-            )
-        return read_manifest(
-            manifests[0], channel.attribute_names or ("source-ref", "bounding-box"), strict=strict
-        )
-    recs = sorted(folder.rglob("*.rec"))
-    if channel.content_type == "application/x-recordio" or recs:
-        from sdod.data.recfile import read_rec
-
-        if not recs:
-            raise UserError(
-                f"channel {channel.name}: ContentType is application/x-recordio "
-                f"but {folder} has no .rec file"
-            )
-        sets = [read_rec(rec, strict=strict) for rec in recs]
-        names = folder / "classes.json"  # written by `pack_job`: RecordIO carries no names
-        categories = (
-            {int(k): str(v) for k, v in json.loads(names.read_text()).items()}
-            if names.is_file()
-            else {}
-        )
-        return SampleSet(
-            [s for ss in sets for s in ss.samples],
-            categories,
-            [p for ss in sets for p in ss.problems],
-        )
-    annotations = spec.channel(f"{channel.name}_annotation")
-    if annotations is None:
-        raise UserError(
-            f"channel {channel.name} holds images but there is no "
-            f"{channel.name}_annotation channel (SageMaker's image format needs both)"
-        )
-    from sdod.data.imagejson import read_image_json
-
-    return read_image_json(folder, layout.channel_dir(annotations.name), strict=strict)
 
 
 def check_labels(data: SampleSet, hp: Hyperparameters, channel: str) -> None:
@@ -146,8 +83,9 @@ def incremental_weights(
     from sdod.artifact import read_artifact
 
     artifact = read_artifact(archives[0])
+    theirs_config = artifact.model_config
     for name, ours in (("base_network", hp.base_network), ("num_classes", hp.num_classes)):
-        theirs = artifact.config.get(name)
+        theirs = getattr(theirs_config, name)
         if theirs != ours:
             raise UserError(
                 f"channel model: {archives[0].name} was trained with {name}={theirs}, but this "
@@ -206,10 +144,12 @@ def _resumable(
     from sdod.train.optim import make_optimizer
 
     path = layout.checkpoint_dir / ckpt.NAME
+    source = str(path)
     if spec.checkpoint_uri and not path.is_file():
         # a restarted job on another machine fetches the synced checkpoint; none yet: fresh start
         with contextlib.suppress(UserError):
             sync_to_local(spec.checkpoint_uri, layout.checkpoint_dir, progress=False)
+            source = spec.checkpoint_uri.rstrip("/") + "/" + ckpt.NAME
     model.to(device)
     optimizer = make_optimizer(model, hp)
     start, resume = 0, None
@@ -228,7 +168,7 @@ def _resumable(
             saved.best_state,
             saved.history,
         )
-        log(f"resuming from checkpoint {path}: {saved.epoch} epoch(s) done")
+        log(f"resuming from checkpoint {source}: {saved.epoch} epoch(s) done")
 
     def on_epoch_end(epoch: int, m: Any, opt: torch.optim.Optimizer, result: Any) -> None:
         state = {k: v.detach().cpu() for k, v in m.state_dict().items()}
@@ -281,14 +221,13 @@ def train_job(
         stop = StopFlag()
         if threading.current_thread() is threading.main_thread():
             stop.install_signal_handlers()  # SIGTERM: stop at the next step and save the model
+    spec: TrainingJobSpec | None = None
     try:
-        if world.size > 1:  # a torchrun worker: its launcher holds the slot
+        spec = _load_spec(layout)
+        if world.size > 1:  # a torchrun worker: its launcher holds the slot and uploads
             world.init()
-            outcome = _run(
-                layout, _load_spec(layout), log if world.is_main else _quiet, stop, world
-            )
+            outcome = _run(layout, spec, log if world.is_main else _quiet, stop, world)
         else:
-            spec = _load_spec(layout)
             max_wait = spec.max_wait_seconds
             with training_slot(spec.name, max_wait=max_wait, log=log, should_stop=stop.is_set):
                 if stop.deadline is None:  # MaxRuntime from now; the whole job within MaxWait
@@ -297,8 +236,10 @@ def train_job(
                         stop.deadline = min(stop.deadline, stop.start + max_wait)
                 plan = _launch_plan(layout, spec, nproc_per_node, rdzv_endpoint)
                 if plan.distributed:
-                    return _launched(layout, plan, log, stop)
-                outcome = _run(layout, spec, log, stop, world)
+                    outcome = _launched(layout, plan, log, stop)
+                else:
+                    outcome = _run(layout, spec, log, stop, world)
+            outcome = _deliver(spec, outcome, log)
     except UserError as exc:
         message, code = str(exc), EXIT_USER
     except Exception as exc:  # an internal error (or no slot in time): the job fails
@@ -313,7 +254,46 @@ def train_job(
         atomic_write_bytes(layout.output_dir / "failure", (message + "\n").encode())
     log(f"sdod train: job failed{'' if world.is_main else f' (rank {world.rank})'}: {message}")
     outcome = JobOutcome("Failed", code, str(layout.root), message=message)
+    if spec is not None and world.size == 1:
+        _upload_failure(spec, message, log)
     _write_outcome(layout, world, outcome)
+    return outcome
+
+
+def _upload_failure(spec: TrainingJobSpec, message: str, log: Callable[[str], None]) -> None:
+    """`S3OutputPath/<job>/output/failure`, as SageMaker leaves it (best effort: the job has
+    failed already; an unreachable store must not hide why)."""
+    from sdod.storage import write_bytes
+    from sdod.workspace import output_uris
+
+    uri = output_uris(spec).failure
+    try:
+        write_bytes(uri, (message + "\n").encode())
+    except Exception as exc:
+        log(f"sdod train: could not write {uri} ({exc})")
+
+
+def _deliver(spec: TrainingJobSpec, outcome: JobOutcome, log: Callable[[str], None]) -> JobOutcome:
+    """Upload the job's model.tar.gz to `S3OutputPath/<job>/output/` (Completed and Stopped
+    jobs), or its failure reason beside it. The object appears whole or not at all: one S3
+    PUT (a multipart upload is invisible until completed), or a local rename."""
+    from sdod.storage import remove, upload_file
+    from sdod.workspace import output_uris
+
+    uris = output_uris(spec)
+    if outcome.status == "Failed":
+        _upload_failure(spec, outcome.message, log)
+        return outcome
+    if outcome.artifact is None:  # another machine's launcher: rank 0's machine uploads
+        return outcome
+    try:
+        upload_file(outcome.artifact, uris.model)
+    except UserError as exc:
+        raise RuntimeError(f"the model was trained but could not be uploaded: {exc}") from None
+    with contextlib.suppress(Exception):  # an earlier attempt's failure no longer holds
+        remove(uris.failure)
+    outcome.model_uri = uris.model
+    log(f"sdod train: model.tar.gz uploaded to {uris.model}")
     return outcome
 
 
@@ -380,7 +360,6 @@ def _run(
     stop: StopFlag,
     world: World,
 ) -> JobOutcome:
-    from sdod.model.ssd import SSD, SSDConfig
     from sdod.train.loop import fit
 
     hp = parse_hyperparameters(spec.hyperparameters)
@@ -405,14 +384,14 @@ def _run(
         from sdod.model.pretrained import find_weights, load_weights
 
         weights = load_weights(find_weights(hp.base_network))
-    config = SSDConfig(hp.base_network, hp.num_classes, hp.image_shape)
     seed = os.environ.get("SDOD_SEED")
     if seed is not None:  # reproducible initial weights; by default each run draws its own
         try:
             torch.manual_seed(int(seed))
         except ValueError:
             raise UserError(f"SDOD_SEED must be an integer, got {seed!r}") from None
-    model = SSD(config, backbone_weights=weights)  # (DDP gives every rank rank 0's weights)
+    shape = ModelConfig(hp.base_network, hp.num_classes, hp.image_shape)
+    model = shape.build(backbone_weights=weights)  # (DDP gives every rank rank 0's weights)
     if base is not None:
         state, archive = base
         try:
@@ -465,16 +444,14 @@ def _run(
     artifact = Artifact(
         weights=_weights_bytes(result.best_state),
         hyperparams=hp.to_strings(),
-        config={
-            **{
-                "base_network": hp.base_network,
-                "num_classes": hp.num_classes,
-                "image_shape": hp.image_shape,
-            },
-            "class_names": _class_names(train, hp.num_classes),
-            "nms_threshold": hp.nms_threshold,
-            "anchors": {"count": int(model.anchors.shape[0]), "format": "cx,cy,w,h input pixels"},
-        },
+        config=ModelConfig(
+            hp.base_network,
+            hp.num_classes,
+            hp.image_shape,
+            tuple(_class_names(train, hp.num_classes)),
+            hp.nms_threshold,
+            int(model.anchors.shape[0]),
+        ).to_dict(),
         metrics=metrics,
     )
     path = write_artifact(layout.model_dir / "model.tar.gz", artifact)

@@ -41,11 +41,20 @@ def _operator(config: dict[str, Any], tmp_path: Path, **kwargs: Any) -> Any:
                                aws_conn_id=None, check_interval=0.2, **kwargs)  # fmt: skip
 
 
-def test_completed_job_returns_metrics(data: Path, tmp_path: Path) -> None:
+def test_completed_job_returns_metrics_and_uris(data: Path, tmp_path: Path) -> None:
+    from airflow.sdk.exceptions import AirflowException
+
     result = _operator(_config(data, "op-ok", epochs="2"), tmp_path).execute({})
     assert result["status"] == "Completed" and result["exit_code"] == 0
     assert [m["epoch"] for m in result["metrics"]["validation:mAP"]] == [0, 1]
-    assert Path(result["model"]).is_file()
+    assert result["model"] == str(data / "out" / "op-ok" / "output" / "model.tar.gz")
+    assert Path(result["model"]).is_file() and "job_root" not in result  # no local paths
+    # the name has delivered a model: SageMaker refuses a duplicate, the operator renames
+    again = _operator(_config(data, "op-ok"), tmp_path).execute({})
+    assert again["job_name"].startswith("op-ok-") and Path(again["model"]).is_file()
+    assert again["model"] == str(data / "out" / again["job_name"] / "output" / "model.tar.gz")
+    with pytest.raises(AirflowException, match="already delivered"):
+        _operator(_config(data, "op-ok"), tmp_path, action_if_job_exists="fail").execute({})
 
 
 def test_stopped_job_succeeds_with_a_valid_model_or_fails_as_configured(

@@ -1,0 +1,118 @@
+"""The annotation gate on a job's train and validation channels, as a pipeline stage.
+
+Reads the channels from where the spec points (the object store, through a local cache),
+runs the suite and uploads `report.json`, `quarantine.json` and the Data Docs to the
+check location (`<S3OutputPath>/<job>/check/`), so the report opens from anywhere and the
+pack stage, on any worker, drops what was quarantined. Paths in the quarantine list are
+relative to the job (`input/data/<channel>/<file>`), not to this machine.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from sdod.config import TrainingJobSpec
+from sdod.errors import UserError
+from sdod.storage import S3Options, atomic_write_json, join_uri, upload_tree
+
+QUARANTINE = "quarantine.json"
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    job_name: str
+    passed: bool
+    summary: str
+    report_uri: str  # <check>/report.json
+    quarantine_uri: str  # <check>/quarantine.json
+    data_docs_uri: str | None
+    quarantined: int
+    images: dict[str, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def relative_file(path: str | None, root: Path) -> str | None:
+    """A problem's file as a path inside the job folder (the same on every machine)."""
+    if not path:
+        return path
+    try:
+        return Path(path).resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return path
+
+
+def check_job(
+    spec: TrainingJobSpec,
+    *,
+    report_uri: str,
+    cache: Path,
+    policy: str = "fail",
+    max_bad_fraction: float = 0.1,
+    grayscale: str = "convert",
+    max_class_ratio: float = 10.0,
+    s3: S3Options | None = None,
+) -> CheckResult:
+    from sdod.checks.gate import run_checks
+    from sdod.data.channels import read_channel
+    from sdod.data.ingest import to_job_root
+    from sdod.hyperparameters import parse_hyperparameters
+    from sdod.joblayout import JobLayout
+
+    hp = parse_hyperparameters(spec.hyperparameters)
+    to_job_root(spec, str(cache), s3=s3)
+    layout = JobLayout(cache)
+    channels = {}
+    for name in ("train", "validation"):
+        channel = spec.channel(name)
+        if channel is not None:
+            channels[name] = read_channel(layout, spec, channel, strict=False)
+    out = cache / "check"
+    report = run_checks(
+        channels,
+        num_classes=hp.num_classes,
+        label_width=hp.label_width,
+        policy=policy,
+        max_bad_fraction=max_bad_fraction,
+        grayscale=grayscale,
+        max_class_ratio=max_class_ratio,
+        report_dir=out,
+    )
+    quarantined = [{**q, "file": relative_file(q.get("file"), cache)} for q in report.quarantined]
+    atomic_write_json(out / QUARANTINE, quarantined)
+    upload_tree(out, report_uri, s3=s3)
+    report_file = join_uri(report_uri, "report.json")
+    docs = join_uri(report_uri, "data_docs") if (out / "data_docs").is_dir() else None
+    if not report.passed:
+        raise UserError(f"{report.summary()}\nreport: {report_file}")
+    return CheckResult(
+        spec.name,
+        True,
+        report.summary(),
+        report_file,
+        join_uri(report_uri, QUARANTINE),
+        docs,
+        len(quarantined),
+        report.images,
+    )
+
+
+def read_quarantine(uri: str | None, *, s3: S3Options | None = None) -> list[dict[str, Any]]:
+    """The check stage's quarantine list (empty without one)."""
+    if not uri:
+        return []
+    from sdod.storage import read_bytes
+
+    try:
+        listed = json.loads(read_bytes(uri, s3=s3))
+    except (FileNotFoundError, UserError) as exc:
+        raise UserError(
+            f"quarantine list {uri} cannot be read ({exc}); run the check first"
+        ) from None
+    if not isinstance(listed, list):
+        raise UserError(f"{uri}: a quarantine list must be a JSON array")
+    return listed

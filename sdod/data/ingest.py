@@ -1,0 +1,105 @@
+"""Ingest: a job's channels from where the user keeps them to where the job reads them.
+
+Two destinations. `to_job_root` materialises each File-mode channel in a local job folder
+(`input/data/<channel>/`), as SageMaker does inside a training container. `to_work`
+snapshots each File-mode channel into the work location in the object store
+(`<work_uri>/<job>/input/<channel>/`), so the later tasks, on any worker, read the same
+data even if the source changes; the spec it returns points at the snapshot.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sdod.config import TrainingJobSpec
+from sdod.storage import (
+    S3Options,
+    copy_tree,
+    read_bytes,
+    remove_tree,
+    sync_to_local,
+    write_bytes,
+)
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    job_name: str
+    job_root: str  # the local job folder, or the job's work URI
+    channels: dict[str, dict[str, Any]]
+    pipe_channels: list[str] = field(default_factory=list)
+    ignored_fields: list[str] = field(default_factory=list)
+    spec: dict[str, Any] | None = None  # to_work: the spec reading the snapshot
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def streamed(mode: str) -> bool:
+    """Channels read in place (never downloaded whole)."""
+    return mode == "Pipe"
+
+
+def to_job_root(
+    spec: TrainingJobSpec, job_root: str, *, s3: S3Options | None = None, workers: int = 8
+) -> IngestResult:
+    from sdod.joblayout import JobLayout, write_config
+
+    layout = JobLayout(Path(job_root))
+    write_config(layout, spec)
+    channels, pipe = {}, []
+    for channel in spec.channels:
+        if streamed(channel.input_mode):
+            pipe.append(channel.name)
+            continue
+        synced = sync_to_local(
+            channel.uri, layout.channel_dir(channel.name), s3=s3, workers=workers
+        )
+        channels[channel.name] = synced.to_dict()
+    return IngestResult(spec.name, str(layout.root), channels, pipe, list(spec.ignored_fields))
+
+
+def _claim(marker: str, work: str, run_id: str, s3: S3Options | None) -> bool:
+    """Make `work` this run's: a work area left by another run is cleared (its checkpoints
+    must not resume this run). True when it was cleared."""
+    try:
+        owner = json.loads(read_bytes(marker, s3=s3)).get("run_id")
+    except Exception:  # no marker yet (or unreadable): nothing of another run to keep
+        owner = None
+    cleared = owner != run_id
+    if cleared:
+        remove_tree(work, s3=s3)
+    write_bytes(marker, json.dumps({"run_id": run_id}).encode(), s3=s3)
+    return cleared
+
+
+def to_work(
+    spec: TrainingJobSpec,
+    work_uri: str,
+    *,
+    run_id: str | None = None,
+    s3: S3Options | None = None,
+    workers: int = 8,
+) -> IngestResult:
+    from sdod.workspace import JobURIs
+
+    uris = JobURIs.of(spec, work_uri)
+    if run_id is not None:
+        _claim(uris.run_marker, uris.work, run_id, s3)
+    staged = copy.deepcopy(spec.raw)
+    channels, pipe = {}, []
+    for raw, channel in zip(staged["InputDataConfig"], spec.channels, strict=True):
+        if streamed(channel.input_mode):
+            pipe.append(channel.name)
+            continue
+        target = uris.input(channel.name)
+        synced = copy_tree(channel.uri, target, s3=s3, workers=workers)
+        channels[channel.name] = synced.to_dict()
+        raw["DataSource"]["S3DataSource"]["S3Uri"] = target
+    return IngestResult(
+        spec.name, uris.work, channels, pipe, list(spec.ignored_fields), spec=staged
+    )

@@ -1,0 +1,124 @@
+"""The evaluate stage: a model's detections on a dataset, scored, with its files.
+
+The model may be a local archive, an object URI or a registry version; a `.rec` data set
+may be on S3 (it is fetched into the local cache); `out` may be a folder or a prefix in
+the object store (the files are written locally, then uploaded).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sdod.errors import UserError
+from sdod.storage import S3Options, atomic_write_json, is_s3, join_uri, upload_tree
+
+METRICS = ("voc07", "voc", "coco")
+
+
+@dataclass(frozen=True)
+class EvaluateResult:
+    metric: str
+    overlap_threshold: float
+    images: int
+    mAP: float | None
+    per_class: dict[str, float | None]
+    metrics_file: str | None = None  # URI of metrics.json under `out`
+    coco: dict[str, float | None] | None = None  # AP, AP50, AP75, by size, AR (metric coco)
+    plots: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _samples(
+    rec: str | None,
+    images: str | None,
+    annotations: str | None,
+    manifest: str | None,
+    s3: S3Options | None,
+) -> list[Any]:
+    if rec:
+        from sdod.data.recfile import read_rec
+        from sdod.storage import cache_root, fetch_file
+
+        if is_s3(rec):
+            local = cache_root() / "evaluate" / rec[len("s3://") :]
+            rec = str(fetch_file(rec, local, s3=s3))
+        return read_rec(rec).samples
+    from sdod.data.channels import samples_from_paths
+
+    return samples_from_paths(images=images, annotations=annotations, manifest=manifest)[0].samples
+
+
+def evaluate(
+    *,
+    model: str,
+    images: str | None = None,
+    annotations: str | None = None,
+    manifest: str | None = None,
+    rec: str | None = None,
+    metric: str = "voc07",
+    overlap_threshold: float | None = None,
+    out: str | None = None,
+    examples: int = 4,
+    s3: S3Options | None = None,
+) -> EvaluateResult:
+    import torch
+
+    from sdod.evaluate.detect import detect, ground_truth
+    from sdod.evaluate.report import write_files
+    from sdod.evaluate.score import summary
+    from sdod.evaluate.voc import voc_map
+    from sdod.registry import resolve_model
+    from sdod.serve.predictor import Predictor
+
+    if metric not in METRICS:
+        raise UserError(f"--metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    predictor = Predictor.load(resolve_model(model, s3=s3))
+    samples = _samples(rec, images, annotations, manifest, s3)
+    iou = overlap_threshold
+    if iou is None:
+        iou = float(predictor.hyperparams.get("overlap_threshold", 0.5))
+    if not 0 < iou <= 1:
+        raise UserError(f"--overlap-threshold must be in (0, 1], got {iou}")
+    info = predictor.info
+    det = detect(
+        predictor.model, samples, device=torch.device("cpu"), nms_threshold=info.nms_threshold
+    )
+    assert det is not None
+    gt = ground_truth(samples)
+    names = info.names()
+    voc_metric = metric if metric != "coco" else "voc07"
+    voc = voc_map(det, gt, num_classes=info.num_classes, iou_threshold=iou, metric=voc_metric)
+    s = summary(voc, names)
+    coco = None
+    if metric == "coco":
+        from sdod.evaluate.coco import coco_map
+
+        sizes = [(smp.width, smp.height) for smp in samples]
+        result = coco_map(det, gt, sizes, info.num_classes)
+        coco = result.stats
+        s = {
+            "metric": "coco",
+            "iou_threshold": "0.50:0.95",
+            "per_class": {names[c]: ap for c, ap in result.ap.items()},
+            "mAP": result.map,
+            "coco": coco,
+        }
+    path, plots = None, []
+    if out:
+        remote = is_s3(out) or out.startswith("file://")
+        with tempfile.TemporaryDirectory(prefix="sdod-evaluate-") as tmp:
+            folder = Path(tmp) if remote else Path(out)
+            atomic_write_json(folder / "metrics.json", {**s, "images": len(samples)})
+            written = write_files(folder, s["per_class"], voc, det, samples, names, examples)
+            if remote:
+                upload_tree(folder, out, s3=s3)
+                plots = [join_uri(out, str(Path(p).relative_to(folder))) for p in written]
+                path = join_uri(out, "metrics.json")
+            else:
+                plots, path = written, str(folder / "metrics.json")
+    return EvaluateResult(metric, iou, len(samples), s["mAP"], s["per_class"], path, coco, plots)
