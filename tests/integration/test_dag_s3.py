@@ -74,8 +74,10 @@ def _local_strings(value: Any) -> list[str]:
     """Every string in an XCom value that names something on a local disk."""
     if isinstance(value, str):
         try:
-            return _local_strings(json.loads(value)) if value[:1] in "[{" else (
-                [value] if value.startswith(("/", "file://")) or os.path.isabs(value) else []
+            return (
+                _local_strings(json.loads(value))
+                if value[:1] in "[{"
+                else ([value] if value.startswith(("/", "file://")) or os.path.isabs(value) else [])
             )
         except json.JSONDecodeError:
             return []

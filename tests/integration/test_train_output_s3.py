@@ -125,7 +125,9 @@ def test_killed_job_resumes_from_the_s3_checkpoint_on_an_empty_disk(
     second = _train(spec, tmp_path / "worker-b")  # a fresh worker, an empty disk
     out = second.communicate(timeout=300)[0]
     assert second.returncode == 0, out
-    prefix = "resuming from checkpoint s3://sdod-test/train-output/checkpoints/resume-s3/checkpoint.pt: "
+    prefix = (
+        "resuming from checkpoint s3://sdod-test/train-output/checkpoints/resume-s3/checkpoint.pt: "
+    )
     line = next(line for line in out.splitlines() if line.startswith(prefix))
     done_before = int(line[len(prefix) :].split()[0])
     assert 1 <= done_before < 8
