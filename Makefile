@@ -24,17 +24,25 @@ AIRFLOW_ENV := AIRFLOW_HOME=$(abspath $(STATE))/airflow \
 	AIRFLOW__CORE__DAGS_FOLDER=$(abspath dags) \
 	AIRFLOW__CORE__PLUGINS_FOLDER=$(abspath plugins) \
 	AIRFLOW__CORE__LOAD_EXAMPLES=False \
-	SDOD_STATE_DIR=$(abspath $(STATE))
+	SDOD_STATE_DIR=$(abspath $(STATE)) \
+	SDOD_CACHE_DIR=$(abspath $(STATE))/cache
+
+# The demo's progress: each task as it starts, the epoch lines as they come; the whole
+# Airflow output stays in $(STATE)/demo-airflow.log.
+DEMO_LOG := $(STATE)/demo-airflow.log
+PROGRESS := sdod train:|validation mAP|Executing|Marking task|annotation check|resuming
 
 demo: setup
-	@rm -rf $(STATE)/jobs $(DEMO)/output
+	@rm -rf $(STATE)/jobs $(STATE)/work $(STATE)/cache $(DEMO)/output $(DEMO)/registry
 	$(BIN)/python -m sdod make-sample-data --out $(DEMO)/bucket
 	@test -f $(STATE)/airflow/airflow.db || $(AIRFLOW_ENV) $(BIN)/airflow db migrate >/dev/null
-	$(AIRFLOW_ENV) $(BIN)/airflow dags test sdod_train > $(STATE)/demo-airflow.log 2>&1 || \
-		{ tail -40 $(STATE)/demo-airflow.log; echo "demo: the DAG run failed (full log: $(STATE)/demo-airflow.log)"; exit 1; }
-	@grep -E "validation mAP|sdod train:" $(STATE)/demo-airflow.log | sed -E 's/.*\] (#|sdod)/\1/; s/ \[airflow.*//' | tail -6
-	@$(BIN)/python -m sdod inspect-model $(DEMO)/output/sdod-demo/output/model.tar.gz | head -3
-	@echo "demo: published $(abspath $(DEMO))/output/sdod-demo/output/model.tar.gz (Airflow log: $(STATE)/demo-airflow.log)"
+	@echo "demo: airflow dags test sdod_train (full log: $(DEMO_LOG))"
+	@{ PYTHONUNBUFFERED=1 $(AIRFLOW_ENV) $(BIN)/airflow dags test sdod_train 2>&1; echo $$? > $(STATE)/demo.rc; } \
+		| tee $(DEMO_LOG) | $(BIN)/python -u -m sdod.cli.progress
+	@test "$$(cat $(STATE)/demo.rc)" = 0 && ! grep -q "state=failed\|DagRunState.FAILED" $(DEMO_LOG) || \
+		{ tail -40 $(DEMO_LOG); echo "demo: the DAG run failed (full log: $(DEMO_LOG))"; exit 1; }
+	@$(BIN)/python -m sdod inspect-model $(DEMO)/registry/sdod-demo/v1/
+	@echo "demo: published registry version $(abspath $(DEMO))/registry/sdod-demo/v1/ (Airflow log: $(DEMO_LOG))"
 
 airflow: setup
 	@test -f $(STATE)/airflow/airflow.db || $(AIRFLOW_ENV) $(BIN)/airflow db migrate >/dev/null

@@ -41,6 +41,19 @@ def _pump(proc: subprocess.Popen[str], lines: queue.Queue[str | None]) -> None:
     lines.put(None)
 
 
+def _die_with_parent() -> None:
+    """In the job's process before exec: SIGKILL it when the task process dies (Linux
+    PR_SET_PDEATHSIG). A worker that dies (kill -9, a lost node) takes its job with it, as
+    a SageMaker instance would; the task's retry resumes from the S3 checkpoint instead of
+    racing an orphaned job that still writes the same checkpoint and output."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the job outlives a killed worker
+
+
 def s3_options_from_connection(conn_id: str | None) -> Any:
     """`sdod.storage.S3Options` from an Airflow AWS connection (None: AWS environment)."""
     from sdod.storage import S3Options
@@ -174,6 +187,7 @@ class SSDTrainingOperator(BaseOperator):
             text=True,
             start_new_session=True,
             env=env,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )
         lines: queue.Queue[str | None] = queue.Queue()
         reader = threading.Thread(target=_pump, args=(proc, lines), daemon=True)

@@ -172,6 +172,7 @@ def train(
     """
     from sdod.train.job import train_job
 
+    spec = None
     if job_spec is not None:
         spec = parse_spec(job_spec)
         job_root = job_root or str(Path("jobs") / spec.name)
@@ -179,8 +180,9 @@ def train(
     if job_root is None:
         raise UserError("give --job-root (a folder made by `sdod ingest`) or --job-spec")
     return train_job(
-        job_root, log=log, stop=stop, nproc_per_node=nproc_per_node, rdzv_endpoint=rdzv_endpoint
-    )
+        job_root, log=log, stop=stop, nproc_per_node=nproc_per_node, rdzv_endpoint=rdzv_endpoint,
+        spec=spec,
+    )  # fmt: skip
 
 
 def evaluate(*, model: str, **options: Any) -> EvaluateResult:

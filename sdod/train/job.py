@@ -205,8 +205,10 @@ def train_job(
     stop: StopFlag | None = None,
     nproc_per_node: int | None = None,
     rdzv_endpoint: str | None = None,
+    spec: TrainingJobSpec | None = None,
 ) -> JobOutcome:
-    """Run the training job under `job_root`; never raises for job failures.
+    """Run the training job under `job_root`; never raises for job failures. `spec`: the
+    job's request when the caller has parsed it already (else read from the job root).
 
     When the plan says several processes (GPUs, `--nproc-per-node`, machines), this process
     launches them with torchrun and reports rank 0's outcome; under torchrun it is one of
@@ -221,9 +223,8 @@ def train_job(
         stop = StopFlag()
         if threading.current_thread() is threading.main_thread():
             stop.install_signal_handlers()  # SIGTERM: stop at the next step and save the model
-    spec: TrainingJobSpec | None = None
     try:
-        spec = _load_spec(layout)
+        spec = spec or _load_spec(layout)
         if world.size > 1:  # a torchrun worker: its launcher holds the slot and uploads
             world.init()
             outcome = _run(layout, spec, log if world.is_main else _quiet, stop, world)
