@@ -48,10 +48,8 @@ def _die_with_parent() -> None:
     racing an orphaned job that still writes the same checkpoint and output."""
     import ctypes
 
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: the job outlives it
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass  # not Linux: the job outlives a killed worker
 
 
 def s3_options_from_connection(conn_id: str | None) -> Any:

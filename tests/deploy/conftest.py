@@ -11,8 +11,10 @@ broker and the object store (and, as in the compose file, the task-log folder).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -67,7 +69,10 @@ def service_command(name: str) -> list[str]:
 
 def mapped_env(*, db: str, redis_db: int, api_port: int, s3_url: str) -> dict[str, str]:
     """The compose file's environment block, its host names mapped to local ports."""
-    env = {k: str(v) for k, v in compose()["x-airflow-common"]["environment"].items()}
+    env = {
+        k: re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: os.environ.get(m[1], m[2]), str(v))
+        for k, v in compose()["x-airflow-common"]["environment"].items()
+    }
     swaps = {
         "@postgres/airflow": f"@127.0.0.1:5432/{db}",
         "redis://:@redis:6379/0": f"redis://:@127.0.0.1:6379/{redis_db}",
@@ -152,7 +157,9 @@ class Cluster:
     caches: dict[str, Path] = field(default_factory=dict)
     _token: str | None = None
 
-    def start(self, name: str, service: str, *extra: str, env: dict[str, str] | None = None) -> None:
+    def start(
+        self, name: str, service: str, *extra: str, env: dict[str, str] | None = None
+    ) -> None:
         """Start compose service `service` as process `name` (own folder, own log)."""
         folder = self.root / name
         folder.mkdir(parents=True, exist_ok=True)
@@ -177,10 +184,8 @@ class Cluster:
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         proc = self.procs.pop(name)
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
         proc.wait(timeout=120)
 
     def stop_all(self) -> None:
@@ -190,10 +195,8 @@ class Cluster:
                 os.killpg(proc.pid, signal.SIGTERM)
                 proc.wait(timeout=20)
             except (ProcessLookupError, subprocess.TimeoutExpired):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
             self.procs.pop(name)
 
     def log(self, name: str) -> str:
@@ -224,7 +227,9 @@ class Cluster:
                 return value
             for name, proc in self.procs.items():
                 if proc.poll() is not None:
-                    raise AssertionError(f"{name} exited ({proc.returncode}):\n{self.log(name)[-3000:]}")
+                    raise AssertionError(
+                        f"{name} exited ({proc.returncode}):\n{self.log(name)[-3000:]}"
+                    )
             time.sleep(every)
         raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
