@@ -5,6 +5,7 @@ Wiring only: the stages live in `sdod.stages`, the task group in `plugins/sdod_p
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 
 from airflow.sdk import DAG
@@ -38,7 +39,9 @@ with DAG(
         job_name="sdod-demo",
         data_uri=str(STATE / "demo" / "bucket"),
         output_uri=str(STATE / "demo" / "output"),
-        model_registry_uri=str(STATE / "demo" / "registry"),
+        model_registry_uri=os.environ.get(
+            "SDOD_MODEL_REGISTRY_URI", str(STATE / "demo" / "registry")
+        ),
         max_runtime_seconds=1800,
     ),
 ) as dag:

@@ -216,7 +216,7 @@ class Cluster:
     def call(self, method: str, path: str, **kw: Any) -> Any:
         import httpx
 
-        headers = {"Authorization": f"Bearer {self.token()}"}
+        headers = {"Authorization": f"Bearer {self.token()}", **kw.pop("headers", {})}
         return httpx.request(method, f"{self.api}{path}", headers=headers, timeout=60, **kw)
 
     def wait_for(self, what: str, check: Any, timeout: float, every: float = 2.0) -> Any:

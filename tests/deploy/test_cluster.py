@@ -140,9 +140,6 @@ def test_a_killed_gpu_worker_is_replaced_and_the_retry_resumes_from_the_checkpoi
     assert train["try_number"] >= 2
     log = cluster.task_log(run_id, "train", train["try_number"])
     assert "resuming from checkpoint s3://sdod/work/cluster-kill/checkpoints/checkpoint.pt" in log
-    assert _keys(client, "models/cluster-kill/") == [] or "output/model.tar.gz" in _keys(
-        client, "models/cluster-kill/"
-    )
     delivered = [k for k in _keys(client, "models/") if k.endswith("output/model.tar.gz")]
     assert [k for k in delivered if k.startswith("cluster-kill")] == [
         "cluster-kill/output/model.tar.gz"
