@@ -7,7 +7,7 @@ STAMP := $(VENV)/.sdod-installed
 STATE := .state
 DEMO := $(STATE)/demo
 
-.PHONY: setup demo airflow test test-all lint format bench clean
+.PHONY: setup browser demo airflow test test-all lint format bench clean
 
 setup: $(STAMP)
 
@@ -51,10 +51,21 @@ airflow: setup
 		AIRFLOW__API__BASE_URL=http://127.0.0.1:8080 AIRFLOW__CORE__PARALLELISM=4 \
 		AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True $(BIN)/airflow standalone
 
-test: setup
+# The UI test drives Debian's chromium (never a browser Playwright downloads): installed
+# here when missing and this runs as root with apt; otherwise that one test says so.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			{ apt-get install -y --no-install-recommends chromium >/dev/null 2>&1 || \
+			  { apt-get update >/dev/null 2>&1 && \
+			    apt-get install -y --no-install-recommends chromium >/dev/null 2>&1; }; } && \
+			echo "setup: installed Debian's chromium for the UI test"; \
+		else echo "setup: no chromium: install Debian's chromium package for the UI test"; fi; }
+
+test: setup browser
 	$(BIN)/python -m pytest
 
-test-all: setup
+test-all: setup browser
 	$(BIN)/python -m pytest -m "" 
 
 lint: setup

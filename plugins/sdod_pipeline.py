@@ -84,10 +84,10 @@ def pipeline_params(
             description="model registry: versions land in <registry>/<model_group>/v<N>/",
         ),
         "model_group": Param(
-            "",
-            type="string",
-            pattern="^([a-zA-Z0-9](-*[a-zA-Z0-9]){0,62})?$",
-            description="model package group (default: job_name)",
+            None,
+            type=["null", "string"],
+            pattern=JOB_NAME_PATTERN,
+            description="model package group (empty: the job_name)",
         ),
         "hyperparameters": Param(
             DEMO_HYPERPARAMETERS,

@@ -7,8 +7,11 @@ checks below run everywhere.
 
 from __future__ import annotations
 
+import json
+import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -84,10 +87,74 @@ def test_gpu_worker_reserves_nvidia_devices_and_serves_the_gpu_queue(
     assert "http://minio:9000" in env["AIRFLOW_CONN_AWS_DEFAULT"]
 
 
-def test_the_image_installs_the_pins_and_the_package(compose: dict[str, Any]) -> None:
-    dockerfile = compose["x-airflow-common"]["build"]["dockerfile_inline"]
-    assert "pip install --no-cache-dir -r requirements.txt -c requirements.lock" in dockerfile
-    assert "-e ." in dockerfile
+DOCKERFILE = COMPOSE.parent / "Dockerfile"
+BIN = Path(sys.executable).parent
+
+
+def _entrypoint() -> list[str]:
+    """The Dockerfile's ENTRYPOINT (exec form), less the init process in front."""
+    line = next(x for x in DOCKERFILE.read_text().splitlines() if x.startswith("ENTRYPOINT"))
+    words = json.loads(line[len("ENTRYPOINT") :])
+    return words[words.index("--") + 1 :] if "--" in words else words
+
+
+def _service_commands(compose: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """(service, argv) of every Airflow service's command and health check."""
+    out = []
+    for name, service in compose["services"].items():
+        if service.get("image") != "sdod-airflow:latest":
+            continue
+        if "command" in service and "entrypoint" not in service:
+            out.append((name, [*_entrypoint(), *shlex.split(service["command"])]))
+        check = service.get("healthcheck", {}).get("test", [])
+        if check[:1] == ["CMD"]:
+            out.append((f"{name} healthcheck", check[1:]))
+        elif check[:1] == ["CMD-SHELL"]:
+            first = shlex.split(check[1].split("||")[0])
+            out.append((f"{name} healthcheck", first))
+    return out
+
+
+def test_the_image_is_built_from_the_dockerfile_with_airflow_as_entrypoint(
+    compose: dict[str, Any],
+) -> None:
+    assert compose["x-airflow-common"]["build"]["dockerfile"] == "Dockerfile"
+    text = DOCKERFILE.read_text()
+    assert "pip install --no-cache-dir -r requirements.txt -c requirements.lock" in text
+    assert "-e ." in text and _entrypoint() == ["airflow"]
+    pins = (COMPOSE.parent / "requirements.txt").read_text()
+    for need in ("apache-airflow-providers-celery==", "psycopg2-binary==", "redis==", "asyncpg=="):
+        assert need in pins, need
+
+
+def test_every_command_and_health_check_the_compose_services_run_exists_here(
+    compose: dict[str, Any],
+) -> None:
+    """Each service's argv, run with `--help` (airflow) or resolved (other programs) in
+    this environment: a missing provider or program fails here, not in production."""
+    commands = _service_commands(compose)
+    assert {name for name, _ in commands} >= {*AIRFLOW, *(f"{s} healthcheck" for s in AIRFLOW)}
+    for name, argv in commands:
+        program = BIN / argv[0]
+        assert program.exists() or shutil.which(argv[0]), f"{name}: {argv[0]} is not installed"
+        if argv[0] == "airflow":
+            words = [w for w in argv[1:] if not w.startswith("-")][:2]
+            if words[:1] == ["celery"]:
+                words = words[:2]
+            elif words[:1] == ["jobs"]:
+                words = ["jobs", "check"]
+            else:
+                words = words[:1]
+            run = subprocess.run([str(program), *words, "--help"], capture_output=True, text=True)
+            assert run.returncode == 0, f"{name}: airflow {' '.join(words)}: {run.stderr[-500:]}"
+        elif argv[0] == "celery":
+            app = argv[argv.index("--app") + 1]
+            module = app.rsplit(".", 1)[0]
+            run = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True,
+                                 text=True)  # fmt: skip
+            assert run.returncode == 0, f"{name}: {module}: {run.stderr[-500:]}"
+        elif argv[0] == "python":
+            compile(argv[2], name, "exec")
 
 
 def test_workers_share_no_disk_only_the_object_store(compose: dict[str, Any]) -> None:

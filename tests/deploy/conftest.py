@@ -342,3 +342,27 @@ def cluster(
         yield c
     finally:
         c.stop_all()
+
+
+@pytest.fixture(scope="session")
+def data(s3: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    from sdod.data.sampledata import make_sample_data
+
+    client, _ = s3
+    root = tmp_path_factory.mktemp("cluster-data")
+    make_sample_data(root / "good", train=6, validation=3, seed=21)
+    make_sample_data(root / "bad", train=6, validation=3, seed=21)
+    broken = root / "bad" / "train_annotation" / "train_00001.json"
+    obj = json.loads(broken.read_text())
+    obj["annotations"][0]["class_id"] = 9  # num_classes is 3
+    broken.write_text(json.dumps(obj))
+
+    def upload(local: Path, prefix: str) -> str:
+        for path in sorted(local.rglob("*")):
+            if path.is_file():
+                client.upload_file(
+                    str(path), BUCKET, f"{prefix}/{path.relative_to(local).as_posix()}"
+                )
+        return f"s3://{BUCKET}/{prefix}"
+
+    return {"good": upload(root / "good", "data/good"), "bad": upload(root / "bad", "data/bad")}

@@ -5,16 +5,13 @@ killed with -9, a scheduler restarted mid-run."""
 from __future__ import annotations
 
 import io
-import json
 import signal
 import tarfile
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sdod.data.sampledata import make_sample_data
 from tests.deploy.conftest import BUCKET, Cluster
 
 pytestmark = pytest.mark.deploy
@@ -29,30 +26,9 @@ def _conf(job: str, data: str, **hp: str) -> dict[str, Any]:
             "hyperparameters": {**HP, **hp}, "min_map": 0.0, "max_runtime_seconds": 900}  # fmt: skip
 
 
-def _upload(client: Any, local: Path, prefix: str) -> str:
-    for path in sorted(local.rglob("*")):
-        if path.is_file():
-            client.upload_file(str(path), BUCKET, f"{prefix}/{path.relative_to(local).as_posix()}")
-    return f"s3://{BUCKET}/{prefix}"
-
-
 def _keys(client: Any, prefix: str) -> list[str]:
     listed = client.list_objects_v2(Bucket=BUCKET, Prefix=prefix)
     return sorted(o["Key"][len(prefix) :] for o in listed.get("Contents", []))
-
-
-@pytest.fixture(scope="module")
-def data(s3: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    client, _ = s3
-    root = tmp_path_factory.mktemp("cluster-data")
-    make_sample_data(root / "good", train=6, validation=3, seed=21)
-    make_sample_data(root / "bad", train=6, validation=3, seed=21)
-    broken = root / "bad" / "train_annotation" / "train_00001.json"
-    obj = json.loads(broken.read_text())
-    obj["annotations"][0]["class_id"] = 9  # num_classes is 3
-    broken.write_text(json.dumps(obj))
-    return {"good": _upload(client, root / "good", "data/good"),
-            "bad": _upload(client, root / "bad", "data/bad")}  # fmt: skip
 
 
 def test_the_cluster_starts_from_the_compose_files_commands(cluster: Cluster) -> None:
