@@ -13,13 +13,14 @@ from PIL import Image, UnidentifiedImageError
 
 from sdod.data.detlabel import decode
 from sdod.data.problems import Problems
-from sdod.data.recordio import Record, iter_rec, read_idx, unpack_record
+from sdod.data.recordio import Record, RecordStream, iter_rec, read_idx, scan_rec, unpack_record
 from sdod.data.sample import Sample
 from sdod.data.sampleset import SampleSet
 from sdod.errors import DataError
 
 DEFAULT_LABEL_WIDTH = 350  # SageMaker's default `label_width`
 PIXEL_COORD_LIMIT = 1.5  # normalised coordinates above this are pixels, not 0..1
+HEAD_BYTES = 4096  # IRHeader, label and the image's header, for nearly every JPEG and PNG
 
 
 def check_idx(rec: Path, idx: Path, offsets: list[int]) -> list[int]:
@@ -42,18 +43,46 @@ def check_idx(rec: Path, idx: Path, offsets: list[int]) -> list[int]:
     return [by_offset[o] for o in offsets]
 
 
+def _full_payload(rec: Path, offset: int) -> bytes:
+    with rec.open("rb") as f:
+        f.seek(offset)
+        payload = RecordStream(f, str(rec), offset).next()
+    if payload is None:
+        raise DataError(f"{rec}: no record at byte {offset}")
+    return payload
+
+
 def read_records(
-    rec: str | Path, idx: str | Path | None = None
+    rec: str | Path, idx: str | Path | None = None, *, heads_only: bool = False
 ) -> Iterator[tuple[int, int, Record]]:
-    """(key, offset, Record) for each record; `idx` defaults to the sibling `.idx` if present."""
+    """(key, offset, Record) for each record; `idx` defaults to the sibling `.idx` if present.
+
+    The framing of the whole file is checked first (a truncated file fails before anything
+    is yielded) keeping only the offsets; then the records are read one at a time, so
+    memory does not grow with the file. `heads_only`: each Record's `image` is only the
+    start of the image (enough for its header: size and format), read with the label while
+    the rest is skipped; a record whose header needs more is read whole.
+    """
     rec = Path(rec)
     if not rec.is_file():
         raise DataError(f"RecordIO file {rec} does not exist")
     idx = Path(idx) if idx else rec.with_suffix(".idx")
-    entries = list(iter_rec(rec))  # scans the framing first: a truncated file fails up front
-    keys = check_idx(rec, idx, [o for o, _ in entries]) if idx.is_file() else None
-    for i, (offset, payload) in enumerate(entries):
-        record = unpack_record(payload, f"{rec} record at byte {offset}")
+    offsets = [offset for offset, _, _ in scan_rec(rec, head_bytes=0)]
+    keys = check_idx(rec, idx, offsets) if idx.is_file() else None
+    if heads_only:
+        scanned: Iterator[tuple[int, int, bytes]] = scan_rec(rec, HEAD_BYTES)
+    else:
+        scanned = ((o, len(p), p) for o, p in iter_rec(rec))
+    for i, (offset, length, payload) in enumerate(scanned):
+        where = f"{rec} record at byte {offset}"
+        try:
+            record = unpack_record(payload, where)
+            if len(payload) < length:
+                image_size(record.image, where)  # the head holds the image's header
+        except DataError:
+            if len(payload) == length:
+                raise
+            record = unpack_record(_full_payload(rec, offset), where)
         key = keys[i] if keys is not None else record.id
         yield key, offset, record
 
@@ -73,7 +102,10 @@ def read_rec(rec: str | Path, idx: str | Path | None = None, *, strict: bool = T
     A record whose label or image header is bad raises DataError; with `strict=False` it is
     skipped and listed in `SampleSet.problems` instead (broken framing always raises: the
     records after it cannot be found)."""
-    items = ((str(rec), key, offset, record) for key, offset, record in read_records(rec, idx))
+    items = (
+        (str(rec), key, offset, record)
+        for key, offset, record in read_records(rec, idx, heads_only=True)
+    )
     return samples_from_records(items, f"RecordIO file {rec}", strict=strict)
 
 

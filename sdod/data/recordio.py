@@ -171,6 +171,50 @@ def read_payload(f: BinaryIO, where: str) -> bytes | None:
     return RecordStream(f, where, f.tell()).next()
 
 
+def scan_rec(path: str | Path, head_bytes: int = 4096) -> Iterator[tuple[int, int, bytes]]:
+    """(offset, payload length, head) for every record of a .rec file, in file order: only
+    the first `head_bytes` of each payload are read (the IRHeader, the label and the start
+    of the image), the rest is skipped with a seek, so memory and reads do not grow with
+    the image bytes. The framing is checked as `iter_rec` checks it."""
+    path = Path(path)
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        offset = 0
+        while offset < size:
+            start, head, total, parts = offset, b"", 0, 0
+            while True:
+                f.seek(offset)
+                chunk = f.read(8)
+                if len(chunk) < 8:
+                    raise DataError(
+                        f"{path}: file ends inside a record header at byte {offset} (truncated)"
+                    )
+                magic, lrec = _CHUNK_HEAD.unpack(chunk)
+                if magic != MAGIC:
+                    raise DataError(
+                        f"{path}: no RecordIO magic at byte {offset} (found 0x{magic:08x}); "
+                        "the file is not MXNet RecordIO, or an .idx offset is wrong"
+                    )
+                cflag, length = lrec >> 29, lrec & LENGTH_MASK
+                if offset + 8 + length > size:
+                    raise DataError(
+                        f"{path}: record at byte {offset} is truncated "
+                        f"({size - offset - 8} of {length} bytes)"
+                    )
+                if (cflag in (0, 1)) != (parts == 0):
+                    raise DataError(
+                        f"{path}: broken multi-part record at byte {offset} (cflag {cflag})"
+                    )
+                if parts == 0:
+                    head = f.read(min(length, head_bytes))
+                total += length + (4 if parts else 0)  # parts rejoin with the magic between
+                parts += 1
+                offset += 8 + length + (-length % 4)
+                if cflag in (0, 3):
+                    break
+            yield start, total, head
+
+
 def iter_rec(path: str | Path) -> Iterator[tuple[int, bytes]]:
     """(offset, payload) for every record of a .rec file, in file order."""
     path = Path(path)
