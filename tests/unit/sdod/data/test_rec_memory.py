@@ -49,3 +49,19 @@ def test_indexing_a_rec_does_not_hold_its_image_bytes(tmp_path: Path) -> None:
     assert (count, width, height) == (RECORDS, 320, 240)
     # holding the payloads would take > 256 MiB; labels and offsets take a few
     assert grown_mib < 48, f"indexing grew the process by {grown_mib} MiB"
+
+
+def test_header_size_reads_what_pillow_reads_or_says_it_cannot() -> None:
+    from sdod.data.recfile import _header_size, image_size
+
+    cases = []
+    for mode, fmt, extra in (("RGB", "JPEG", {}), ("L", "JPEG", {"progressive": True}),
+                             ("RGB", "JPEG", {"exif": b"Exif\x00\x00" + bytes(30000)}),
+                             ("RGBA", "PNG", {}), ("P", "PNG", {})):  # fmt: skip
+        buf = io.BytesIO()
+        Image.new(mode, (123, 45)).save(buf, fmt, **extra)
+        cases.append(buf.getvalue())
+    for data in cases:
+        assert _header_size(data) == (123, 45) == image_size(data, "x")
+    assert _header_size(cases[2][:4096]) is None  # the EXIF block hides the SOF: read more
+    assert _header_size(b"GIF89a....") is None
