@@ -84,11 +84,11 @@ def read_records(
             if len(payload) == length:
                 raise
             record = unpack_record(_full_payload(rec, offset), where)
-        if by_offset is None:
-            key = record.id
-        elif (key := by_offset.get(offset)) is None:  # say which .idx line is wrong
+        listed = by_offset.get(offset) if by_offset is not None else record.id
+        if listed is None:  # say which .idx line is wrong
             check_idx(rec, idx, [o for o, _, _ in scan_rec(rec, head_bytes=0)])
             raise DataError(f"{idx}: has no entry for the record at byte {offset} of {rec.name}")
+        key = listed
         offsets.append(offset)
         yield key, offset, record
     if by_offset is not None:
