@@ -1,4 +1,8 @@
-"""The SageMaker inference-container contract over HTTP: `GET /ping`, `POST /invocations`.
+"""The SageMaker inference-container contract over HTTP: `GET /ping`, `POST /invocations`,
+and the runtime API's `POST /endpoints/{EndpointName}/invocations`, so boto3's
+`sagemaker-runtime` `invoke_endpoint` and the SageMaker SDK's `Predictor` work unchanged
+against `endpoint_url=http://host:port` (their SigV4 signature is not checked: put the
+server behind your own authentication when it is reachable by others).
 
 Request: the image bytes with `Content-Type` `application/x-image`, `image/jpeg` or
 `image/png`. Optional `score_threshold` and `top_k`, as query parameters or in SageMaker's
@@ -10,6 +14,7 @@ prediction JSON. Errors are JSON `{"error": "..."}` with 400 (bad image or param
 from __future__ import annotations
 
 import json
+import re
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,6 +26,7 @@ from sdod.serve.predictor import Predictor
 
 CONTENT_TYPES = ("application/x-image", "image/jpeg", "image/png")
 DEFAULT_MAX_BYTES = 20 << 20
+INVOCATIONS = re.compile(r"^/(?:endpoints/[a-zA-Z0-9](?:-*[a-zA-Z0-9]){0,62}/)?invocations$")
 
 
 def _options(query: str, header: str | None) -> dict[str, str]:
@@ -56,8 +62,14 @@ def make_handler(predictor: Predictor, max_bytes: int) -> type[BaseHTTPRequestHa
 
         def do_POST(self) -> None:
             url = urlparse(self.path)
-            if url.path != "/invocations":
-                self._reply(404, {"error": f"no such path {url.path}; POST images to /invocations"})
+            if not INVOCATIONS.match(url.path):
+                self._reply(
+                    404,
+                    {
+                        "error": f"no such path {url.path}; POST images to /invocations or "
+                        "/endpoints/<EndpointName>/invocations"
+                    },
+                )
                 return
             ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
             if ctype not in CONTENT_TYPES:

@@ -152,6 +152,23 @@ def test_invocations_round_trip_against_a_real_server(model: Path) -> None:
         status, body = _request(f"{base}/invocations", b"x" * 300000, "image/jpeg")
         assert status == 413 and "over the limit" in body["error"]
         assert _request(f"{base}/nope")[0] == 404
+        assert _request(f"{base}/endpoints/bad_name!/invocations", jpeg, "image/jpeg")[0] == 404
+
+        # boto3's sagemaker-runtime client, unchanged: POST /endpoints/<name>/invocations,
+        # signed (the signature is ignored), custom attributes in their header
+        import boto3
+
+        runtime = boto3.client("sagemaker-runtime", endpoint_url=base, region_name="us-east-1",
+                               aws_access_key_id="x", aws_secret_access_key="x")  # fmt: skip
+        response = runtime.invoke_endpoint(
+            EndpointName="my-detector", ContentType="image/jpeg", Accept="application/json",
+            Body=jpeg, CustomAttributes="top_k=1",
+        )  # fmt: skip
+        assert response["ContentType"] == "application/json"
+        decoded = json.loads(response["Body"].read())
+        assert len(decoded["prediction"]) == 1 and len(decoded["prediction"][0]) == 6
+        assert decoded["prediction"][0] == _request(f"{base}/invocations?top_k=1", jpeg,
+                                                    "image/jpeg")[1]["prediction"][0]  # fmt: skip
     finally:
         proc.terminate()
         proc.wait(timeout=30)
