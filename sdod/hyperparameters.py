@@ -12,6 +12,7 @@ flip), `light` (flip, colour, an occasional mild crop: short runs on small sets)
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -23,7 +24,9 @@ BASE_NETWORKS = ("vgg-16", "resnet-50", "mobilenet-v3")
 OPTIMIZERS = ("sgd", "adam", "rmsprop", "adadelta")
 KV_STORES = ("dist_sync", "dist_async")
 AUGMENTATIONS = ("ssd", "light", "none")
-IGNORED_PREFIXES = ("_tuning",)  # SageMaker's tuner injects `_tuning_objective_metric`
+# SageMaker's private keys (`_tuning_objective_metric` from the tuner, `_kvstore`, ...)
+IGNORED_PREFIXES = ("_",)
+TRUE, FALSE = ("true", "1", "yes"), ("false", "0", "no", "")
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,10 @@ class Hyperparameters:
     overlap_threshold: float = 0.5
     freeze_layer_pattern: str = ""
     kv_store: str | None = None
+    early_stopping: bool = False
+    early_stopping_min_epochs: int = 10
+    early_stopping_patience: int = 5
+    early_stopping_tolerance: float = 0.0
     augmentation: str = "ssd"
     ignored: tuple[str, ...] = field(default=(), compare=False)
 
@@ -66,10 +73,18 @@ class Hyperparameters:
         return out
 
 
+def _clean(raw: str) -> str:
+    """A value as consoles and SDKs store it: whitespace and one pair of quotes removed."""
+    text = raw.strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        text = text[1:-1].strip()
+    return text
+
+
 def _int(lo: int | None = None) -> Callable[[str, str], int]:
     def parse(name: str, raw: str) -> int:
         try:
-            value = int(raw.strip())
+            value = int(_clean(raw))
         except ValueError:
             raise UserError(f"hyperparameter {name}={raw!r} must be an integer") from None
         if lo is not None and value < lo:
@@ -86,7 +101,7 @@ def _float(
 
     def parse(name: str, raw: str) -> float:
         try:
-            value = float(raw.strip())
+            value = float(_clean(raw))
         except ValueError:
             raise UserError(
                 f"hyperparameter {name}={raw!r} must be a number in {interval}"
@@ -102,7 +117,7 @@ def _float(
 
 def _choice(options: tuple[str, ...]) -> Callable[[str, str], str]:
     def parse(name: str, raw: str) -> str:
-        value = raw.strip().strip("'\"")
+        value = _clean(raw)
         if value not in options:
             raise UserError(f"hyperparameter {name}={raw!r} must be one of {', '.join(options)}")
         return value
@@ -111,13 +126,21 @@ def _choice(options: tuple[str, ...]) -> Callable[[str, str], str]:
 
 
 def _flag(name: str, raw: str) -> int:
-    if raw.strip() not in ("0", "1"):
+    value = _clean(raw).lower()
+    if value not in ("0", "1", "true", "false"):
         raise UserError(f"hyperparameter {name}={raw!r} must be 0 or 1")
-    return int(raw)
+    return int(value in TRUE)
+
+
+def _bool(name: str, raw: str) -> bool:
+    value = _clean(raw).lower()
+    if value not in TRUE + FALSE or not value:
+        raise UserError(f"hyperparameter {name}={raw!r} must be True or False")
+    return value in TRUE
 
 
 def _steps(name: str, raw: str) -> tuple[int, ...]:
-    parts = [p.strip() for p in raw.split(",") if p.strip()]
+    parts = [p.strip() for p in _clean(raw).split(",") if p.strip()]
     try:
         steps = tuple(int(p) for p in parts)
     except ValueError:
@@ -130,6 +153,10 @@ def _steps(name: str, raw: str) -> tuple[int, ...]:
 
 
 def _regex(name: str, raw: str) -> str:
+    """A regular expression; `false`, `none` or empty (what consoles store) freeze nothing."""
+    raw = _clean(raw)
+    if raw.lower() in ("false", "none", ""):
+        return ""
     try:
         re.compile(raw)
     except re.error as exc:
@@ -158,6 +185,10 @@ PARSERS: dict[str, Callable[[str, str], Any]] = {
     "overlap_threshold": _float(0, 1),
     "freeze_layer_pattern": _regex,
     "kv_store": _choice(KV_STORES),
+    "early_stopping": _bool,
+    "early_stopping_min_epochs": _int(1),
+    "early_stopping_patience": _int(1),
+    "early_stopping_tolerance": _float(0, 1, lo_open=False, hi_open=True),
     "augmentation": _choice(AUGMENTATIONS),
 }
 REQUIRED = ("num_classes", "num_training_samples")
@@ -172,7 +203,7 @@ def parse_hyperparameters(raw: Mapping[str, Any]) -> Hyperparameters:
             ignored.append(name)
             continue
         if name not in PARSERS:
-            close = [k for k in PARSERS if k.replace("_", "") == name.replace("_", "").lower()]
+            close = difflib.get_close_matches(name.lower(), PARSERS, n=1, cutoff=0.85)
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise UserError(
                 f"unknown hyperparameter {name!r}{hint}; valid names: {', '.join(sorted(PARSERS))}"

@@ -432,6 +432,8 @@ def _run(
         "epochs": hp.epochs,
         "stopped": result.stopped,
         "stop_reason": result.stop_reason,
+        "early_stopped": result.early_stopped_at is not None,
+        "early_stopping_epoch": result.early_stopped_at,
         "train_seconds": round(time.monotonic() - started, 1),
         "history": result.history,
     }

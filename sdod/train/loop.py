@@ -47,6 +47,37 @@ class FitResult:
     best_epoch: int | None
     best_state: dict[str, torch.Tensor]
     history: list[dict] = field(default_factory=list)
+    early_stopped_at: int | None = None  # the epoch after which early stopping ended it
+
+
+def epochs_without_improvement(history: list[dict], tolerance: float) -> int:
+    """Trailing epochs whose validation mAP improved on the best before them by no more
+    than `tolerance`, relative (SageMaker's early_stopping_tolerance: (mAP - best) / best)."""
+    best, stale = None, 0
+    for entry in history:
+        score = entry.get("validation:mAP")
+        if score is None:
+            continue
+        if best is None:
+            gain = float("inf")
+        elif best > 0:
+            gain = (score - best) / best
+        else:
+            gain = float("inf") if score > best else 0.0
+        stale = 0 if gain > tolerance else stale + 1
+        best = score if best is None else max(best, score)
+    return stale
+
+
+def early_stop_due(hp: Hyperparameters, result: FitResult) -> bool:
+    """After `early_stopping_min_epochs`, `early_stopping_patience` epochs in a row without
+    a relative improvement above `early_stopping_tolerance`."""
+    return (
+        hp.early_stopping
+        and result.epochs_completed >= hp.early_stopping_min_epochs
+        and epochs_without_improvement(result.history, hp.early_stopping_tolerance)
+        >= hp.early_stopping_patience
+    )
 
 
 @dataclass(frozen=True)
@@ -198,4 +229,13 @@ def fit(
         log(metrics.progress_line(round(100.0 * (epoch + 1) / hp.epochs, 2)))
         if opts.on_epoch_end is not None:
             opts.on_epoch_end(epoch, model, optimizer, result)
+        if gt is not None and early_stop_due(hp, result):
+            result.early_stopped_at = epoch
+            log(
+                f"early stopping after epoch {epoch}: validation mAP has not improved by more "
+                f"than early_stopping_tolerance={hp.early_stopping_tolerance:g} on the best "
+                f"({result.best_map:.6f} at epoch {result.best_epoch}) for "
+                f"{hp.early_stopping_patience} epoch(s); keeping the best model"
+            )
+            break
     return result

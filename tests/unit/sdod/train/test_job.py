@@ -310,3 +310,21 @@ def test_a_job_waits_for_the_slot_and_then_runs(tmp_path: Path, data: Path) -> N
     assert run.returncode == 0, run.stdout + run.stderr
     assert "waiting for a free training slot" in run.stdout
     assert "got a training slot after" in run.stdout and time.monotonic() - started > 3
+
+
+def test_early_stopping_ends_the_job_completed_with_the_best_model(
+    tmp_path: Path, data: Path
+) -> None:
+    root = _job(tmp_path, data, "early-job", epochs="12", learning_rate="0.0000000001",
+                early_stopping="True", early_stopping_min_epochs="2",
+                early_stopping_patience="2")  # fmt: skip
+    run = _train(root)
+    assert run.returncode == 0, run.stdout + run.stderr  # Completed, not Stopped
+    metrics = read_artifact(root / "model" / "model.tar.gz").metrics
+    assert metrics["early_stopped"] is True and metrics["stopped"] is False
+    done = metrics["epochs_completed"]
+    assert 2 <= done < 12 and metrics["early_stopping_epoch"] == done - 1
+    assert f"early stopping after epoch {done - 1}" in run.stdout
+    maps = re.findall(REGEXES["validation:mAP"], run.stdout)
+    assert len(maps) == done
+    assert json.loads((root / "output" / "metrics.json").read_text())["early_stopped"] is True
