@@ -38,7 +38,9 @@ CONTENT_TYPES = {
     "application/x-sagemaker-model",
 }
 KNOWN_CHANNELS = ("train", "validation", "train_annotation", "validation_annotation", "model")
-INPUT_MODES = ("File", "Pipe")
+INPUT_MODES = ("File", "Pipe", "FastFile")
+STREAMED_MODES = ("Pipe", "FastFile")  # read in place from the object store, never downloaded
+COMPRESSION_TYPES = ("None", "Gzip")
 USED_FIELDS = {
     "TrainingJobName",
     "HyperParameters",
@@ -48,6 +50,7 @@ USED_FIELDS = {
     "StoppingCondition",
     "CheckpointConfig",
     "Tags",
+    "AlgorithmSpecification",  # its TrainingInputMode: the channels' default InputMode
 }
 
 
@@ -61,6 +64,12 @@ class Channel:
     record_wrapper: str | None = None
     shuffle_seed: int | None = None
     s3_data_type: str = "S3Prefix"
+    compression: str = "None"
+
+    @property
+    def streamed(self) -> bool:
+        """Pipe and FastFile channels are read in place, never downloaded whole."""
+        return self.input_mode in STREAMED_MODES
 
 
 @dataclass(frozen=True)
@@ -120,7 +129,7 @@ def _hyperparameters(raw: Any) -> dict[str, str]:
     return out
 
 
-def _channel(raw: Any, i: int) -> Channel:
+def _channel(raw: Any, i: int, default_mode: str = "File") -> Channel:
     where = f"InputDataConfig[{i}]"
     name = _get(raw, "ChannelName", where, str)
     if not CHANNEL_NAME.match(name):
@@ -142,14 +151,30 @@ def _channel(raw: Any, i: int) -> Channel:
         raise UserError(
             f"{where}: the model channel's ContentType must be application/x-sagemaker-model"
         )
-    mode = _get(raw, "InputMode", where, str, required=False) or "File"
+    mode = _get(raw, "InputMode", where, str, required=False) or default_mode
     if mode not in INPUT_MODES:
-        raise UserError(f"{where}.InputMode {mode!r} must be File or Pipe")
+        raise UserError(f"{where}.InputMode {mode!r} must be one of {', '.join(INPUT_MODES)}")
+    compression = _get(raw, "CompressionType", where, str, required=False) or "None"
+    if compression not in COMPRESSION_TYPES:
+        raise UserError(f"{where}.CompressionType {compression!r} must be None or Gzip")
+    if compression == "Gzip" and mode == "File":
+        raise UserError(
+            f"{where}.CompressionType Gzip applies to Pipe mode only (as on SageMaker); "
+            "in File mode upload the data uncompressed, or set InputMode to Pipe"
+        )
+    if compression == "Gzip" and data_type != "AugmentedManifestFile":
+        raise UserError(
+            f"{where}.CompressionType Gzip: sdod streams RecordIO with ranged reads per record, "
+            "which a gzip stream cannot serve; upload the .rec uncompressed (Gzip works for "
+            "an augmented manifest)"
+        )
     attrs = _get(source, "AttributeNames", s3_where, list, required=False) or []
     shuffle = _get(raw, "ShuffleConfig", where, dict, required=False)
     seed = _get(shuffle, "Seed", f"{where}.ShuffleConfig", int) if shuffle is not None else None
     wrapper = _get(raw, "RecordWrapperType", where, str, required=False)
-    return Channel(name, uri, content_type, mode, tuple(map(str, attrs)), wrapper, seed, data_type)
+    return Channel(
+        name, uri, content_type, mode, tuple(map(str, attrs)), wrapper, seed, data_type, compression
+    )
 
 
 def parse_job_spec(raw: Any) -> TrainingJobSpec:
@@ -167,7 +192,17 @@ def parse_job_spec(raw: Any) -> TrainingJobSpec:
         raise UserError(
             f"InputDataConfig must list 1 to {MAX_CHANNELS} channels, got {len(channels_raw)}"
         )
-    channels = tuple(_channel(c, i) for i, c in enumerate(channels_raw))
+    algorithm = _get(raw, "AlgorithmSpecification", "spec", dict, required=False) or {}
+    default_mode = (
+        _get(algorithm, "TrainingInputMode", "AlgorithmSpecification", str, required=False)
+        or "File"
+    )
+    if default_mode not in INPUT_MODES:
+        raise UserError(
+            f"AlgorithmSpecification.TrainingInputMode {default_mode!r} must be one of "
+            f"{', '.join(INPUT_MODES)}"
+        )
+    channels = tuple(_channel(c, i, default_mode) for i, c in enumerate(channels_raw))
     names = [c.name for c in channels]
     if len(set(names)) != len(names):
         raise UserError(f"InputDataConfig lists a channel twice: {names}")
@@ -204,7 +239,12 @@ def parse_job_spec(raw: Any) -> TrainingJobSpec:
         max_wait_seconds=max_wait,
         checkpoint_uri=checkpoint_uri,
         tags=tags,
-        ignored_fields=tuple(sorted(set(raw) - USED_FIELDS)),
+        ignored_fields=tuple(
+            sorted(
+                (set(raw) - USED_FIELDS)
+                | {f"AlgorithmSpecification.{k}" for k in algorithm if k != "TrainingInputMode"}
+            )
+        ),
         raw=raw,
     )
 

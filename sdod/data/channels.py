@@ -42,7 +42,7 @@ def read_channel(
     """Samples of a channel, whatever its format. `strict=False` skips problem files or
     records and lists them in `SampleSet.problems` for the annotation gate."""
     folder = layout.channel_dir(channel.name)
-    if channel.input_mode == "Pipe":  # streamed from the channel's URI, nothing downloaded
+    if channel.streamed:  # Pipe or FastFile: read from the channel's URI, nothing downloaded
         from sdod.data.pipe import pipe_channel
 
         return pipe_channel(
@@ -52,6 +52,7 @@ def read_channel(
             attribute_names=channel.attribute_names or ("source-ref", "bounding-box"),
             manifest_dir=folder,
             strict=strict,
+            gzip=channel.compression == "Gzip",
         )
     if not folder.is_dir():
         raise UserError(f"channel {channel.name}: {folder} is missing; run `sdod ingest` first")

@@ -39,11 +39,6 @@ class IngestResult:
         return asdict(self)
 
 
-def streamed(mode: str) -> bool:
-    """Channels read in place (never downloaded whole)."""
-    return mode == "Pipe"
-
-
 def to_job_root(
     spec: TrainingJobSpec, job_root: str, *, s3: S3Options | None = None, workers: int = 8
 ) -> IngestResult:
@@ -53,7 +48,7 @@ def to_job_root(
     write_config(layout, spec)
     channels, pipe = {}, []
     for channel in spec.channels:
-        if streamed(channel.input_mode):
+        if channel.streamed:
             pipe.append(channel.name)
             continue
         synced = sync_to_local(
@@ -93,7 +88,7 @@ def to_work(
     staged = copy.deepcopy(spec.raw)
     channels, pipe = {}, []
     for raw, channel in zip(staged["InputDataConfig"], spec.channels, strict=True):
-        if streamed(channel.input_mode):
+        if channel.streamed:
             pipe.append(channel.name)
             continue
         target = uris.input(channel.name)

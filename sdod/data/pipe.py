@@ -80,12 +80,14 @@ def pipe_channel(
     manifest_dir: Path,
     strict: bool = True,
     s3: S3Options | None = None,
+    gzip: bool = False,
 ) -> SampleSet:
-    """Samples of a Pipe-mode channel at `uri` (a prefix or one object), streamed."""
+    """Samples of a Pipe-mode channel at `uri` (a prefix or one object), streamed;
+    `gzip`: the augmented manifest is gzip-compressed (CompressionType Gzip)."""
     listing = list_objects(uri, s3)
     single = len(listing) == 1 and uri.rstrip("/").endswith("/" + next(iter(listing)))
     base = uri.rsplit("/", 1)[0] if single else uri.rstrip("/")
-    manifests = sorted(k for k in listing if k.endswith(".manifest"))
+    manifests = sorted(k for k in listing if k.endswith((".manifest", ".manifest.gz")))
     if manifests or augmented:
         if len(manifests) != 1:
             raise UserError(
@@ -94,9 +96,17 @@ def pipe_channel(
         from sdod.data.manifest import read_manifest
 
         source = f"{base}/{manifests[0]}"
-        local = atomic_write_bytes(
-            manifest_dir / Path(manifests[0]).name, read_bytes(source, s3=s3)
-        )
+        data = read_bytes(source, s3=s3)
+        if gzip:
+            import gzip as gz
+
+            try:
+                data = gz.decompress(data)
+            except (OSError, EOFError) as exc:
+                raise UserError(
+                    f"channel {name}: CompressionType is Gzip but {source} is not gzip ({exc})"
+                ) from None
+        local = atomic_write_bytes(manifest_dir / Path(manifests[0]).name.removesuffix(".gz"), data)
         folder = source.rsplit("/", 1)[0]
         return read_manifest(local, attribute_names, strict=strict, base=folder)
     recs = sorted(k for k in listing if k.endswith(".rec"))

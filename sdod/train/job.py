@@ -187,9 +187,12 @@ def _resumable(
             target = spec.checkpoint_uri.rstrip("/") + "/" + ckpt.NAME
             upload_file(path, target)
 
+    train = spec.channel("train")
     opts = FitOptions(
         device=device,
         workers=data_workers(world),
+        # ShuffleConfig.Seed of the train channel orders its records (reshuffled each epoch)
+        seed=train.shuffle_seed if train is not None and train.shuffle_seed is not None else 0,
         start_epoch=start,
         resume=resume,
         on_epoch_end=on_epoch_end if world.is_main else None,  # rank 0 keeps the checkpoints

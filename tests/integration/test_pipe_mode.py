@@ -143,3 +143,34 @@ def test_training_in_pipe_mode_streams_an_augmented_manifest(
     root = tmp_path / "job"
     _train_pipe(_pipe_spec("pipe-manifest", channels, f"{prefix}out"), root)
     assert not list(root.rglob("*.jpg"))  # images fetched one by one, never stored
+
+
+def test_job_level_input_mode_fastfile_and_a_gzip_manifest_stream_too(
+    s3_endpoint: S3Endpoint, tmp_path: Path
+) -> None:
+    """AlgorithmSpecification.TrainingInputMode is the channels' default; FastFile streams
+    like Pipe; CompressionType Gzip decompresses the augmented manifest."""
+    import gzip
+
+    from sdod.data.sampledata import make_sample_data
+
+    prefix = f"s3://{s3_endpoint.bucket}/fastfile-manifest/"
+    make_sample_data(
+        tmp_path / "d", fmt="manifest", train=6, validation=2, seed=5, source_ref_prefix=prefix
+    )
+    for ch in ("train", "validation"):
+        plain = tmp_path / "d" / f"{ch}.manifest"
+        (tmp_path / "d" / f"{ch}.manifest.gz").write_bytes(gzip.compress(plain.read_bytes()))
+        plain.unlink()
+    s3_endpoint.upload_dir(tmp_path / "d", "fastfile-manifest")
+    channels = []
+    for ch in ("train", "validation"):
+        entry = _channel(ch, f"{prefix}{ch}.manifest.gz", S3DataType="AugmentedManifestFile",
+                         AttributeNames=["source-ref", "bounding-box"])  # fmt: skip
+        del entry["InputMode"]  # from AlgorithmSpecification.TrainingInputMode
+        channels.append({**entry, "CompressionType": "Gzip", "RecordWrapperType": "RecordIO"})
+    spec = _pipe_spec("fastfile-manifest", channels, f"{prefix}out")
+    spec["AlgorithmSpecification"] = {"TrainingInputMode": "FastFile", "TrainingImage": "x"}
+    root = tmp_path / "job"
+    _train_pipe(spec, root)
+    assert not list(root.rglob("*.jpg"))

@@ -26,7 +26,7 @@ def test_the_sagemaker_documentation_example_validates_unchanged() -> None:
     assert spec.channel("train").content_type == "application/x-recordio"  # type: ignore[union-attr]
     assert spec.hyperparameters["base_network"] == "resnet-50"
     assert spec.max_runtime_seconds == 360000
-    assert spec.ignored_fields == ("AlgorithmSpecification", "RoleArn")
+    assert spec.ignored_fields == ("AlgorithmSpecification.TrainingImage", "RoleArn")
 
 
 def _set(path: str, value: Any) -> dict[str, Any]:
@@ -55,8 +55,8 @@ MALFORMED = [
         r"InputDataConfig\[0\]\.ContentType 'text/csv'",
     ),
     (
-        _set("InputDataConfig.0.InputMode", "FastFile"),
-        r"InputDataConfig\[0\]\.InputMode 'FastFile'",
+        _set("InputDataConfig.0.InputMode", "Streaming"),
+        r"InputDataConfig\[0\]\.InputMode 'Streaming'",
     ),
     (
         _set("InputDataConfig.0.DataSource.S3DataSource.S3Uri", KeyError),
@@ -99,3 +99,29 @@ def test_spec_file_errors_name_the_file(tmp_path: Path) -> None:
     bad.write_text(json.dumps(_set("TrainingJobName", "x_y")))
     with pytest.raises(UserError, match=r"job\.json: TrainingJobName 'x_y'"):
         load_job_spec(bad)
+
+
+def _spec_with(channel: dict, **top: object) -> dict:
+    return {"TrainingJobName": "modes", "InputDataConfig": [channel],
+            "OutputDataConfig": {"S3OutputPath": "s3://b/out"}, **top}  # fmt: skip
+
+
+def test_input_modes_and_compression_as_the_api_defines_them() -> None:
+    import pytest
+
+    from sdod.config import parse_job_spec
+    from sdod.errors import UserError
+
+    base = {"ChannelName": "train", "DataSource": {"S3DataSource": {"S3Uri": "s3://b/t/"}}}
+    piped = parse_job_spec(_spec_with(base, AlgorithmSpecification={"TrainingInputMode": "Pipe"}))
+    assert piped.channels[0].input_mode == "Pipe" and piped.channels[0].streamed
+    own = parse_job_spec(_spec_with({**base, "InputMode": "File"},
+                                    AlgorithmSpecification={"TrainingInputMode": "Pipe"}))  # fmt: skip
+    assert own.channels[0].input_mode == "File" and not own.channels[0].streamed
+    assert parse_job_spec(_spec_with({**base, "InputMode": "FastFile"})).channels[0].streamed
+    with pytest.raises(UserError, match="Gzip applies to Pipe mode only"):
+        parse_job_spec(_spec_with({**base, "CompressionType": "Gzip"}))
+    with pytest.raises(UserError, match="a gzip stream cannot serve"):
+        parse_job_spec(_spec_with({**base, "InputMode": "Pipe", "CompressionType": "Gzip"}))
+    with pytest.raises(UserError, match="TrainingInputMode 'Stream' must be one of"):
+        parse_job_spec(_spec_with(base, AlgorithmSpecification={"TrainingInputMode": "Stream"}))
