@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
 
 from sdod.data.sample import Sample
 
@@ -22,3 +25,22 @@ class SampleSet:
     @property
     def num_boxes(self) -> int:
         return sum(s.num_objects for s in self.samples)
+
+    def to_json(self) -> dict[str, Any]:
+        """Labels and image addresses only (no pixels): an index other processes can load."""
+        return {
+            "categories": {str(k): v for k, v in self.categories.items()},
+            "samples": [
+                [s.key, s.image, s.width, s.height, s.boxes.reshape(-1).tolist(),
+                 s.labels.tolist(), s.difficult.astype(int).tolist()]
+                for s in self.samples
+            ],
+        }  # fmt: skip
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> SampleSet:
+        samples = [
+            Sample(key, image, width, height, boxes, labels, np.asarray(difficult, dtype=bool))
+            for key, image, width, height, boxes, labels, difficult in raw["samples"]
+        ]
+        return cls(samples, {int(k): v for k, v in raw["categories"].items()})

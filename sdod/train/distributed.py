@@ -85,6 +85,10 @@ class World:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item() > 0)
 
+    def barrier(self) -> None:
+        if self.size > 1:
+            dist.barrier()
+
     def sum(self, t: torch.Tensor) -> torch.Tensor:
         if self.size > 1:
             t = t.clone()

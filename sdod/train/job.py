@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from sdod.artifact import Artifact, ModelConfig, write_artifact
-from sdod.config import TrainingJobSpec, load_job_spec
+from sdod.config import Channel, TrainingJobSpec, load_job_spec
 from sdod.data.channels import read_channel
 from sdod.data.sampleset import SampleSet
 from sdod.errors import DataError, UserError
@@ -45,6 +45,35 @@ class JobOutcome:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def shared_channel(
+    layout: JobLayout, spec: TrainingJobSpec, channel: Channel, world: World
+) -> SampleSet:
+    """A channel's samples. Under DDP the machine's first process indexes the channel and
+    writes the index (labels and image addresses) to the job root; the other processes on
+    the machine load it, so a large `.rec` is scanned once per machine, not once per GPU."""
+    if world.size == 1:
+        return read_channel(layout, spec, channel)
+    from sdod.storage import atomic_write_json
+
+    path = layout.root / "index" / f"{channel.name}.json"
+    data, error = None, None
+    if world.local_rank == 0:
+        path.unlink(missing_ok=True)
+        try:
+            data = read_channel(layout, spec, channel)
+            atomic_write_json(path, data.to_json(), indent=None)
+        except Exception as exc:  # the other ranks must still reach the barrier
+            error = exc
+    world.barrier()
+    if error is not None:
+        raise error
+    if data is not None:
+        return data
+    if not path.is_file():
+        raise UserError(f"channel {channel.name}: this machine's first process could not index it")
+    return SampleSet.from_json(json.loads(path.read_text()))
 
 
 def check_labels(data: SampleSet, hp: Hyperparameters, channel: str) -> None:
@@ -372,9 +401,9 @@ def _run(
     train_channel = spec.channel("train")
     if train_channel is None:
         raise UserError("the job has no 'train' channel")
-    train = read_channel(layout, spec, train_channel)
+    train = shared_channel(layout, spec, train_channel, world)
     val_channel = spec.channel("validation")
-    validation = read_channel(layout, spec, val_channel) if val_channel else SampleSet([])
+    validation = shared_channel(layout, spec, val_channel, world) if val_channel else SampleSet([])
     check_labels(train, hp, "train")
     check_labels(validation, hp, "validation")
     if hp.num_training_samples != len(train):

@@ -114,6 +114,9 @@ def test_two_process_ddp_equals_one_process_on_the_same_global_batch(tmp_path: P
     apart = max((w1[k] - w2[k]).abs().max().item() for k in w1)
     assert moved > 1e-3 and apart < 1e-5, (moved, apart)
     assert not (runs["two"] / "output" / "failure").exists()
+    # the first process indexed each channel once; the second loaded that index
+    index = json.loads((runs["two"] / "index" / "train.json").read_text())
+    assert len(index["samples"]) == 4 and not (runs["one"] / "index").exists()
 
 
 def test_sigterm_to_the_launcher_stops_every_rank_at_the_same_step(tmp_path: Path) -> None:
