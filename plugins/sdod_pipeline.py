@@ -149,10 +149,13 @@ def _user_errors_fail_fast(fn: Any) -> Any:
 @task
 @_user_errors_fail_fast
 def build_spec(params: dict[str, Any] | None = None) -> dict[str, Any]:
-    from sdod.config import spec_from_form
+    """The CreateTrainingJob request from the form, checked as `sdod validate-job` checks
+    it (the task fails listing every problem)."""
+    from sdod import stages
+    from sdod.config import form_request
 
     p = params or {}
-    return spec_from_form(
+    spec = form_request(
         job_name=p["job_name"],
         data_uri=p["data_uri"],
         output_uri=p["output_uri"],
@@ -160,6 +163,8 @@ def build_spec(params: dict[str, Any] | None = None) -> dict[str, Any]:
         max_runtime_seconds=p["max_runtime_seconds"],
         content_type=p.get("content_type", "image/jpeg"),
     )
+    stages.validate_job(job_spec=spec)
+    return spec
 
 
 @task

@@ -177,60 +177,146 @@ def _channel(raw: Any, i: int, default_mode: str = "File") -> Channel:
     )
 
 
-def parse_job_spec(raw: Any) -> TrainingJobSpec:
-    """Validate a CreateTrainingJob-shaped dict; UserError names the first bad field."""
-    if not isinstance(raw, dict):
-        raise UserError("the training-job spec must be a JSON object (CreateTrainingJob request)")
-    name = _get(raw, "TrainingJobName", "spec", str)
+MAX_RUNTIME = 2_419_200  # 28 days: the API's limit for MaxRuntimeInSeconds and MaxWait
+
+
+class _Collector:
+    """Runs the checks of one spec section by section: raises the first problem, or (when
+    collecting, for `validate-job`) records each and goes on with a default."""
+
+    def __init__(self, collect: bool) -> None:
+        self.collect, self.problems = collect, []  # type: ignore[var-annotated]
+
+    def __call__(self, check: Any, *args: Any, default: Any = None) -> Any:
+        try:
+            return check(*args)
+        except UserError as exc:
+            if not self.collect:
+                raise
+            self.problems.append(str(exc))
+            return default
+
+
+def _name(raw: dict[str, Any]) -> str:
+    name: str = _get(raw, "TrainingJobName", "spec", str)
     if not JOB_NAME.match(name):
         raise UserError(
             f"TrainingJobName {name!r} must be 1-63 letters, digits and hyphens, starting and "
             "ending with a letter or digit (pattern ^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62})"
         )
-    channels_raw = _get(raw, "InputDataConfig", "spec", list)
-    if not 1 <= len(channels_raw) <= MAX_CHANNELS:
-        raise UserError(
-            f"InputDataConfig must list 1 to {MAX_CHANNELS} channels, got {len(channels_raw)}"
-        )
+    return name
+
+
+def _default_mode(raw: dict[str, Any]) -> str:
     algorithm = _get(raw, "AlgorithmSpecification", "spec", dict, required=False) or {}
-    default_mode = (
+    mode = (
         _get(algorithm, "TrainingInputMode", "AlgorithmSpecification", str, required=False)
         or "File"
     )
-    if default_mode not in INPUT_MODES:
+    if mode not in INPUT_MODES:
         raise UserError(
-            f"AlgorithmSpecification.TrainingInputMode {default_mode!r} must be one of "
+            f"AlgorithmSpecification.TrainingInputMode {mode!r} must be one of "
             f"{', '.join(INPUT_MODES)}"
         )
-    channels = tuple(_channel(c, i, default_mode) for i, c in enumerate(channels_raw))
+    return str(mode)
+
+
+def _channel_list(raw: dict[str, Any]) -> list[Any]:
+    channels: list[Any] = _get(raw, "InputDataConfig", "spec", list)
+    if not 1 <= len(channels) <= MAX_CHANNELS:
+        raise UserError(
+            f"InputDataConfig must list 1 to {MAX_CHANNELS} channels, got {len(channels)}"
+        )
+    return channels
+
+
+def _unique(channels: tuple[Channel, ...]) -> None:
     names = [c.name for c in channels]
     if len(set(names)) != len(names):
         raise UserError(f"InputDataConfig lists a channel twice: {names}")
-    output = _get(
-        _get(raw, "OutputDataConfig", "spec", dict), "S3OutputPath", "OutputDataConfig", str
+
+
+def _output(raw: dict[str, Any]) -> str:
+    return str(
+        _get(_get(raw, "OutputDataConfig", "spec", dict), "S3OutputPath", "OutputDataConfig", str)
     )
+
+
+def _resources(raw: dict[str, Any]) -> tuple[int, int | None]:
     resources = _get(raw, "ResourceConfig", "spec", dict, required=False) or {}
     count = _get(resources, "InstanceCount", "ResourceConfig", int, required=False) or 1
+    if count < 1:
+        raise UserError(f"ResourceConfig.InstanceCount must be >= 1, got {count}")
     gpus = _get(resources, "GpusPerInstance", "ResourceConfig", int, required=False)
+    return count, gpus
+
+
+def _stopping(raw: dict[str, Any]) -> tuple[int | None, int | None]:
     stopping = _get(raw, "StoppingCondition", "spec", dict, required=False) or {}
     max_runtime = _get(stopping, "MaxRuntimeInSeconds", "StoppingCondition", int, required=False)
     max_wait = _get(stopping, "MaxWaitTimeInSeconds", "StoppingCondition", int, required=False)
-    if max_runtime is not None and max_runtime < 1:
-        raise UserError(f"StoppingCondition.MaxRuntimeInSeconds must be >= 1, got {max_runtime}")
+    for field_name, value in (
+        ("MaxRuntimeInSeconds", max_runtime),
+        ("MaxWaitTimeInSeconds", max_wait),
+    ):
+        if value is not None and not 1 <= value <= MAX_RUNTIME:
+            raise UserError(
+                f"StoppingCondition.{field_name} must be 1 to {MAX_RUNTIME} (28 days), got {value}"
+            )
     if max_wait is not None and max_runtime is not None and max_wait < max_runtime:
         raise UserError("StoppingCondition.MaxWaitTimeInSeconds must be >= MaxRuntimeInSeconds")
+    return max_runtime, max_wait
+
+
+def _checkpoint(raw: dict[str, Any]) -> str | None:
     checkpoint = _get(raw, "CheckpointConfig", "spec", dict, required=False)
-    checkpoint_uri = _get(checkpoint, "S3Uri", "CheckpointConfig", str) if checkpoint else None
+    return _get(checkpoint, "S3Uri", "CheckpointConfig", str) if checkpoint else None
+
+
+def _tags(raw: dict[str, Any]) -> dict[str, str]:
     tags_raw = _get(raw, "Tags", "spec", list, required=False) or []
     if len(tags_raw) > 50:
         raise UserError(f"Tags holds {len(tags_raw)} tags; at most 50")
-    tags = {
+    return {
         _get(t, "Key", f"Tags[{i}]", str): str(_get(t, "Value", f"Tags[{i}]", str))
         for i, t in enumerate(tags_raw)
     }
-    return TrainingJobSpec(
+
+
+def _ignored(raw: dict[str, Any]) -> tuple[str, ...]:
+    algorithm = raw.get("AlgorithmSpecification")
+    sub = algorithm if isinstance(algorithm, dict) else {}
+    return tuple(
+        sorted(
+            (set(raw) - USED_FIELDS)
+            | {f"AlgorithmSpecification.{k}" for k in sub if k != "TrainingInputMode"}
+        )
+    )
+
+
+def _parse(raw: Any, collect: bool) -> tuple[TrainingJobSpec | None, list[str]]:
+    if not isinstance(raw, dict):
+        raise UserError("the training-job spec must be a JSON object (CreateTrainingJob request)")
+    c = _Collector(collect)
+    name = c(_name, raw)
+    default_mode = c(_default_mode, raw, default="File")
+    channels = tuple(
+        ch
+        for i, entry in enumerate(c(_channel_list, raw, default=[]))
+        if (ch := c(_channel, entry, i, default_mode)) is not None
+    )
+    c(_unique, channels)
+    output = c(_output, raw)
+    count, gpus = c(_resources, raw, default=(1, None))
+    max_runtime, max_wait = c(_stopping, raw, default=(None, None))
+    checkpoint_uri = c(_checkpoint, raw)
+    tags = c(_tags, raw, default={})
+    hyperparameters = c(_hyperparameters, raw.get("HyperParameters"), default={})
+    if c.problems:
+        return None, c.problems
+    spec = TrainingJobSpec(
         name=name,
-        hyperparameters=_hyperparameters(raw.get("HyperParameters")),
+        hyperparameters=hyperparameters,
         channels=channels,
         output_path=output,
         instance_count=count,
@@ -239,14 +325,31 @@ def parse_job_spec(raw: Any) -> TrainingJobSpec:
         max_wait_seconds=max_wait,
         checkpoint_uri=checkpoint_uri,
         tags=tags,
-        ignored_fields=tuple(
-            sorted(
-                (set(raw) - USED_FIELDS)
-                | {f"AlgorithmSpecification.{k}" for k in algorithm if k != "TrainingInputMode"}
-            )
-        ),
+        ignored_fields=_ignored(raw),
         raw=raw,
     )
+    return spec, []
+
+
+def parse_job_spec(raw: Any) -> TrainingJobSpec:
+    """Validate a CreateTrainingJob-shaped dict; UserError names the first bad field."""
+    spec, _ = _parse(raw, collect=False)
+    assert spec is not None
+    return spec
+
+
+def check_job_request(raw: Any) -> tuple[TrainingJobSpec | None, list[str]]:
+    """Every problem of a CreateTrainingJob request (spec, channels, hyperparameters,
+    stopping condition), not just the first; the spec when there are none."""
+    from sdod.hyperparameters import hyperparameter_problems
+
+    try:
+        spec, problems = _parse(raw, collect=True)
+    except UserError as exc:
+        return None, [str(exc)]
+    hp = raw.get("HyperParameters") if isinstance(raw.get("HyperParameters"), dict) else {}
+    problems += hyperparameter_problems(hp)
+    return (spec if not problems else None), problems
 
 
 def load_job_spec(path: str | Path) -> TrainingJobSpec:
@@ -275,6 +378,30 @@ def spec_from_form(
 ) -> dict[str, Any]:
     """A CreateTrainingJob request from the Airflow trigger form: the four image-format
     channels under `data_uri` (SageMaker's layout), validated before it is returned."""
+    spec = form_request(
+        job_name=job_name,
+        data_uri=data_uri,
+        output_uri=output_uri,
+        hyperparameters=hyperparameters,
+        max_runtime_seconds=max_runtime_seconds,
+        content_type=content_type,
+    )
+    parse_job_spec(spec)
+    parse_hyperparameters(spec["HyperParameters"])
+    return spec
+
+
+def form_request(
+    *,
+    job_name: str,
+    data_uri: str,
+    output_uri: str,
+    hyperparameters: dict[str, Any],
+    max_runtime_seconds: int,
+    content_type: str = "image/jpeg",
+) -> dict[str, Any]:
+    """The request `spec_from_form` validates, not validated (`check_job_request` lists
+    all its problems)."""
     base = data_uri.rstrip("/")
     hp = {k: str(v) for k, v in hyperparameters.items()}
     spec: dict[str, Any] = {
@@ -295,6 +422,34 @@ def spec_from_form(
         "ResourceConfig": {"InstanceCount": 1},
         "StoppingCondition": {"MaxRuntimeInSeconds": int(max_runtime_seconds)},
     }
-    parse_job_spec(spec)
-    parse_hyperparameters(hp)
     return spec
+
+
+def job_plan(spec: TrainingJobSpec) -> dict[str, Any]:
+    """What sdod will do with a valid request: normalised hyperparameters (defaults filled
+    in), each channel with its mode, the stopping condition, the fields it ignores."""
+    hp = parse_hyperparameters(spec.hyperparameters)
+    return {
+        "TrainingJobName": spec.name,
+        "HyperParameters": hp.to_strings(),
+        "channels": [
+            {
+                "name": c.name,
+                "uri": c.uri,
+                "content_type": c.content_type,
+                "mode": c.input_mode,
+                "read": "streamed, never downloaded" if c.streamed else "downloaded first",
+                "s3_data_type": c.s3_data_type,
+                "compression": c.compression,
+                "shuffle_seed": c.shuffle_seed,
+            }
+            for c in spec.channels
+        ],
+        "output": f"{spec.output_path.rstrip('/')}/{spec.name}/output/model.tar.gz",
+        "checkpoints": spec.checkpoint_uri,
+        "instances": spec.instance_count,
+        "max_runtime_seconds": spec.max_runtime_seconds,
+        "max_wait_seconds": spec.max_wait_seconds,
+        "ignored_fields": list(spec.ignored_fields),
+        "ignored_hyperparameters": list(hp.ignored),
+    }

@@ -213,3 +213,19 @@ def parse_hyperparameters(raw: Mapping[str, Any]) -> Hyperparameters:
     if missing:
         raise UserError(f"hyperparameter(s) {', '.join(missing)} are required")
     return Hyperparameters(**values, ignored=tuple(ignored))
+
+
+def hyperparameter_problems(raw: Mapping[str, Any]) -> list[str]:
+    """Every problem of a hyperparameter map, one message each (for `validate-job`)."""
+    problems = []
+    for name, value in raw.items():
+        if name.startswith(IGNORED_PREFIXES):
+            continue
+        try:
+            parse_hyperparameters({**dict.fromkeys(REQUIRED, "1"), name: value})
+        except UserError as exc:
+            problems.append(str(exc))
+    missing = [name for name in REQUIRED if name not in raw]
+    if missing:
+        problems.append(f"hyperparameter(s) {', '.join(missing)} are required")
+    return problems

@@ -32,12 +32,26 @@ if TYPE_CHECKING:
 
 
 def parse_spec(spec: str | dict[str, Any] | TrainingJobSpec) -> TrainingJobSpec:
-    """A validated CreateTrainingJob request from a file path, a dict or a parsed spec."""
+    """A validated CreateTrainingJob request from a path, a dict or a parsed spec."""
     from sdod.config import TrainingJobSpec, load_job_spec, parse_job_spec
 
     if isinstance(spec, TrainingJobSpec):
         return spec
     return parse_job_spec(spec) if isinstance(spec, dict) else load_job_spec(spec)
+
+
+def validate_job(*, job_spec: str | dict[str, Any]) -> dict[str, Any]:
+    """Check a CreateTrainingJob request without running it: UserError listing every
+    problem, else what sdod will do with it."""
+    from sdod.config import check_job_request, job_plan
+    from sdod.storage import read_json
+
+    raw = read_json(job_spec, "job spec") if isinstance(job_spec, str) else job_spec
+    spec, problems = check_job_request(raw)
+    if spec is None:
+        listed = "\n".join(f"  - {p}" for p in problems)
+        raise UserError(f"{len(problems)} problem(s) in the training-job request:\n{listed}")
+    return job_plan(spec)
 
 
 def ingest(
@@ -49,14 +63,10 @@ def ingest(
     s3: S3Options | None = None,
     workers: int = 8,
 ) -> IngestResult:
-    """Bring each File-mode channel of a CreateTrainingJob spec to where the job reads it.
-
-    With `job_root`: into a local job folder (`input/data/<channel>/`, config files in
-    `input/config/`), as a SageMaker container has them. With `work_uri`: a snapshot in the
-    object store (`<work_uri>/<job>/input/<channel>/`); the result's `spec` reads it. A
-    `run_id` claims the work area for one run (another run's leftovers are cleared). Pipe
-    channels are not copied (training streams them). A re-run transfers only what changed.
-    """
+    """Bring each File-mode channel to where the job reads it: a local job folder
+    (`job_root`, SageMaker's container layout) or a snapshot at `<work_uri>/<job>/input/`
+    (the result's `spec` reads it; `run_id` claims the work area for one run). Streamed
+    channels are not copied. A re-run transfers only what changed."""
     from sdod.data import ingest as ingesting
 
     spec = parse_spec(job_spec)
@@ -110,9 +120,8 @@ def check(
 
 
 def pack(*, out: str, **inputs: Any) -> PackResult:
-    """Pack a dataset into MXNet RecordIO `out.rec/.idx/.lst` (im2rec's detection layout):
-    inputs as `sdod.data.pack.pack_inputs` (images/annotations, manifest or lst/root;
-    resize, quality, workers, shards)."""
+    """Pack a dataset into MXNet RecordIO `out.rec/.idx/.lst` (im2rec's detection layout);
+    inputs as `sdod.data.pack.pack_inputs`."""
     from sdod.data.pack import pack_inputs
 
     return pack_inputs(out=out, **inputs)
@@ -126,9 +135,8 @@ def pack_job(
     workers: int = 1,
     s3: S3Options | None = None,
 ) -> PackJobResult:
-    """Pack a job's train/validation channels (less what the check quarantined) into
-    RecordIO at `<work_uri>/<job>/packed/<channel>/`, and derive the training request
-    whose channels are those prefixes (checkpoints default to `<work_uri>/<job>/checkpoints/`)."""
+    """Pack a job's channels (less what the check quarantined) into RecordIO at
+    `<work_uri>/<job>/packed/<channel>/`; the derived request trains from there."""
     from sdod.checks.job import read_quarantine
     from sdod.data.packjob import pack_job as run
     from sdod.storage import join_uri
@@ -148,8 +156,7 @@ def pack_job(
 
 
 def convert(*, to: str, out: str, **inputs: Any) -> ConvertResult:
-    """Any supported input (image+JSON, manifest, .rec, COCO, Pascal VOC) into one of
-    SageMaker's training formats; inputs as `sdod.data.convert.convert_inputs`."""
+    """Any supported input into one of SageMaker's training formats (`convert_inputs`)."""
     from sdod.data.convert import convert_inputs
 
     return convert_inputs(to=to, out=out, **inputs)
@@ -165,11 +172,9 @@ def train(
     nproc_per_node: int | None = None,
     rdzv_endpoint: str | None = None,
 ) -> JobOutcome:
-    """Run a training job: from a job root made by `ingest`, or from a spec (ingested first
-    into `job_root`, default `./jobs/<TrainingJobName>`). The outcome says Completed,
-    Stopped (StoppingCondition; the artifact is valid) or Failed; the job uploads its
-    model.tar.gz (or `failure`) to `S3OutputPath/<job>/output/`.
-    """
+    """Run a training job from a job root made by `ingest`, or from a spec (ingested into
+    `job_root`, default `./jobs/<TrainingJobName>`): Completed, Stopped (the artifact is
+    valid) or Failed; model.tar.gz (or `failure`) goes to `S3OutputPath/<job>/output/`."""
     from sdod.train.job import train_job
 
     spec = None
