@@ -66,7 +66,7 @@ MALFORMED = [
     (_set("HyperParameters.num_classes", "9" * 257), "longer than 256 characters"),
     (_set("HyperParameters", {f"k{i}": "v" for i in range(101)}), "101 entries; at most 100"),
     (_set("OutputDataConfig", KeyError), r"spec\.OutputDataConfig is required"),
-    (_set("StoppingCondition.MaxRuntimeInSeconds", 0), "MaxRuntimeInSeconds must be >= 1"),
+    (_set("StoppingCondition.MaxRuntimeInSeconds", 0), "MaxRuntimeInSeconds must be 1 to 2419200"),
     (_set("StoppingCondition.MaxRuntimeInSeconds", "1h"), r"MaxRuntimeInSeconds must be a int"),
     (_set("ResourceConfig.InstanceCount", True), "InstanceCount must be a int, got True"),
     (_set("Tags", [{"Key": "team"}]), r"Tags\[0\]\.Value is required"),
