@@ -16,6 +16,8 @@ os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 # training slots of this test session only: a job running elsewhere on the machine (a
 # `make demo`) must not hold up the tests, nor the tests it
 os.environ["SDOD_SLOT_DIR"] = tempfile.mkdtemp(prefix="sdod-test-slots-")
+# tests never download (ImageNet weights take the offline path or a local file they make)
+os.environ["SDOD_NO_DOWNLOAD"] = "1"
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(REPO / "dags"))
 # Airflow puts the plugins folder on sys.path: DAG files import the operators from there.
 os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(REPO / "plugins"))

@@ -1,8 +1,11 @@
-"""ImageNet weights for `use_pretrained_model=1`, from local files only (nothing downloads).
+"""ImageNet weights for `use_pretrained_model=1` (SageMaker's default).
 
 Looked for, in order: `$SDOD_PRETRAINED_DIR`, then torchvision's cache
 (`$TORCH_HOME/hub/checkpoints`, default `~/.cache/torch/hub/checkpoints`), under
-torchvision's file names, or `<base_network>.safetensors` / `<base_network>.pth`.
+torchvision's file names, or `<base_network>.safetensors` / `<base_network>.pth`. When none
+is there, torchvision's weights API downloads its file into that cache (checking its hash),
+unless `SDOD_NO_DOWNLOAD=1` (the tests set it) or the machine cannot reach the network:
+then one error says which file to put where.
 """
 
 from __future__ import annotations
@@ -14,6 +17,11 @@ import torch
 
 from sdod.errors import UserError
 
+TORCHVISION_WEIGHTS = {  # torchvision's weights enum for each base network
+    "vgg-16": ("VGG16_Weights", "IMAGENET1K_V1"),
+    "resnet-50": ("ResNet50_Weights", "IMAGENET1K_V1"),
+    "mobilenet-v3": ("MobileNet_V3_Small_Weights", "IMAGENET1K_V1"),
+}
 TORCHVISION_FILES = {
     "vgg-16": ("vgg16-397923af.pth",),
     "resnet-50": ("resnet50-0676ba61.pth", "resnet50-11ad3fa6.pth"),
@@ -30,6 +38,26 @@ def search_dirs() -> list[Path]:
     return dirs
 
 
+def _download(base_network: str) -> Path | None:
+    """torchvision's ImageNet file for `base_network`, fetched into the hub cache through
+    its weights API; None when downloads are off or fail (no network)."""
+    if (
+        os.environ.get("SDOD_NO_DOWNLOAD", "") not in ("", "0")
+        or base_network not in TORCHVISION_WEIGHTS
+    ):
+        return None
+    import torchvision.models as models
+
+    enum, member = TORCHVISION_WEIGHTS[base_network]
+    weights = getattr(getattr(models, enum), member)
+    try:
+        weights.get_state_dict(progress=False, check_hash=True)
+    except Exception:  # offline, a proxy refusing, a bad hash: fall back to the clear error
+        return None
+    cached = search_dirs()[-1] / Path(weights.url).name
+    return cached if cached.is_file() else None
+
+
 def find_weights(base_network: str) -> Path:
     names = [
         *TORCHVISION_FILES.get(base_network, ()),
@@ -40,12 +68,15 @@ def find_weights(base_network: str) -> Path:
         for name in names:
             if (folder / name).is_file():
                 return folder / name
+    downloaded = _download(base_network)
+    if downloaded is not None:
+        return downloaded
     where = " or ".join(str(d) for d in search_dirs())
     raise UserError(
-        f"use_pretrained_model=1 needs ImageNet weights for {base_network} on this machine "
-        f"(sdod downloads nothing): put {names[0]} (torchvision's file) in {where}, or set "
-        "SDOD_PRETRAINED_DIR to the folder holding it; or set use_pretrained_model=0 to "
-        "train from scratch"
+        f"use_pretrained_model=1 needs ImageNet weights for {base_network}, none are on this "
+        f"machine and they could not be downloaded: put {names[0]} (torchvision's file) in "
+        f"{where}, or set SDOD_PRETRAINED_DIR to the folder holding it; or set "
+        "use_pretrained_model=0 to train from scratch"
     )
 
 
