@@ -89,6 +89,14 @@ def pipeline_params(
             pattern=JOB_NAME_PATTERN,
             description="model package group (empty: the job_name)",
         ),
+        "training_job_request": Param(
+            None,
+            type=["null", "object"],
+            description="instead of data_uri, content_type, output_uri, hyperparameters and "
+            "max_runtime_seconds: the whole CreateTrainingJob request you send to SageMaker "
+            "(RecordIO, augmented manifest, Pipe mode, ...), checked as `sdod validate-job` "
+            "checks it; TrainingJobName defaults to job_name",
+        ),
         "hyperparameters": Param(
             DEMO_HYPERPARAMETERS,
             type="object",
@@ -155,6 +163,11 @@ def build_spec(params: dict[str, Any] | None = None) -> dict[str, Any]:
     from sdod.config import form_request
 
     p = params or {}
+    request = p.get("training_job_request")
+    if request:
+        spec = {"TrainingJobName": p["job_name"], **request}
+        stages.validate_job(job_spec=spec)
+        return spec
     spec = form_request(
         job_name=p["job_name"],
         data_uri=p["data_uri"],

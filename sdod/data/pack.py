@@ -78,10 +78,18 @@ def items_from_samples(sampleset: SampleSet, root: str | Path | None = None) -> 
     """Number the samples 0..N-1; `relpath` is relative to `root` (else the file name)."""
     items = []
     for key, sample in enumerate(sampleset.samples):
+        if _addressed(sample.image):  # a record of a .rec, or an S3 source-ref
+            items.append(PackItem(key, encode(sample), f"{sample.key}.jpg", sample.image))
+            continue
         path = Path(sample.image)
         rel = path.relative_to(root).as_posix() if root else path.name
         items.append(PackItem(key, encode(sample), rel, str(path)))
     return items
+
+
+def _addressed(image: str) -> bool:
+    """An image that is not a plain file: `path.rec#offset` or `s3://…`."""
+    return ".rec#" in image or image.startswith("s3://")
 
 
 def _resized_jpeg(data: bytes, size: int, quality: int, where: str) -> bytes:
@@ -115,8 +123,13 @@ def check_complete(data: bytes, where: str) -> None:
 def encode_item(item: PackItem, options: PackOptions) -> list[bytes]:
     """One framed record (as parts), ready to append to the .rec."""
     try:
-        with open(item.path, "rb", buffering=0) as f:
-            data = f.readall()
+        if _addressed(item.path):
+            from sdod.data.images import read_image_bytes
+
+            data = read_image_bytes(item.path)
+        else:
+            with open(item.path, "rb", buffering=0) as f:
+                data = f.readall()
     except OSError as exc:
         raise DataError(f"{item.path}: cannot read the image ({exc.strerror})") from None
     if not data:

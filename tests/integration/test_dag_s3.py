@@ -173,3 +173,36 @@ def test_dag_stops_on_bad_annotations_and_publishes_nothing(
     assert "check/report.json" in _keys(client, s3_endpoint.bucket, "models/dag-bad/")
     assert "output/model.tar.gz" not in _keys(client, s3_endpoint.bucket, "models/dag-bad/")
     assert _keys(client, s3_endpoint.bucket, "registry/dag-bad/") == []
+
+
+def test_the_form_takes_a_whole_createtrainingjob_request(
+    dag: Any, s3_endpoint: S3Endpoint, tmp_path: Path
+) -> None:
+    """A RecordIO request, as a SageMaker user sends it, trains through the same DAG."""
+    import boto3
+
+    from sdod import stages
+
+    make_sample_data(tmp_path / "img", train=6, validation=3, seed=12)
+    for ch in ("train", "validation"):
+        (tmp_path / "rec" / ch).mkdir(parents=True)
+        stages.pack(out=str(tmp_path / "rec" / ch / ch), images=str(tmp_path / "img" / ch),
+                    annotations=str(tmp_path / "img" / f"{ch}_annotation"))  # fmt: skip
+    prefix = s3_endpoint.upload_dir(tmp_path / "rec", "dag/recordio")
+    bucket = f"s3://{s3_endpoint.bucket}"
+    request = json.loads((REPO / "include" / "jobs" / "sagemaker-example.json").read_text())
+    request["TrainingJobName"] = "dag-request"
+    request["HyperParameters"].update({**TINY_HP, "num_training_samples": "6"})
+    request["OutputDataConfig"]["S3OutputPath"] = f"{bucket}/models"
+    for channel in request["InputDataConfig"]:
+        channel["DataSource"]["S3DataSource"]["S3Uri"] = f"{prefix}/{channel['ChannelName']}/"
+    conf = {"training_job_request": request, "work_uri": f"{bucket}/work",
+            "model_registry_uri": f"{bucket}/registry", "min_map": 0.0}  # fmt: skip
+    run = dag.test(run_conf=conf)
+    assert str(run.state) == "success", _states(run)
+    client = boto3.client("s3", endpoint_url=s3_endpoint.url)
+    assert "output/model.tar.gz" in _keys(client, s3_endpoint.bucket, "models/dag-request/")
+    assert _keys(client, s3_endpoint.bucket, "registry/dag-request/")[-1] == "v1/model.tar.gz"
+    bad = {**request, "HyperParameters": {**request["HyperParameters"], "epochs": "0"}}
+    run = dag.test(run_conf={**conf, "training_job_request": bad})
+    assert str(run.state) == "failed" and _states(run)["build_spec"] == "failed"
