@@ -1,5 +1,7 @@
 # One image for every Airflow role of sdod (api-server, scheduler, dag-processor, triggerer,
-# celery worker): `docker run sdod-airflow <airflow subcommand>`. docker-compose.yaml uses it.
+# celery worker): `docker run sdod-airflow <airflow subcommand>`, and a SageMaker
+# bring-your-own training and inference container (`train`, `serve`). docker-compose.yaml
+# uses it.
 #
 #   docker build -t sdod-airflow .
 #   docker run --rm sdod-airflow version
@@ -28,6 +30,8 @@ ENV AIRFLOW_HOME=/opt/airflow \
     PYTHONUNBUFFERED=1
 RUN mkdir -p /opt/airflow/logs
 
-# tini reaps the training job's processes; every role is an `airflow` subcommand
-ENTRYPOINT ["tini", "--", "airflow"]
+# tini reaps the training job's processes. `train` and `serve` are SageMaker's container
+# contract (sdod.container: /opt/ml); every other command is an Airflow one (api-server,
+# scheduler, celery worker, ...), so one image serves Airflow and SageMaker.
+ENTRYPOINT ["tini", "--", "python", "-m", "sdod.container"]
 CMD ["version"]

@@ -157,6 +157,11 @@ def read_artifact(path: str | os.PathLike[str]) -> Artifact:
     """Read and validate a model.tar.gz entirely in memory (nothing is extracted)."""
     where = str(path)
     members: dict[str, bytes] = {}
+    if Path(path).is_dir():  # the unpacked files (SageMaker's /opt/ml/model)
+        for name in (*REQUIRED, *OPTIONAL):
+            if (Path(path) / name).is_file():
+                members[name] = (Path(path) / name).read_bytes()
+        return _validated(members, where)
     try:
         with tarfile.open(path, mode="r:*") as tar:
             for member in tar:
@@ -167,6 +172,10 @@ def read_artifact(path: str | os.PathLike[str]) -> Artifact:
         raise DataError(f"{where}: no such model archive") from None
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise DataError(f"{where}: not a readable .tar.gz ({exc})") from None
+    return _validated(members, where)
+
+
+def _validated(members: dict[str, bytes], where: str) -> Artifact:
     missing = [name for name in REQUIRED if name not in members]
     if missing:
         raise DataError(f"{where}: missing member(s) {', '.join(missing)}")

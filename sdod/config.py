@@ -85,6 +85,7 @@ class TrainingJobSpec:
     checkpoint_uri: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
     ignored_fields: tuple[str, ...] = ()
+    container: bool = False  # in a SageMaker container: it tars /opt/ml/model and uploads it
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def channel(self, name: str) -> Channel | None:

@@ -210,6 +210,8 @@ def resolve_model(uri: str, *, s3: S3Options | None = None) -> Path:
         return resolve_model(versions[-1].model, s3=s3)
     if not is_s3(base) and (local_path(base) / "model.tar.gz").is_file():
         return local_path(base) / "model.tar.gz"
+    if not is_s3(base) and (local_path(base) / "model.safetensors").is_file():
+        return local_path(base)  # the unpacked files (SageMaker's /opt/ml/model)
     raise UserError(
         f"{uri}: not a model.tar.gz, a registry version (<group>/v<N>/) or a model group "
         "with an approved version"

@@ -1,11 +1,8 @@
 """The pipeline's front door: one function per stage, called by the CLI and the DAGs.
 
-ingest -> check -> pack -> train -> evaluate -> publish. Each takes typed keyword
-arguments and returns a small JSON-able result; the machinery lives behind it and is
-imported inside, so importing this module is cheap (no torch, no Great Expectations).
-
-The pipeline stages read and write URIs (`s3://…`, `file://…` or paths): where each one's
-output lands is `sdod.workspace`. Tasks on different machines share nothing else.
+ingest -> check -> pack -> train -> evaluate -> publish: typed keyword arguments in, a
+small JSON-able result out; the machinery is imported inside (importing this is cheap).
+Stages read and write URIs; where each one's output lands is `sdod.workspace`.
 """
 
 from __future__ import annotations
@@ -156,7 +153,7 @@ def pack_job(
 
 
 def convert(*, to: str, out: str, **inputs: Any) -> ConvertResult:
-    """Any supported input into one of SageMaker's training formats (`convert_inputs`)."""
+    """Any supported input into one of SageMaker's training formats."""
     from sdod.data.convert import convert_inputs
 
     return convert_inputs(to=to, out=out, **inputs)
@@ -172,9 +169,8 @@ def train(
     nproc_per_node: int | None = None,
     rdzv_endpoint: str | None = None,
 ) -> JobOutcome:
-    """Run a training job from a job root made by `ingest`, or from a spec (ingested into
-    `job_root`, default `./jobs/<TrainingJobName>`): Completed, Stopped (the artifact is
-    valid) or Failed; model.tar.gz (or `failure`) goes to `S3OutputPath/<job>/output/`."""
+    """A training job from a job root made by `ingest`, a spec (ingested into `job_root`,
+    default `./jobs/<name>`) or, with neither, the SageMaker container's `/opt/ml`."""
     from sdod.train.job import train_job
 
     spec = None
@@ -182,8 +178,10 @@ def train(
         spec = parse_spec(job_spec)
         job_root = job_root or str(Path("jobs") / spec.name)
         ingest(job_spec=spec, job_root=job_root, s3=s3)
-    if job_root is None:
-        raise UserError("give --job-root (a folder made by `sdod ingest`) or --job-spec")
+    elif job_root is None:  # inside a SageMaker training container (sdod.container)
+        from sdod.container import container_job
+
+        job_root, spec, rdzv_endpoint = container_job()
     return train_job(
         job_root, log=log, stop=stop, nproc_per_node=nproc_per_node, rdzv_endpoint=rdzv_endpoint,
         spec=spec,

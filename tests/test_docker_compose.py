@@ -92,10 +92,13 @@ BIN = Path(sys.executable).parent
 
 
 def _entrypoint() -> list[str]:
-    """The Dockerfile's ENTRYPOINT (exec form), less the init process in front."""
+    """What the Dockerfile's ENTRYPOINT runs for a compose `command`: `sdod.container`
+    hands every command but SageMaker's `train`/`serve` to airflow
+    (tests/integration/test_container.py runs that dispatch)."""
     line = next(x for x in DOCKERFILE.read_text().splitlines() if x.startswith("ENTRYPOINT"))
     words = json.loads(line[len("ENTRYPOINT") :])
-    return words[words.index("--") + 1 :] if "--" in words else words
+    words = words[words.index("--") + 1 :] if "--" in words else words
+    return ["airflow"] if words == ["python", "-m", "sdod.container"] else words
 
 
 def _service_commands(compose: dict[str, Any]) -> list[tuple[str, list[str]]]:

@@ -43,9 +43,7 @@ def _run_train(args: argparse.Namespace) -> int:
     def log(line: str) -> None:
         print(line, file=sys.stderr if args.json else sys.stdout, flush=True)
 
-    if not (args.job_root or args.job_spec):
-        raise UserError("give --job-root or --job-spec")
-    outcome = stages.train(
+    outcome = stages.train(  # with neither: the SageMaker container's /opt/ml
         job_root=args.job_root,
         job_spec=args.job_spec,
         log=log,
@@ -270,8 +268,11 @@ def _render_inspect(r: dict[str, Any]) -> str:
 
 
 def _configure_serve(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help=MODEL_HELP)
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument(
+        "--model",
+        help=MODEL_HELP + "; default: /opt/ml/model (a SageMaker container), on 0.0.0.0",
+    )
+    p.add_argument("--host", default=None, help="(127.0.0.1; 0.0.0.0 for /opt/ml/model)")
     p.add_argument("--port", type=int, default=8080, help="(8080, as SageMaker containers)")
     p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"])
     p.add_argument("--max-request-bytes", type=int, default=20 << 20)
@@ -282,6 +283,12 @@ def _run_serve(args: argparse.Namespace) -> int:
     from sdod.serve.http import make_server
     from sdod.serve.predictor import Predictor
 
+    if args.model is None:  # SageMaker hosting: the model's files in /opt/ml/model
+        from sdod.container import sagemaker_root
+
+        args.model = str(sagemaker_root() / "model")
+        args.host = args.host or "0.0.0.0"
+    args.host = args.host or "127.0.0.1"
     predictor = Predictor.load(stages.resolve_model(args.model), backend=args.backend)
     try:
         server = make_server(predictor, args.host, args.port, args.max_request_bytes)

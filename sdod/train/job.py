@@ -287,7 +287,7 @@ def train_job(
         atomic_write_bytes(layout.output_dir / "failure", (message + "\n").encode())
     log(f"sdod train: job failed{'' if world.is_main else f' (rank {world.rank})'}: {message}")
     outcome = JobOutcome("Failed", code, str(layout.root), message=message)
-    if spec is not None and world.size == 1:
+    if spec is not None and world.size == 1 and not spec.container:
         _upload_failure(spec, message, log)
     _write_outcome(layout, world, outcome)
     return outcome
@@ -315,9 +315,16 @@ def _deliver(spec: TrainingJobSpec, outcome: JobOutcome, log: Callable[[str], No
 
     uris = output_uris(spec)
     if outcome.status == "Failed":
-        _upload_failure(spec, outcome.message, log)
+        if not spec.container:
+            _upload_failure(spec, outcome.message, log)
         return outcome
     if outcome.artifact is None:  # another machine's launcher: rank 0's machine uploads
+        return outcome
+    if spec.container:  # SageMaker tars /opt/ml/model and uploads it: leave the files there
+        from sdod.container import unpack_model
+
+        unpack_model(Path(outcome.artifact), Path(outcome.artifact).parent)
+        outcome.artifact = str(Path(outcome.artifact).parent)
         return outcome
     try:
         upload_file(outcome.artifact, uris.model)
@@ -340,6 +347,10 @@ def _write_outcome(layout: JobLayout, world: World, outcome: JobOutcome) -> None
 
 
 def _load_spec(layout: JobLayout) -> TrainingJobSpec:
+    if not layout.spec_file.is_file() and (layout.config_dir / "hyperparameters.json").is_file():
+        from sdod.container import container_job  # a SageMaker container's /opt/ml
+
+        return container_job()[1]
     if not layout.spec_file.is_file():
         raise UserError(
             f"{layout.root} is not a job root (no {layout.spec_file}); run `sdod ingest` first"
