@@ -139,9 +139,10 @@ def _channel(raw: Any, i: int, default_mode: str = "File") -> Channel:
     s3_where = f"{where}.DataSource.S3DataSource"
     uri = _get(source, "S3Uri", s3_where, str)
     data_type = _get(source, "S3DataType", s3_where, str, required=False) or "S3Prefix"
-    if data_type not in ("S3Prefix", "AugmentedManifestFile"):
+    if data_type not in ("S3Prefix", "ManifestFile", "AugmentedManifestFile"):
         raise UserError(
-            f"{s3_where}.S3DataType {data_type!r}: sdod supports S3Prefix and AugmentedManifestFile"
+            f"{s3_where}.S3DataType {data_type!r} must be S3Prefix, ManifestFile or "
+            "AugmentedManifestFile"
         )
     content_type = _get(raw, "ContentType", where, str, required=False)
     if content_type is not None and content_type not in CONTENT_TYPES:
@@ -155,6 +156,11 @@ def _channel(raw: Any, i: int, default_mode: str = "File") -> Channel:
     mode = _get(raw, "InputMode", where, str, required=False) or default_mode
     if mode not in INPUT_MODES:
         raise UserError(f"{where}.InputMode {mode!r} must be one of {', '.join(INPUT_MODES)}")
+    if data_type == "ManifestFile" and mode != "File":
+        raise UserError(
+            f"{where}: S3DataType ManifestFile is read in File mode (the listed objects are "
+            "downloaded); set InputMode to File, or use an S3Prefix or AugmentedManifestFile"
+        )
     compression = _get(raw, "CompressionType", where, str, required=False) or "None"
     if compression not in COMPRESSION_TYPES:
         raise UserError(f"{where}.CompressionType {compression!r} must be None or Gzip")

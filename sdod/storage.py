@@ -258,6 +258,37 @@ def _list(uri: str, s3: S3Options | None) -> tuple[dict[str, ObjectInfo], bool]:
     return out, False
 
 
+def manifest_listing(uri: str, s3: S3Options | None = None) -> tuple[dict[str, ObjectInfo], str]:
+    """The objects a SageMaker `ManifestFile` names, keyed by their path under its prefix,
+    and that prefix: `[{"prefix": "s3://bucket/p/"}, "key-1", "sub/key-2", ...]`."""
+    from sdod.errors import DataError
+
+    try:
+        entries = json.loads(read_bytes(uri, s3=s3))
+    except FileNotFoundError:
+        raise UserError(f"{uri}: no such manifest file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{uri}: a ManifestFile must be a JSON array ({exc})") from None
+    if (
+        not isinstance(entries, list)
+        or not entries
+        or not isinstance(entries[0], dict)
+        or not isinstance(entries[0].get("prefix"), str)
+        or not all(isinstance(e, str) for e in entries[1:])
+    ):
+        raise DataError(
+            f'{uri}: a ManifestFile is [{{"prefix": "s3://bucket/prefix/"}}, "key", ...]'
+        )
+    prefix = entries[0]["prefix"].rstrip("/")
+    listing = {}
+    for rel in entries[1:]:
+        found, _ = _list(f"{prefix}/{rel}", s3)
+        if not found:
+            raise UserError(f"{uri} lists {rel}, which is not under {prefix}/")
+        listing[rel] = next(iter(found.values()))
+    return listing, prefix
+
+
 def _state_file(dest: Path) -> Path:
     return dest.parent / f".{dest.name}.sync.json"
 
@@ -280,8 +311,10 @@ def sync_to_local(
     workers: int = 8,
     retries: int = 4,
     progress: bool = True,
+    manifest: bool = False,
 ) -> SyncResult:
-    """Mirror the objects under `uri` into the folder `dest`.
+    """Mirror the objects under `uri` (or, with `manifest`, those its ManifestFile names)
+    into the folder `dest`.
 
     Objects whose size and ETag (local: size and mtime) match the last sync are skipped,
     so a re-run transfers nothing; local files no longer under `uri` are removed. Each
@@ -291,7 +324,11 @@ def sync_to_local(
 
     start = time.perf_counter()
     dest = Path(dest)
-    objects, single = _list(uri, s3)
+    source = uri
+    if manifest:
+        (objects, source), single = manifest_listing(uri, s3), False
+    else:
+        objects, single = _list(uri, s3)
     if not objects:
         raise UserError(f"{uri}: matches no objects; check the bucket and prefix")
     dest.mkdir(parents=True, exist_ok=True)
@@ -306,7 +343,7 @@ def sync_to_local(
             and state.get(rel) == info.version
         )
     ]
-    fetch = _fetcher(uri, s3, single)
+    fetch = _fetcher(source, s3, single)
 
     def transfer(rel: str) -> int:
         target = dest / rel
@@ -486,7 +523,13 @@ def _md5(path: Path) -> str:
 
 
 def copy_tree(
-    src: str, dst: str, *, s3: S3Options | None = None, workers: int = 8, progress: bool = False
+    src: str,
+    dst: str,
+    *,
+    s3: S3Options | None = None,
+    workers: int = 8,
+    progress: bool = False,
+    manifest: bool = False,
 ) -> SyncResult:
     """Mirror the objects under `src` to `dst`, each of which may be S3, `file://` or a path.
 
@@ -496,9 +539,14 @@ def copy_tree(
     removed, so `dst` ends as a snapshot of `src`.
     """
     if not is_s3(dst):
-        return sync_to_local(src, local_path(dst), s3=s3, workers=workers, progress=progress)
+        return sync_to_local(
+            src, local_path(dst), s3=s3, workers=workers, progress=progress, manifest=manifest
+        )
     start = time.perf_counter()
-    objects, single = _list(src, s3)
+    if manifest:  # the objects a ManifestFile names, copied from under its prefix
+        (objects, src), single = manifest_listing(src, s3), False
+    else:
+        objects, single = _list(src, s3)
     if not objects:
         raise UserError(f"{src}: matches no objects; check the bucket and prefix")
     fs = s3_filesystem(s3)

@@ -52,7 +52,11 @@ def to_job_root(
             pipe.append(channel.name)
             continue
         synced = sync_to_local(
-            channel.uri, layout.channel_dir(channel.name), s3=s3, workers=workers
+            channel.uri,
+            layout.channel_dir(channel.name),
+            s3=s3,
+            workers=workers,
+            manifest=channel.s3_data_type == "ManifestFile",
         )
         channels[channel.name] = synced.to_dict()
     return IngestResult(spec.name, str(layout.root), channels, pipe, list(spec.ignored_fields))
@@ -92,9 +96,12 @@ def to_work(
             pipe.append(channel.name)
             continue
         target = uris.input(channel.name)
-        synced = copy_tree(channel.uri, target, s3=s3, workers=workers)
+        listed = channel.s3_data_type == "ManifestFile"
+        synced = copy_tree(channel.uri, target, s3=s3, workers=workers, manifest=listed)
         channels[channel.name] = synced.to_dict()
         raw["DataSource"]["S3DataSource"]["S3Uri"] = target
+        if listed:  # the snapshot holds the objects themselves
+            raw["DataSource"]["S3DataSource"]["S3DataType"] = "S3Prefix"
     return IngestResult(
         spec.name, uris.work, channels, pipe, list(spec.ignored_fields), spec=staged
     )

@@ -124,3 +124,41 @@ def test_a_missing_bucket_is_a_clear_error(tmp_path: Path, s3_endpoint: S3Endpoi
     spec = _spec("od-job-5", "s3://no-such-bucket-sdod/data")
     with pytest.raises(UserError, match="no-such-bucket-sdod"):
         stages.ingest(job_spec=spec, job_root=str(tmp_path / "job"))
+
+
+def test_a_manifestfile_channel_brings_exactly_the_objects_it_lists(
+    s3_endpoint: S3Endpoint, tmp_path: Path
+) -> None:
+    """S3DataType ManifestFile: `[{"prefix": ...}, "key", ...]`, in a local job root (File
+    mode) and in the work snapshot the DAG reads; a job trains from it."""
+    from sdod import stages
+    from sdod.data.sampledata import make_sample_data
+
+    make_sample_data(tmp_path / "d", train=6, validation=3, seed=13)
+    prefix = s3_endpoint.upload_dir(tmp_path / "d", "manifestfile/data")
+    channels = []
+    for ch in ("train", "validation", "train_annotation", "validation_annotation"):
+        names = sorted(p.name for p in (tmp_path / "d" / ch).iterdir())
+        listed = [{"prefix": f"{prefix}/{ch}/"}, *names[:-1]] if ch == "train" else [
+            {"prefix": f"{prefix}/{ch}/"}, *names]  # fmt: skip
+        if ch == "train_annotation":  # the image left out of train has no annotation either
+            listed = [listed[0], *[n for n in names if n != names[-1]]]
+        (tmp_path / f"{ch}.json").write_text(json.dumps(listed))
+        uri = s3_endpoint.upload_dir(tmp_path, "manifestfile/lists") + f"/{ch}.json"
+        channels.append({"ChannelName": ch, "ContentType": "image/jpeg",
+                         "DataSource": {"S3DataSource": {"S3DataType": "ManifestFile", "S3Uri": uri}}})  # fmt: skip
+    spec = {"TrainingJobName": "manifestfile-job", "InputDataConfig": channels,
+            "HyperParameters": {"base_network": "mobilenet-v3", "use_pretrained_model": "0",
+                                "num_classes": "3", "num_training_samples": "5", "epochs": "1",
+                                "mini_batch_size": "3"},
+            "OutputDataConfig": {"S3OutputPath": f"s3://{s3_endpoint.bucket}/manifestfile/out"}}  # fmt: skip
+    root = tmp_path / "job"
+    result = stages.ingest(job_spec=spec, job_root=str(root))
+    assert result.channels["train"]["objects"] == 5  # 6 uploaded, 5 listed
+    assert len(list((root / "input" / "data" / "train").glob("*.jpg"))) == 5
+    staged = stages.ingest(job_spec=spec, work_uri=f"s3://{s3_endpoint.bucket}/manifestfile/work")
+    assert staged.spec is not None and staged.channels["validation"]["objects"] == 3
+    source = staged.spec["InputDataConfig"][0]["DataSource"]["S3DataSource"]
+    assert source["S3DataType"] == "S3Prefix" and source["S3Uri"].endswith("/input/train/")
+    outcome = stages.train(job_root=str(root), log=lambda _: None)
+    assert outcome.status == "Completed", outcome.message
