@@ -52,6 +52,14 @@ FAST = {
 }
 
 
+def _die_with_pytest() -> None:
+    """In each cluster process before exec: SIGTERM it when the test process dies (a killed
+    or timed-out pytest must not leave an Airflow cluster running)."""
+    import ctypes
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -114,7 +122,13 @@ def postgres_db(services: None) -> Iterator[str]:
     name = f"sdod_cluster_{uuid.uuid4().hex[:10]}"
     admin = psycopg2.connect(**PG)
     admin.autocommit = True
-    with admin.cursor() as cur:
+    with admin.cursor() as cur:  # databases a killed run left behind, no longer in use
+        cur.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'sdod_cluster_%' AND datname "
+            "NOT IN (SELECT datname FROM pg_stat_activity WHERE datname IS NOT NULL)"
+        )
+        for (stale,) in cur.fetchall():
+            cur.execute(f'DROP DATABASE IF EXISTS "{stale}"')
         cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (USER,))
         if cur.fetchone() is None:
             cur.execute(f"CREATE ROLE {USER} LOGIN PASSWORD %s", (PASSWORD,))
@@ -168,7 +182,7 @@ class Cluster:
         log = (self.root / f"{name}.log").open("ab")
         self.procs[name] = subprocess.Popen(
             [*cmd, *extra], cwd=folder, env={**self.env, **(env or {})}, stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True,
+            stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_pytest,
         )  # fmt: skip
 
     def start_worker(self, name: str, service: str, queue: str) -> None:
