@@ -41,15 +41,26 @@ def _pump(proc: subprocess.Popen[str], lines: queue.Queue[str | None]) -> None:
     lines.put(None)
 
 
-def _die_with_parent() -> None:
-    """In the job's process before exec: SIGKILL it when the task process dies (Linux
-    PR_SET_PDEATHSIG). A worker that dies (kill -9, a lost node) takes its job with it, as
-    a SageMaker instance would; the task's retry resumes from the S3 checkpoint instead of
-    racing an orphaned job that still writes the same checkpoint and output."""
+def _load_prctl() -> Any:
     import ctypes
 
-    with contextlib.suppress(OSError, AttributeError):  # not Linux: the job outlives it
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux
+        return None
+
+
+_PRCTL = _load_prctl() if sys.platform.startswith("linux") else None
+
+
+def _die_with_parent() -> None:
+    """In the job's process before exec: SIGKILL it when the task process dies (Linux
+    PR_SET_PDEATHSIG; the function is looked up beforehand, so the forked child only calls
+    it). A worker that dies (kill -9, a lost node) takes its job with it, as a SageMaker
+    instance would; the task's retry resumes from the S3 checkpoint instead of racing an
+    orphaned job that still writes the same checkpoint and output."""
+    if _PRCTL is not None:
+        _PRCTL(1, signal.SIGKILL)
 
 
 def s3_options_from_connection(conn_id: str | None) -> Any:
@@ -185,7 +196,7 @@ class SSDTrainingOperator(BaseOperator):
             text=True,
             start_new_session=True,
             env=env,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            preexec_fn=_die_with_parent if _PRCTL is not None else None,
         )
         lines: queue.Queue[str | None] = queue.Queue()
         reader = threading.Thread(target=_pump, args=(proc, lines), daemon=True)

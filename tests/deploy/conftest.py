@@ -52,12 +52,13 @@ FAST = {
 }
 
 
+_PRCTL = __import__("ctypes").CDLL(None).prctl  # loaded here: the forked child only calls it
+
+
 def _die_with_pytest() -> None:
     """In each cluster process before exec: SIGTERM it when the test process dies (a killed
     or timed-out pytest must not leave an Airflow cluster running)."""
-    import ctypes
-
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    _PRCTL(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def free_port() -> int:
