@@ -89,14 +89,6 @@ def pipeline_params(
             pattern=JOB_NAME_PATTERN,
             description="model package group (empty: the job_name)",
         ),
-        "training_job_request": Param(
-            None,
-            type=["null", "object"],
-            description="instead of data_uri, content_type, output_uri, hyperparameters and "
-            "max_runtime_seconds: the whole CreateTrainingJob request you send to SageMaker "
-            "(RecordIO, augmented manifest, Pipe mode, ...), checked as `sdod validate-job` "
-            "checks it; TrainingJobName defaults to job_name",
-        ),
         "hyperparameters": Param(
             DEMO_HYPERPARAMETERS,
             type="object",
@@ -132,6 +124,14 @@ def pipeline_params(
             False,
             type="boolean",
             description="publish even below the latest approved version's mAP",
+        ),
+        "training_job_request": Param(
+            None,
+            type=["null", "object"],
+            description="instead of data_uri, content_type, output_uri, hyperparameters and "
+            "max_runtime_seconds: the whole CreateTrainingJob request you send to SageMaker "
+            "(RecordIO, augmented manifest, Pipe mode, ...), checked as `sdod validate-job` "
+            "checks it; TrainingJobName defaults to job_name",
         ),
     }
 

@@ -76,6 +76,7 @@ def test_trigger_from_the_form_watch_the_run_and_read_the_train_log(
     form.locator("input[name=element_output_uri]").fill(f"s3://{BUCKET}/models")
     form.get_by_role("spinbutton").last.fill("0")  # min_map
     editor = form.locator(".monaco-editor").first  # hyperparameters: epochs changed
+    assert '"base_network"' in editor.inner_text().replace("\u00a0", " "), "not hyperparameters"
     editor.click()
     page.keyboard.press("Control+A")
     page.keyboard.insert_text(json.dumps({**HP, "epochs": "3"}))
