@@ -304,12 +304,12 @@ def test_a_job_waits_for_the_slot_and_then_runs(tmp_path: Path, data: Path) -> N
 
     root = _job(tmp_path, data, "queued")
     fd = _hold_the_slot()
-    threading.Timer(3.0, os.close, args=(fd,)).start()  # the other job ends after 3 s
+    threading.Timer(12.0, os.close, args=(fd,)).start()  # ends after 12 s: after our start-up
     started = time.monotonic()
     run = _train(root)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "waiting for a free training slot" in run.stdout
-    assert "got a training slot after" in run.stdout and time.monotonic() - started > 3
+    assert "got a training slot after" in run.stdout and time.monotonic() - started > 12
 
 
 def test_early_stopping_ends_the_job_completed_with_the_best_model(
