@@ -117,6 +117,20 @@ def frame_parts(head: bytes, body: bytes) -> list[bytes]:
     return [_CHUNK_HEAD.pack(MAGIC, size), head, body, b"\0" * (-size % 4)]
 
 
+def chunk_head(head: bytes, where: str, offset: int) -> tuple[int, int]:
+    """(continuation flag, length) of the 8-byte chunk header read at `offset`; DataError
+    for a truncated header or a missing magic."""
+    if len(head) < 8:
+        raise DataError(f"{where}: file ends inside a record header at byte {offset} (truncated)")
+    magic, lrec = _CHUNK_HEAD.unpack(head)
+    if magic != MAGIC:
+        raise DataError(
+            f"{where}: no RecordIO magic at byte {offset} (found 0x{magic:08x}); "
+            "the file is not MXNet RecordIO, or an .idx offset is wrong"
+        )
+    return lrec >> 29, lrec & LENGTH_MASK
+
+
 class RecordStream:
     """Reads logical records one after another from any binary file object, seekable or not
     (an S3 stream in Pipe mode); `offset` is the byte position of the next record."""
@@ -137,17 +151,7 @@ class RecordStream:
             head = self._read(8)
             if not head and not parts:
                 return None
-            if len(head) < 8:
-                raise DataError(
-                    f"{self.where}: file ends inside a record header at byte {offset} (truncated)"
-                )
-            magic, lrec = _CHUNK_HEAD.unpack(head)
-            if magic != MAGIC:
-                raise DataError(
-                    f"{self.where}: no RecordIO magic at byte {offset} (found 0x{magic:08x}); "
-                    "the file is not MXNet RecordIO, or an .idx offset is wrong"
-                )
-            cflag, length = lrec >> 29, lrec & LENGTH_MASK
+            cflag, length = chunk_head(head, self.where, offset)
             data = self._read(length)
             if len(data) < length:
                 raise DataError(
@@ -184,18 +188,7 @@ def scan_rec(path: str | Path, head_bytes: int = 4096) -> Iterator[tuple[int, in
             start, head, total, parts = offset, b"", 0, 0
             while True:
                 f.seek(offset)
-                chunk = f.read(8)
-                if len(chunk) < 8:
-                    raise DataError(
-                        f"{path}: file ends inside a record header at byte {offset} (truncated)"
-                    )
-                magic, lrec = _CHUNK_HEAD.unpack(chunk)
-                if magic != MAGIC:
-                    raise DataError(
-                        f"{path}: no RecordIO magic at byte {offset} (found 0x{magic:08x}); "
-                        "the file is not MXNet RecordIO, or an .idx offset is wrong"
-                    )
-                cflag, length = lrec >> 29, lrec & LENGTH_MASK
+                cflag, length = chunk_head(f.read(8), str(path), offset)
                 if offset + 8 + length > size:
                     raise DataError(
                         f"{path}: record at byte {offset} is truncated "
