@@ -374,25 +374,9 @@ def load_job_spec(path: str | Path) -> TrainingJobSpec:
 IMAGE_CHANNELS = ("train", "validation", "train_annotation", "validation_annotation")
 
 
-def spec_from_form(
-    *,
-    job_name: str,
-    data_uri: str,
-    output_uri: str,
-    hyperparameters: dict[str, Any],
-    max_runtime_seconds: int,
-    content_type: str = "image/jpeg",
-) -> dict[str, Any]:
-    """A CreateTrainingJob request from the Airflow trigger form: the four image-format
-    channels under `data_uri` (SageMaker's layout), validated before it is returned."""
-    spec = form_request(
-        job_name=job_name,
-        data_uri=data_uri,
-        output_uri=output_uri,
-        hyperparameters=hyperparameters,
-        max_runtime_seconds=max_runtime_seconds,
-        content_type=content_type,
-    )
+def spec_from_form(**fields: Any) -> dict[str, Any]:
+    """`form_request(**fields)`, validated before it is returned (the first problem raises)."""
+    spec = form_request(**fields)
     parse_job_spec(spec)
     parse_hyperparameters(spec["HyperParameters"])
     return spec
@@ -407,8 +391,9 @@ def form_request(
     max_runtime_seconds: int,
     content_type: str = "image/jpeg",
 ) -> dict[str, Any]:
-    """The request `spec_from_form` validates, not validated (`check_job_request` lists
-    all its problems)."""
+    """A CreateTrainingJob request from the Airflow trigger form: the four image-format
+    channels under `data_uri` (SageMaker's layout). Not validated: `spec_from_form` raises
+    its first problem, `check_job_request` lists them all."""
     base = data_uri.rstrip("/")
     hp = {k: str(v) for k, v in hyperparameters.items()}
     spec: dict[str, Any] = {
