@@ -107,7 +107,7 @@ def check(
     return check_job(
         spec,
         report_uri=report_uri or output_uris(spec).check,
-        cache=task_cache(spec.name, "check"),
+        cache=task_cache(spec.name, "channels"),
         policy=policy,
         max_bad_fraction=max_bad_fraction,
         grayscale=grayscale,
@@ -144,7 +144,7 @@ def pack_job(
     return run(
         spec,
         out_uri=join_uri(uris.work, "packed"),
-        cache=task_cache(spec.name, "pack"),
+        cache=task_cache(spec.name, "channels"),
         quarantine=read_quarantine(quarantine_uri, s3=s3),
         checkpoint_uri=uris.checkpoints,
         workers=workers,

@@ -89,7 +89,8 @@ def output_uris(spec: TrainingJobSpec, job_name: str | None = None) -> JobURIs:
 
 
 def task_cache(job: str, stage: str) -> Path:
-    """A local cache folder for one stage of one job on this machine."""
+    """A local cache folder of one job on this machine (`channels`: the job root the check
+    and pack stages both read, so a worker running both downloads the channels once)."""
     path = cache_root() / job / stage
     path.mkdir(parents=True, exist_ok=True)
     return path
