@@ -102,10 +102,8 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def write_artifact(path: str | os.PathLike[str], artifact: Artifact) -> Path:
-    """Write a deterministic model.tar.gz atomically (temporary name, then rename)."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+def _members(artifact: Artifact) -> dict[str, bytes]:
+    """The archive's members, name -> bytes."""
     members = {
         "model.safetensors": artifact.weights,
         "hyperparams.json": json.dumps(artifact.hyperparams, indent=2, sort_keys=True).encode(),
@@ -116,6 +114,24 @@ def write_artifact(path: str | os.PathLike[str], artifact: Artifact) -> Path:
     }
     if artifact.onnx is not None:
         members["model.onnx"] = artifact.onnx
+    return members
+
+
+def write_artifact_files(folder: str | os.PathLike[str], artifact: Artifact) -> Path:
+    """The archive's members as files in `folder` (SageMaker's `/opt/ml/model`, which
+    SageMaker tars itself), each written atomically; `read_artifact` reads the folder."""
+    from sdod.storage import atomic_write_bytes
+
+    for name, data in _members(artifact).items():
+        atomic_write_bytes(Path(folder) / name, data)
+    return Path(folder)
+
+
+def write_artifact(path: str | os.PathLike[str], artifact: Artifact) -> Path:
+    """Write a deterministic model.tar.gz atomically (temporary name, then rename)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    members = _members(artifact)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:

@@ -85,22 +85,6 @@ def container_job() -> tuple[str, TrainingJobSpec, str | None]:
     return str(root), spec, endpoint
 
 
-def unpack_model(archive: Path, folder: Path) -> None:
-    """The model's files in `folder` unpacked, as SageMaker expects `/opt/ml/model` (it makes
-    the model.tar.gz itself); the archive is removed."""
-    import tarfile
-
-    from sdod.artifact import read_artifact
-
-    read_artifact(archive)  # validates it first
-    with tarfile.open(archive) as tar:
-        for member in tar.getmembers():
-            f = tar.extractfile(member)
-            if f is not None:
-                (folder / Path(member.name).name).write_bytes(f.read())
-    archive.unlink()
-
-
 def main(argv: list[str] | None = None) -> int:
     """The image's entrypoint: `train` and `serve` as SageMaker calls them, anything else
     is an Airflow command (`api-server`, `scheduler`, `celery worker`, ...)."""

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from sdod.artifact import Artifact, ModelConfig, write_artifact
+from sdod.artifact import Artifact, ModelConfig, write_artifact, write_artifact_files
 from sdod.config import Channel, TrainingJobSpec, load_job_spec
 from sdod.data.channels import read_channel
 from sdod.data.sampleset import SampleSet
@@ -287,7 +287,7 @@ def train_job(
         atomic_write_bytes(layout.output_dir / "failure", (message + "\n").encode())
     log(f"sdod train: job failed{'' if world.is_main else f' (rank {world.rank})'}: {message}")
     outcome = JobOutcome("Failed", code, str(layout.root), message=message)
-    if spec is not None and world.size == 1 and not spec.container:
+    if spec is not None and world.size == 1:
         _upload_failure(spec, message, log)
     _write_outcome(layout, world, outcome)
     return outcome
@@ -299,6 +299,8 @@ def _upload_failure(spec: TrainingJobSpec, message: str, log: Callable[[str], No
     from sdod.storage import write_bytes
     from sdod.workspace import output_uris
 
+    if spec.container:  # /opt/ml/output/failure is written already; SageMaker reports it
+        return
     uri = output_uris(spec).failure
     try:
         write_bytes(uri, (message + "\n").encode())
@@ -313,19 +315,12 @@ def _deliver(spec: TrainingJobSpec, outcome: JobOutcome, log: Callable[[str], No
     from sdod.storage import remove, upload_file
     from sdod.workspace import output_uris
 
-    uris = output_uris(spec)
     if outcome.status == "Failed":
-        if not spec.container:
-            _upload_failure(spec, outcome.message, log)
+        _upload_failure(spec, outcome.message, log)
         return outcome
-    if outcome.artifact is None:  # another machine's launcher: rank 0's machine uploads
-        return outcome
-    if spec.container:  # SageMaker tars /opt/ml/model and uploads it: leave the files there
-        from sdod.container import unpack_model
-
-        unpack_model(Path(outcome.artifact), Path(outcome.artifact).parent)
-        outcome.artifact = str(Path(outcome.artifact).parent)
-        return outcome
+    if outcome.artifact is None or spec.container:
+        return outcome  # another machine's launcher (rank 0's uploads), or SageMaker uploads
+    uris = output_uris(spec)
     try:
         upload_file(outcome.artifact, uris.model)
     except UserError as exc:
@@ -500,7 +495,11 @@ def _run(
         ).to_dict(),
         metrics=metrics,
     )
-    path = write_artifact(layout.model_dir / "model.tar.gz", artifact)
+    path = (  # in a SageMaker container the files stay unpacked: SageMaker tars them
+        write_artifact_files(layout.model_dir, artifact)
+        if spec.container
+        else write_artifact(layout.model_dir / "model.tar.gz", artifact)
+    )
     atomic_write_bytes(layout.output_dir / "metrics.json", json.dumps(metrics, indent=2).encode())
     log(
         f"sdod train: {status}"
