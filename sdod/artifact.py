@@ -39,6 +39,7 @@ class ModelConfig:
     class_names: tuple[str, ...] = ()
     nms_threshold: float = 0.45
     anchor_count: int | None = None
+    variant: str = ""  # "gluoncv": imported GluonCV weights (see sdod/model/gluoncv.py)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -48,6 +49,8 @@ class ModelConfig:
             "class_names": list(self.class_names),
             "nms_threshold": self.nms_threshold,
         }
+        if self.variant:
+            out["variant"] = self.variant
         if self.anchor_count is not None:
             out["anchors"] = {"count": self.anchor_count, "format": "cx,cy,w,h input pixels"}
         return out
@@ -66,6 +69,7 @@ class ModelConfig:
                 tuple(str(n) for n in raw.get("class_names", [])),
                 float(raw.get("nms_threshold", 0.45)),
                 int(anchors["count"]) if "count" in anchors else None,
+                str(raw.get("variant", "")),
             )
         except (TypeError, ValueError) as exc:
             raise DataError(f"{where}: model_config.json has a bad value ({exc})") from None
@@ -78,8 +82,11 @@ class ModelConfig:
         """The (untrained) SSD this config describes."""
         from sdod.model.ssd import SSD, SSDConfig
 
-        config = SSDConfig(self.base_network, self.num_classes, self.image_shape)
-        return SSD(config, backbone_weights=backbone_weights)
+        config = SSDConfig(self.base_network, self.num_classes, self.image_shape, self.variant)
+        try:
+            return SSD(config, backbone_weights=backbone_weights)
+        except ValueError as exc:  # an unknown base_network or variant in model_config.json
+            raise DataError(f"model_config.json: {exc}") from None
 
 
 @dataclass

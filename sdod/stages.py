@@ -217,15 +217,9 @@ def publish(
     from sdod.registry import publish as promote
 
     return promote(
-        model=model,
-        group=to,
-        evaluation=evaluation,
-        min_map=min_map,
-        force=force,
-        training_job=training_job,
-        data=data,
-        s3=s3,
-    )
+        model=model, group=to, evaluation=evaluation, min_map=min_map, force=force,
+        training_job=training_job, data=data, s3=s3,
+    )  # fmt: skip
 
 
 def resolve_model(uri: str, *, s3: S3Options | None = None) -> Path:
@@ -240,6 +234,13 @@ def export_onnx(*, model: str, out: str | None = None) -> dict[str, Any]:
     from sdod.serve.onnx import add_onnx
 
     return add_onnx(model, out)
+
+
+def import_gluoncv(*, params: str, network: str, out: str, **options: Any) -> dict[str, Any]:
+    """A model.tar.gz from a GluonCV SSD's .params file (`classes`, `nms_threshold`)."""
+    from sdod.model.gluoncv import import_gluoncv as run
+
+    return run(params=params, network=network, out=out, **options)
 
 
 def layers(*, base_network: str, image_shape: int = 300, pattern: str | None = None) -> list[str]:

@@ -360,6 +360,39 @@ def _run_layers(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --- import-gluoncv -----------------------------------------------------------------
+
+
+def _configure_import_gluoncv(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", required=True, help="GluonCV/MXNet .params file")
+    p.add_argument(
+        "--network",
+        required=True,
+        help="GluonCV model name: ssd_300_vgg16_atrous_<dataset>, ssd_512_vgg16_atrous_<dataset> "
+        "or ssd_512_resnet50_v1_<dataset> (e.g. ssd_300_vgg16_atrous_voc)",
+    )
+    p.add_argument(
+        "--classes",
+        help="class names, comma-separated, in the model's class order "
+        "(default: VOC's 20 for a *_voc model, else the class ids)",
+    )
+    p.add_argument("--nms-threshold", type=float, default=0.45, help="(0.45, as GluonCV)")
+    p.add_argument("--out", required=True, help="model.tar.gz to write")
+
+
+def _run_import_gluoncv(args: argparse.Namespace) -> dict[str, Any]:
+    from sdod import stages
+
+    classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+    return stages.import_gluoncv(
+        params=args.params,
+        network=args.network,
+        out=args.out,
+        classes=classes,
+        nms_threshold=args.nms_threshold,
+    )
+
+
 # --- score-detections ---------------------------------------------------------------
 
 
@@ -417,6 +450,12 @@ COMMANDS: list[Command] = [
     Command("serve", "HTTP endpoint: GET /ping, POST /invocations", _configure_serve, _run_serve),
     Command(
         "export-onnx", "add model.onnx to a model.tar.gz", _configure_export_onnx, _run_export_onnx
+    ),
+    Command(
+        "import-gluoncv",
+        "a model.tar.gz from GluonCV SSD weights (.params), no MXNet needed",
+        _configure_import_gluoncv,
+        _run_import_gluoncv,
     ),
     Command(
         "layers", "layer names that freeze_layer_pattern matches", _configure_layers, _run_layers

@@ -4,13 +4,17 @@
   with a learned scale (init 20) on conv4_3, extra layers as in the paper / GluonCV's
   `ssd_*_vgg16_atrous` (torchvision's `SSDFeatureExtractorVGG`).
 - `resnet-50`: GluonCV's `ssd_512_resnet50_v1` layout: stage3 (stride 16) and stage4
-  (stride 32) of ResNet-50 v1, then four expander blocks (1x1 conv to f/2, 3x3/2 conv to f,
-  each with BatchNorm and ReLU) with f = 512, 512, 256, 256.
+  (stride 32) of ResNet-50, then four expander blocks (1x1 transition to f, 3x3/2 conv to
+  f, each with BatchNorm and ReLU) with f = 512, 512, 256, 256. The ResNet is
+  torchvision's (its ImageNet weights fit); `variant="gluoncv"` turns it into GluonCV's
+  `resnet50_v1` (stride and a bias on the bottlenecks' 1x1 convolutions), which GluonCV's
+  weights fit (`sdod/model/gluoncv.py`; `tests/unit/sdod/model/test_gluoncv.py` proves the
+  outputs equal GluonCV's).
 - `mobilenet-v3` (sdod extension): MobileNetV3-Small with the same six-map layout and
   lighter expanders, so that CPU users and the demo can train in minutes.
 
-`layer_names(backbone)` maps MXNet-style names (`conv1_1`, `fc7`, `stage3_unit2_conv1`, ...)
-to parameters, for `freeze_layer_pattern`.
+`Backbone.name_map()` (through `SSD.layer_names()`) maps MXNet-style names (`conv1_1`,
+`fc7`, `stage3_unit2_conv1`, ...) to parameters, for `freeze_layer_pattern`.
 """
 
 from __future__ import annotations
@@ -24,20 +28,24 @@ import torch
 from torch import nn
 from torchvision.models import mobilenet_v3_small, resnet50, vgg16
 from torchvision.models.detection.ssd import SSDFeatureExtractorVGG
+from torchvision.models.resnet import Bottleneck, ResNet
 
 
-def _expander(
-    cin: int, cout: int, *, stride: int = 2, padding: int = 1, bn: bool = True
-) -> nn.Sequential:
-    norm: Callable[[int], nn.Module] = nn.BatchNorm2d if bn else (lambda _: nn.Identity())
+def _expander(cin: int, cout: int, trans: int, eps: float = 1e-5) -> nn.Sequential:
+    """GluonCV's `FeatureExpander` block: a 1x1 transition to `trans` channels, then a 3x3/2
+    convolution to `cout`, each with BatchNorm (no conv bias) and ReLU. (GluonCV builds it
+    with MXNet's symbolic BatchNorm: eps 1e-3 and gamma fixed at 1.)"""
     return nn.Sequential(
-        nn.Conv2d(cin, cout // 2, 1, bias=not bn),
-        norm(cout // 2),
+        nn.Conv2d(cin, trans, 1, bias=False),
+        nn.BatchNorm2d(trans, eps=eps),
         nn.ReLU(inplace=True),
-        nn.Conv2d(cout // 2, cout, 3, stride=stride, padding=padding, bias=not bn),
-        norm(cout),
+        nn.Conv2d(trans, cout, 3, stride=2, padding=1, bias=False),
+        nn.BatchNorm2d(cout, eps=eps),
         nn.ReLU(inplace=True),
     )
+
+
+GLUONCV_EXPANDER_EPS = 1e-3  # mx.sym.BatchNorm's default
 
 
 class Backbone(nn.Module):
@@ -75,9 +83,10 @@ def _vgg_extra(cin: int, spec: tuple[tuple[int, int, int, int], ...]) -> nn.Sequ
 
 
 M = TypeVar("M", bound=nn.Module)
+Weights = dict[str, torch.Tensor] | None  # a torchvision ImageNet state dict, or none
 
 
-def _imagenet(model: M, weights: dict[str, torch.Tensor] | None) -> M:
+def _imagenet(model: M, weights: Weights) -> M:
     """Load torchvision ImageNet weights (a state dict) into the classification model."""
     if weights is not None:
         model.load_state_dict(weights)
@@ -85,7 +94,9 @@ def _imagenet(model: M, weights: dict[str, torch.Tensor] | None) -> M:
 
 
 class VGG16Atrous(Backbone):
-    def __init__(self, image_size: int, weights: dict[str, torch.Tensor] | None = None) -> None:
+    """GluonCV's `vgg16_atrous` layout either way (`variant` is accepted for uniformity)."""
+
+    def __init__(self, image_size: int, weights: Weights = None, variant: str = "") -> None:
         super().__init__()
         spec = VGG_EXTRAS_512 if image_size >= 512 else VGG_EXTRAS_300
         vgg = _imagenet(vgg16(weights=None), weights)
@@ -123,15 +134,41 @@ class VGG16Atrous(Backbone):
         return out
 
 
+def _gluoncv_bottlenecks(resnet: ResNet) -> None:
+    """Turn torchvision's ResNet-50 (v1.5: stride on the 3x3) into GluonCV's `resnet50_v1`
+    (`BottleneckV1`: stride on the first 1x1, and a bias on both 1x1 convolutions)."""
+    for stage in (resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4):
+        for unit in stage.children():
+            assert isinstance(unit, Bottleneck)
+            stride = unit.conv2.stride
+            unit.conv2.stride = (1, 1)
+            for name in ("conv1", "conv3"):
+                old: nn.Conv2d = getattr(unit, name)
+                new = nn.Conv2d(old.in_channels, old.out_channels, 1, bias=True)
+                with torch.no_grad():
+                    new.weight.copy_(old.weight)
+                    new.bias.zero_()  # type: ignore[union-attr]
+                setattr(unit, name, new)
+            unit.conv1.stride = stride
+
+
 class ResNet50SSD(Backbone):
-    def __init__(self, image_size: int, weights: dict[str, torch.Tensor] | None = None) -> None:
+    """`variant=""`: torchvision's ResNet-50 (its ImageNet weights fit); `variant="gluoncv"`:
+    GluonCV's v1 bottlenecks, for GluonCV's weights. The expanders are GluonCV's either way."""
+
+    def __init__(self, image_size: int, weights: Weights = None, variant: str = "") -> None:
         super().__init__()
         r = _imagenet(resnet50(weights=None), weights)
+        if variant == "gluoncv":
+            _gluoncv_bottlenecks(r)
         self.stem = nn.Sequential(r.conv1, r.bn1, r.relu, r.maxpool)
         self.layer1, self.layer2, self.layer3, self.layer4 = r.layer1, r.layer2, r.layer3, r.layer4
         filters = [512, 512, 256, 256]
         cins = [2048, *filters[:-1]]
-        self.extras = nn.ModuleList(_expander(c, f) for c, f in zip(cins, filters, strict=True))
+        eps = GLUONCV_EXPANDER_EPS if variant == "gluoncv" else 1e-5
+        self.extras = nn.ModuleList(
+            _expander(c, f, trans=f, eps=eps) for c, f in zip(cins, filters, strict=True)
+        )
         self.out_channels = [1024, 2048, *filters]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -158,7 +195,7 @@ class ResNet50SSD(Backbone):
 
 
 class MobileNetV3SSD(Backbone):
-    def __init__(self, image_size: int, weights: dict[str, torch.Tensor] | None = None) -> None:
+    def __init__(self, image_size: int, weights: Weights = None, variant: str = "") -> None:
         super().__init__()
         # BN momentum 0.1 (torchvision uses 0.01 for long ImageNet runs): with 0.01 the
         # running statistics lag far behind in short detection runs and eval-mode
@@ -169,7 +206,9 @@ class MobileNetV3SSD(Backbone):
         self.c5 = features[9:]  # stride 32, 576 channels
         filters = [256, 256, 128, 128]
         cins = [576, *filters[:-1]]
-        self.extras = nn.ModuleList(_expander(c, f) for c, f in zip(cins, filters, strict=True))
+        self.extras = nn.ModuleList(  # half-width transitions: light enough for a CPU
+            _expander(c, f, trans=f // 2) for c, f in zip(cins, filters, strict=True)
+        )
         self.out_channels = [48, 576, *filters]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:

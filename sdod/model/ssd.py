@@ -17,6 +17,7 @@ from torch import nn
 from sdod.model.anchors import generate_anchors, preset_for
 from sdod.model.backbones import BACKBONES, Backbone
 
+VARIANTS = ("", "gluoncv")
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 
@@ -26,6 +27,7 @@ class SSDConfig:
     base_network: str
     num_classes: int
     image_size: int
+    variant: str = ""  # "gluoncv": the layout GluonCV's weights fit (see backbones)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -59,9 +61,11 @@ class SSD(nn.Module):
             raise ValueError(
                 f"base_network must be one of {sorted(BACKBONES)}, got {config.base_network!r}"
             )
+        if config.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {config.variant!r}")
         self.config = config
         self.backbone: Backbone = BACKBONES[config.base_network](
-            config.image_size, backbone_weights
+            config.image_size, backbone_weights, variant=config.variant
         )
         per_cell = preset_for(config.base_network, config.image_size).num_anchors()
         k = config.num_classes + 1

@@ -94,9 +94,10 @@ def check_labels(data: SampleSet, hp: Hyperparameters, channel: str) -> None:
 
 def incremental_weights(
     layout: JobLayout, spec: TrainingJobSpec, hp: Hyperparameters
-) -> tuple[dict[str, torch.Tensor], Path] | None:
-    """Weights of the earlier model.tar.gz in the `model` channel (incremental training), or
-    None without one. Its base_network and num_classes must equal this job's."""
+) -> tuple[dict[str, torch.Tensor], Path, str] | None:
+    """Weights of the earlier model.tar.gz in the `model` channel (incremental training), its
+    path and network variant, or None without one. Its base_network and num_classes must
+    equal this job's."""
     channel = spec.channel("model")
     if channel is None:
         return None
@@ -121,7 +122,7 @@ def incremental_weights(
                 f"job's hyperparameters say {name}={ours}; incremental training needs the same "
                 "base_network and num_classes (train from scratch to change them)"
             )
-    return load(artifact.weights), archives[0]
+    return load(artifact.weights), archives[0], theirs_config.variant
 
 
 def _class_names(data: SampleSet, num_classes: int) -> list[str]:
@@ -429,10 +430,11 @@ def _run(
             torch.manual_seed(int(seed))
         except ValueError:
             raise UserError(f"SDOD_SEED must be an integer, got {seed!r}") from None
-    shape = ModelConfig(hp.base_network, hp.num_classes, hp.image_shape)
+    variant = base[2] if base is not None else ""  # an imported GluonCV model keeps its layout
+    shape = ModelConfig(hp.base_network, hp.num_classes, hp.image_shape, variant=variant)
     model = shape.build(backbone_weights=weights)  # (DDP gives every rank rank 0's weights)
     if base is not None:
-        state, archive = base
+        state, archive, _ = base
         try:
             model.load_state_dict(state)
         except RuntimeError as exc:
@@ -492,6 +494,7 @@ def _run(
             tuple(_class_names(train, hp.num_classes)),
             hp.nms_threshold,
             int(model.anchors.shape[0]),
+            model.config.variant,
         ).to_dict(),
         metrics=metrics,
     )

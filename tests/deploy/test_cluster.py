@@ -78,7 +78,7 @@ def test_runs_survive_a_faulty_network_and_a_scheduler_restart(
     # the train task's files are in the gpu worker's cache only, the others' in the default one
     assert (cluster.caches["gpu"] / "train" / "cluster-good").is_dir()
     assert not (cluster.caches["default"] / "train").exists()
-    assert (cluster.caches["default"] / "cluster-good" / "pack").is_dir()
+    assert (cluster.caches["default"] / "cluster-good" / "channels").is_dir()
     assert _keys(client, "registry/cluster-good/") == [
         "v1/approval.json", "v1/metrics.json", "v1/model.tar.gz"
     ]  # fmt: skip
