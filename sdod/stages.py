@@ -52,14 +52,10 @@ def validate_job(*, job_spec: str | dict[str, Any]) -> dict[str, Any]:
 
 
 def ingest(
-    *,
-    job_spec: str | dict[str, Any] | TrainingJobSpec,
-    job_root: str | None = None,
-    work_uri: str | None = None,
-    run_id: str | None = None,
-    s3: S3Options | None = None,
+    *, job_spec: str | dict[str, Any] | TrainingJobSpec, job_root: str | None = None,
+    work_uri: str | None = None, run_id: str | None = None, s3: S3Options | None = None,
     workers: int = 8,
-) -> IngestResult:
+) -> IngestResult:  # fmt: skip
     """Bring each File-mode channel to where the job reads it: a local job folder
     (`job_root`, SageMaker's container layout) or a snapshot at `<work_uri>/<job>/input/`
     (the result's `spec` reads it; `run_id` claims the work area for one run). Streamed
@@ -105,15 +101,11 @@ def check(
 
     spec = parse_spec(job_spec)
     return check_job(
-        spec,
-        report_uri=report_uri or output_uris(spec).check,
-        cache=task_cache(spec.name, "channels"),
-        policy=policy,
-        max_bad_fraction=max_bad_fraction,
-        grayscale=grayscale,
-        max_class_ratio=max_class_ratio,
+        spec, report_uri=report_uri or output_uris(spec).check,
+        cache=task_cache(spec.name, "channels"), policy=policy,
+        max_bad_fraction=max_bad_fraction, grayscale=grayscale, max_class_ratio=max_class_ratio,
         s3=s3,
-    )
+    )  # fmt: skip
 
 
 def pack(*, out: str, **inputs: Any) -> PackResult:
@@ -142,14 +134,10 @@ def pack_job(
     spec = parse_spec(job_spec)
     uris = JobURIs.of(spec, work_uri)
     return run(
-        spec,
-        out_uri=join_uri(uris.work, "packed"),
-        cache=task_cache(spec.name, "channels"),
-        quarantine=read_quarantine(quarantine_uri, s3=s3),
-        checkpoint_uri=uris.checkpoints,
-        workers=workers,
-        s3=s3,
-    )
+        spec, out_uri=join_uri(uris.work, "packed"), cache=task_cache(spec.name, "channels"),
+        quarantine=read_quarantine(quarantine_uri, s3=s3), checkpoint_uri=uris.checkpoints,
+        workers=workers, s3=s3,
+    )  # fmt: skip
 
 
 def convert(*, to: str, out: str, **inputs: Any) -> ConvertResult:
@@ -241,6 +229,17 @@ def import_gluoncv(*, params: str, network: str, out: str, **options: Any) -> di
     from sdod.model.gluoncv import import_gluoncv as run
 
     return run(params=params, network=network, out=out, **options)
+
+
+def tune(*, tuning_spec: str | dict[str, Any], parallel: int = 1, **options: Any) -> dict:
+    """A tuning job from a CreateHyperParameterTuningJob request (path or dict); returns the
+    DescribeHyperParameterTuningJob summary. Options: `sdod.tune.search.run_tuning`'s."""
+    from sdod.storage import read_json
+    from sdod.tune.search import run_tuning
+    from sdod.tune.spec import parse_tuning_request
+
+    raw = read_json(tuning_spec, "tuning spec") if isinstance(tuning_spec, str) else tuning_spec
+    return run_tuning(parse_tuning_request(raw), parallel=parallel, **options)
 
 
 def layers(*, base_network: str, image_shape: int = 300, pattern: str | None = None) -> list[str]:

@@ -116,6 +116,18 @@ def _loader(
     return loader, sampler
 
 
+def _check_finite(loss: float, epoch: int, batch: int, hp: Hyperparameters) -> None:
+    """A diverged run fails at once, saying so, instead of training on NaN to the end."""
+    if loss != loss or loss in (float("inf"), float("-inf")):
+        from sdod.errors import UserError
+
+        raise UserError(
+            f"training diverged: the loss is {loss} at epoch {epoch}, batch {batch} "
+            f"(learning_rate={hp.learning_rate}, optimizer={hp.optimizer}); lower the "
+            "learning rate (or clip it in the tuning ranges)"
+        )
+
+
 def _parallel(model: SSD, world: World, device: torch.device) -> torch.nn.Module:
     """The module to train: DDP over the world (BatchNorm synchronised on GPUs, so
     statistics are those of the global batch), or the model itself in a world of one."""
@@ -192,6 +204,7 @@ def fit(
             optimizer.step()
             seen += images.shape[0] * world.size
             if b % LOG_EVERY == 0 or b == iters - 1:
+                _check_finite(ce.item() + l1.item(), epoch, b, hp)
                 log(metrics.train_loss_line(epoch, b, "cross_entropy", round(ce.item(), 6)))
                 log(metrics.train_loss_line(epoch, b, "smooth_l1", round(l1.item(), 6)))
         if halted or should_stop():

@@ -1,0 +1,1 @@
+"""Hyperparameter tuning jobs (SageMaker automatic model tuning) over sdod training jobs."""

@@ -1,0 +1,515 @@
+"""A tuning job: an Optuna study whose trials are sdod training jobs.
+
+| SageMaker | Optuna |
+| --- | --- |
+| Strategy Bayesian | TPE sampler (`RandomSeed` seeds it) |
+| Strategy Random | random sampler |
+| Strategy Grid | every combination of the categorical values, in the order listed |
+| Strategy Hyperband | random sampler + Hyperband pruner over epochs (`HyperbandStrategyConfig`) |
+| TrainingJobEarlyStoppingType Auto | median pruner fed each trial's per-epoch `validation:mAP` |
+| WarmStartConfig | the parents' finished trials are added to the study before it starts |
+
+The study lives in a database (`SDOD_TUNING_STORAGE`, an SQLAlchemy URL: the cluster's
+PostgreSQL; default SQLite under the state folder), so trials on several workers share
+it and a restarted tuning job goes on where it stopped. Each trial is a training job named
+`<tuning-job>-<NNN>-<hash>`, run by `python -m sdod train` in its own process: the trial
+reads its metric lines as they come, and a pruned trial gets SIGTERM, so it ends Stopped
+with a valid model, as SageMaker's early stopping does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sdod.errors import UserError
+from sdod.tune.spec import OBJECTIVE, ParameterRange, TuningSpec
+
+if TYPE_CHECKING:
+    import optuna
+
+MAP_LINE = re.compile(r"epoch=(\d+), validation mAP <score>=\(([^)]+)\)")
+
+
+def default_storage() -> str:
+    url = os.environ.get("SDOD_TUNING_STORAGE", "")
+    if url:
+        return url
+    state = Path(os.environ.get("SDOD_STATE_DIR", ".state")).resolve()
+    state.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{state / 'tuning.db'}"
+
+
+def _storage(url: str) -> optuna.storages.BaseStorage:
+    import optuna
+
+    kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    except Exception as exc:  # a wrong URL, a database that is down
+        raise UserError(f"tuning storage {url!r} cannot be opened ({exc})") from None
+
+
+def _distribution(r: ParameterRange) -> optuna.distributions.BaseDistribution:
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
+
+    if r.kind == "categorical":
+        return CategoricalDistribution(list(r.values))
+    if r.kind == "integer":
+        return IntDistribution(int(r.low), int(r.high), log=r.log)
+    if r.scaling == "ReverseLogarithmic":  # searched as 1 - x, x log-uniform
+        return FloatDistribution(1 - r.high, 1 - r.low, log=True)
+    return FloatDistribution(r.low, r.high, log=r.log)
+
+
+def _value(r: ParameterRange, internal: Any) -> str:
+    if r.kind == "categorical":
+        return str(internal)
+    if r.kind == "integer":
+        return str(int(internal))
+    value = 1 - float(internal) if r.scaling == "ReverseLogarithmic" else float(internal)
+    return f"{value:.6g}"
+
+
+def trial_name(tuning_job: str, number: int, tuned: dict[str, str]) -> str:
+    """SageMaker's `<tuning-job>-<NNN>-<8 hex>` (unique per hyperparameters)."""
+    digest = hashlib.sha1(json.dumps(tuned, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{tuning_job}-{number:03d}-{digest}"
+
+
+@dataclass
+class TrialRecord:
+    name: str
+    number: int
+    hyperparameters: dict[str, str]
+    status: str = "InProgress"  # Completed | Stopped | Failed
+    objective: float | None = None
+    history: list[float] = field(default_factory=list)
+    early_stopped: bool = False
+    failure: str = ""
+    started: float = 0.0
+    ended: float = 0.0
+    model: str | None = None
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "TrainingJobName": self.name,
+            "TunedHyperParameters": self.hyperparameters,
+            "TrainingJobStatus": self.status,
+            "ObjectiveStatus": "Succeeded" if self.objective is not None else "Failed",
+            "TrainingStartTime": _iso(self.started),
+            "TrainingEndTime": _iso(self.ended),
+        }
+        if self.objective is not None:
+            out["FinalHyperParameterTuningJobObjectiveMetric"] = {
+                "MetricName": OBJECTIVE,
+                "Value": self.objective,
+            }
+        if self.early_stopped:
+            out["EarlyStopped"] = True
+        if self.failure:
+            out["FailureReason"] = self.failure
+        if self.model:
+            out["ModelArtifacts"] = {"S3ModelArtifacts": self.model}
+        return out
+
+
+def _iso(t: float) -> str | None:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)) if t else None
+
+
+class TrialProcess:
+    """One trial's training job in its own process, its mAP lines reported as they come."""
+
+    def __init__(self, request: dict[str, Any], root: Path, env: dict[str, str]) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "request.json").write_text(json.dumps(request, indent=2))
+        self.root = root
+        self.log = (root / "train.log").open("w")
+        cmd = [sys.executable, "-m", "sdod", "train", "--json"]
+        cmd += ["--job-spec", str(root / "request.json"), "--job-root", str(root / "job")]
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
+        self.stopped = False
+
+    def lines(self) -> Any:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.log.write(line)
+            self.log.flush()
+            yield line
+
+    def stop(self) -> None:
+        if not self.stopped and self.proc.poll() is None:
+            self.stopped = True
+            self.proc.send_signal(signal.SIGTERM)
+
+    def outcome(self) -> dict[str, Any]:
+        out, _ = self.proc.communicate()
+        self.log.close()
+        try:
+            return dict(json.loads(out))
+        except ValueError:
+            tail = (self.root / "train.log").read_text()[-400:]
+            return {"status": "Failed", "message": f"exit {self.proc.returncode}: {tail}"}
+
+
+class TuningRun:
+    """The search loop: workers ask the study for hyperparameters, run the trial, tell."""
+
+    def __init__(
+        self,
+        spec: TuningSpec,
+        *,
+        parallel: int,
+        work: Path,
+        storage: str,
+        log: Callable[[str], None],
+    ) -> None:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.spec, self.work, self.log = spec, work, log
+        self.parallel = max(1, min(parallel, spec.max_parallel))
+        self.storage = _storage(storage)
+        self.distributions = {r.name: _distribution(r) for r in spec.ranges}
+        self.study = optuna.create_study(
+            study_name=spec.name,
+            storage=self.storage,
+            direction="maximize",
+            sampler=self._sampler(),
+            pruner=self._pruner(),
+            load_if_exists=True,
+        )
+        self.lock = threading.Lock()
+        self.records: list[TrialRecord] = []
+        self.launched = 0
+        self.started = time.time()
+        self.stop_reason = ""
+        self.running: set[TrialProcess] = set()
+        self._grid = spec.grid() if spec.strategy == "Grid" else []
+        self.total = min(spec.max_jobs, len(self._grid)) if self._grid else spec.max_jobs
+
+    def _sampler(self) -> optuna.samplers.BaseSampler:
+        import optuna
+
+        seed = self.spec.seed
+        if self.spec.strategy == "Bayesian":
+            return optuna.samplers.TPESampler(seed=seed, n_startup_trials=3)
+        return optuna.samplers.RandomSampler(seed=seed)
+
+    def _pruner(self) -> optuna.pruners.BasePruner:
+        import optuna
+
+        if self.spec.hyperband is not None:
+            low, high = self.spec.hyperband
+            return optuna.pruners.HyperbandPruner(min_resource=low, max_resource=high)
+        if self.spec.early_stopping == "Auto":  # SageMaker's median rule
+            return optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=1)
+        return optuna.pruners.NopPruner()
+
+    # --- warm start and resuming ----------------------------------------------------------
+
+    def warm_start(self) -> int:
+        """Add the parents' finished trials (once per study); how many were added."""
+        import optuna
+        from optuna.trial import TrialState, create_trial
+
+        if self.study.user_attrs.get("warm_started") or not self.spec.parents:
+            return 0
+        added = 0
+        for parent in self.spec.parents:
+            try:
+                theirs = optuna.load_study(study_name=parent, storage=self.storage)
+            except KeyError:
+                raise UserError(
+                    f"WarmStartConfig: parent tuning job {parent!r} is not in the tuning "
+                    "storage; run it first, or point SDOD_TUNING_STORAGE at its database"
+                ) from None
+            for t in theirs.get_trials(deepcopy=False):
+                if t.state not in (TrialState.COMPLETE, TrialState.PRUNED):
+                    continue
+                objective = t.user_attrs.get("objective")
+                if objective is None or set(t.params) != set(self.distributions):
+                    continue
+                try:
+                    self.study.add_trial(create_trial(
+                        params=t.params, distributions=self.distributions, value=objective,
+                        intermediate_values=t.intermediate_values,
+                        user_attrs={**t.user_attrs, "warm_start_parent": parent},
+                    ))  # fmt: skip
+                except ValueError:  # outside this job's ranges: not a usable observation
+                    continue
+                added += 1
+        self.study.set_user_attr("warm_started", True)
+        return added
+
+    # --- the loop ------------------------------------------------------------------------
+
+    def _should_stop(self) -> bool:
+        spec = self.spec
+        if self.stop_reason:
+            return True
+        if self.launched >= self.total or (spec.strategy == "Grid" and not self._grid):
+            self.stop_reason = "MaxNumberOfTrainingJobs reached"
+        elif spec.max_runtime_seconds and time.time() - self.started >= spec.max_runtime_seconds:
+            self.stop_reason = "MaxRuntimeInSeconds reached"
+        elif spec.target is not None and any(
+            r.objective is not None and r.objective >= spec.target for r in self.records
+        ):
+            self.stop_reason = f"TargetObjectiveMetricValue {spec.target} reached"
+        return bool(self.stop_reason)
+
+    def _next(self) -> tuple[optuna.trial.Trial, TrialRecord] | None:
+        with self.lock:
+            if self._should_stop():
+                return None
+            if self._grid:
+                self.study.enqueue_trial(self._grid.pop(0))
+            trial = self.study.ask(self.distributions)
+            self.launched += 1  # the trial's number, from 1
+            ranges = {r.name: r for r in self.spec.ranges}
+            tuned = {k: _value(ranges[k], v) for k, v in trial.params.items()}
+            number = self.launched
+            record = TrialRecord(trial_name(self.spec.name, number, tuned), number, tuned)
+            record.started = time.time()
+            trial.set_user_attr("TrainingJobName", record.name)
+            trial.set_user_attr("hyperparameters", tuned)
+            self.records.append(record)
+            return trial, record
+
+    def _run(self, trial: optuna.trial.Trial, record: TrialRecord) -> None:
+        request = self.spec.trial_request(record.name, record.hyperparameters)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        process = TrialProcess(request, self.work / record.name, env)
+        with self.lock:
+            self.running.add(process)
+        pruned = False
+        for line in process.lines():
+            m = MAP_LINE.search(line)
+            if m is None:
+                continue
+            epoch, value = int(m[1]), float(m[2])
+            record.history.append(value)
+            trial.report(value, epoch)
+            if not pruned and trial.should_prune():
+                pruned = True
+                self.log(f"{record.name}: early stopping after epoch {epoch} (mAP {value:.3f})")
+                process.stop()
+        outcome = process.outcome()
+        with self.lock:
+            self.running.discard(process)
+            self._finish(trial, record, outcome, pruned)
+
+    def _finish(
+        self, trial: optuna.trial.Trial, record: TrialRecord, outcome: dict, pruned: bool
+    ) -> None:
+        from optuna.trial import TrialState
+
+        record.ended = time.time()
+        record.status = str(outcome.get("status", "Failed"))
+        metrics = outcome.get("metrics") or {}
+        record.model = outcome.get("model_uri") or outcome.get("artifact")
+        if record.status in ("Completed", "Stopped") and metrics.get(OBJECTIVE) is not None:
+            record.objective = float(metrics[OBJECTIVE])
+            record.early_stopped = pruned
+            trial.set_user_attr("objective", record.objective)
+            state = TrialState.PRUNED if pruned else TrialState.COMPLETE
+            self.study.tell(trial, None if pruned else record.objective, state=state)
+        else:
+            record.status = "Failed"
+            record.failure = str(outcome.get("message") or "no objective metric")[:500]
+            self.study.tell(trial, state=TrialState.FAIL)
+        self.log(self._progress(record))
+
+    def _progress(self, r: TrialRecord) -> str:
+        done = sum(1 for x in self.records if x.status != "InProgress")
+        best = self.best()
+        value = f"{r.objective:.4f}" if r.objective is not None else "-"
+        tuned = ", ".join(f"{k}={v}" for k, v in r.hyperparameters.items())
+        return (
+            f"trial {done}/{self.total}"
+            f" {r.name} {r.status}{' (early stopped)' if r.early_stopped else ''}: "
+            f"{OBJECTIVE}={value} [{tuned}]; best so far "
+            + (f"{best.name} {best.objective:.4f}" if best and best.objective is not None else "-")
+        )
+
+    def _worker(self) -> None:
+        while (nxt := self._next()) is not None:
+            self._run(*nxt)
+
+    def run(self) -> dict[str, Any]:
+        added = self.warm_start()
+        if added:
+            self.log(f"warm start: {added} finished trial(s) of {', '.join(self.spec.parents)}")
+        own = [
+            t
+            for t in self.study.get_trials(deepcopy=False)
+            if "warm_start_parent" not in t.user_attrs
+        ]
+        self._resumed = len(own)  # an interrupted run of this job: its trials count
+        self.launched = len(own)
+        threads = [threading.Thread(target=self._worker, daemon=True) for _ in range(self.parallel)]
+        for t in threads:
+            t.start()
+        deadline = self.spec.max_runtime_seconds
+        while any(t.is_alive() for t in threads):
+            for t in threads:
+                t.join(timeout=1.0)
+            if deadline and time.time() - self.started >= deadline:
+                with self.lock:
+                    self.stop_reason = self.stop_reason or "MaxRuntimeInSeconds reached"
+                    for process in self.running:  # SageMaker stops the running trials
+                        process.stop()
+        return self.describe()
+
+    def best(self) -> TrialRecord | None:
+        scored = [r for r in self.records if r.objective is not None]
+        return max(scored, key=lambda r: r.objective or 0.0) if scored else None
+
+    def describe(self) -> dict[str, Any]:
+        """DescribeHyperParameterTuningJob's shape, with every trial's summary."""
+        kinds = ("Completed", "InProgress", "RetryableError", "NonRetryableError", "Stopped")
+        counts = dict.fromkeys(kinds, 0)
+        for r in self.records:
+            counts["NonRetryableError" if r.status == "Failed" else r.status] += 1
+        objective = {
+            "Succeeded": sum(r.objective is not None for r in self.records),
+            "Pending": sum(r.status == "InProgress" for r in self.records),
+            "Failed": sum(r.status == "Failed" for r in self.records),
+        }
+        best = self.best()
+        status = "Completed" if best is not None else "Failed"
+        if self.stop_reason.startswith("MaxRuntime"):
+            status = "Completed" if best else "Stopped"
+        out: dict[str, Any] = {
+            "HyperParameterTuningJobName": self.spec.name,
+            "HyperParameterTuningJobStatus": status,
+            "HyperParameterTuningJobConfig": self.spec.raw.get("HyperParameterTuningJobConfig"),
+            "TrainingJobDefinition": self.spec.training,
+            "CreationTime": _iso(self.started),
+            "HyperParameterTuningEndTime": _iso(time.time()),
+            "TrainingJobStatusCounters": counts,
+            "ObjectiveStatusCounters": objective,
+            "TuningJobCompletionDetails": {"Reason": self.stop_reason},
+            "TrainingJobSummaries": [r.summary() for r in self.records],
+        }
+        if best is not None:
+            out["BestTrainingJob"] = best.summary()
+        if self.spec.parents:
+            out["WarmStartConfig"] = self.spec.raw.get("WarmStartConfig")
+        return out
+
+
+def objective_picture(summary: dict[str, Any], path: Path) -> Path:
+    """The objective over the trials (left) and against each tuned hyperparameter, drawn
+    with Pillow: one small panel per hyperparameter, failed trials as grey crosses."""
+    from PIL import Image, ImageDraw
+
+    trials = summary["TrainingJobSummaries"]
+    names = sorted({k for t in trials for k in t["TunedHyperParameters"]})
+    w, h, m = 360, 260, 40
+    image = Image.new("RGB", (w * (1 + len(names)), h), "white")
+    draw = ImageDraw.Draw(image)
+
+    def value(t: dict[str, Any]) -> float | None:
+        metric = t.get("FinalHyperParameterTuningJobObjectiveMetric")
+        return None if metric is None else float(metric["Value"])
+
+    def panel(i: int, title: str, xs: list[Any]) -> None:
+        x0 = i * w
+        draw.rectangle([x0 + m, 20, x0 + w - 10, h - m], outline=(0, 0, 0))
+        draw.text((x0 + m, 4), title, fill=(0, 0, 0))
+        draw.text((x0 + 4, 20), "1.0", fill=(0, 0, 0))
+        draw.text((x0 + 4, h - m - 10), "0.0", fill=(0, 0, 0))
+        numeric = all(_is_number(x) for x in xs)
+        cats = sorted(set(map(str, xs)), key=lambda s: float(s) if numeric else s)
+        for t, x in zip(trials, xs, strict=True):
+            pos = cats.index(str(x)) / max(1, len(cats) - 1) if len(cats) > 1 else 0.5
+            px = x0 + m + 10 + pos * (w - m - 40)
+            v = value(t)
+            py = (h - m) - (v if v is not None else 0.0) * (h - m - 20)
+            if v is None:
+                draw.line([px - 4, py - 4, px + 4, py + 4], fill=(160, 160, 160), width=2)
+                draw.line([px - 4, py + 4, px + 4, py - 4], fill=(160, 160, 160), width=2)
+            else:
+                colour = (220, 30, 30) if t.get("EarlyStopped") else (30, 90, 200)
+                draw.ellipse([px - 4, py - 4, px + 4, py + 4], fill=colour)
+        if cats and len(cats) <= 6:
+            for j, c in enumerate(cats):
+                pos = j / max(1, len(cats) - 1) if len(cats) > 1 else 0.5
+                draw.text((x0 + m + 4 + pos * (w - m - 40), h - m + 6), c[:8], fill=(0, 0, 0))
+
+    panel(0, f"{OBJECTIVE} by trial (red: early stopped)", list(range(1, len(trials) + 1)))
+    for i, name in enumerate(names, start=1):
+        xs = [t["TunedHyperParameters"].get(name, "") for t in trials]
+        panel(i, f"{OBJECTIVE} vs {name}", xs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return path
+
+
+def _is_number(x: Any) -> bool:
+    try:
+        float(x)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def run_tuning(
+    spec: TuningSpec,
+    *,
+    parallel: int = 1,
+    work: str | None = None,
+    storage: str | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run a tuning job; write `describe.json` and `objective.png` to
+    `<S3OutputPath>/<tuning-job>/`; return the DescribeHyperParameterTuningJob summary."""
+    import tempfile
+
+    from sdod.storage import join_uri, upload_tree
+
+    folder = Path(work) if work else Path(os.environ.get("SDOD_STATE_DIR", ".state")) / "tuning"
+    run = TuningRun(
+        spec, parallel=parallel, work=folder / spec.name, storage=storage or default_storage(),
+        log=log,
+    )  # fmt: skip
+    log(
+        f"tuning job {spec.name}: {spec.strategy}, up to {spec.max_jobs} training jobs, "
+        f"{run.parallel} at a time, early stopping {spec.early_stopping}"
+    )
+    summary = run.run()
+    output = (spec.training.get("OutputDataConfig") or {}).get("S3OutputPath")
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "describe.json").write_text(json.dumps(summary, indent=2))
+        objective_picture(summary, Path(tmp) / "objective.png")
+        if output:
+            where = join_uri(output, spec.name)
+            upload_tree(Path(tmp), where)
+            summary["OutputUri"] = where
+    best = summary.get("BestTrainingJob")
+    value = best["FinalHyperParameterTuningJobObjectiveMetric"]["Value"] if best else None
+    log(
+        f"tuning job {spec.name}: {summary['HyperParameterTuningJobStatus']} "
+        f"({summary['TuningJobCompletionDetails']['Reason']}); best: "
+        + (f"{best['TrainingJobName']} {OBJECTIVE}={value:.4f}" if best else "none")
+    )
+    return summary
