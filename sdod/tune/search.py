@@ -171,16 +171,21 @@ class TrialProcess:
 
 
 class TuningRun:
-    """The search loop: workers ask the study for hyperparameters, run the trial, tell."""
+    """The search loop: lanes ask the shared study for hyperparameters, run the trial, tell.
+
+    Everything the loop decides on is in the study (so lanes in several processes or on
+    several workers, e.g. the `sdod_tune` DAG's mapped tasks, share it): a trial's own
+    number comes from the storage's atomic trial numbering (less the warm-start trials);
+    what each trial did is kept in its user attributes; the start time in the study's."""
 
     def __init__(
         self,
         spec: TuningSpec,
         *,
-        parallel: int,
         work: Path,
         storage: str,
         log: Callable[[str], None],
+        parallel: int = 1,
     ) -> None:
         import optuna
 
@@ -197,14 +202,14 @@ class TuningRun:
             pruner=self._pruner(),
             load_if_exists=True,
         )
+        if "started" not in self.study.user_attrs:
+            self.study.set_user_attr("started", time.time())
+        self.started = float(self.study.user_attrs["started"])
         self.lock = threading.Lock()
-        self.records: list[TrialRecord] = []
-        self.launched = 0
-        self.started = time.time()
         self.stop_reason = ""
         self.running: set[TrialProcess] = set()
-        self._grid = spec.grid() if spec.strategy == "Grid" else []
-        self.total = min(spec.max_jobs, len(self._grid)) if self._grid else spec.max_jobs
+        self.grid = spec.grid() if spec.strategy == "Grid" else []  # what prepare() enqueues
+        self.total = min(spec.max_jobs, len(self.grid)) if self.grid else spec.max_jobs
 
     def _sampler(self) -> optuna.samplers.BaseSampler:
         import optuna
@@ -224,7 +229,7 @@ class TuningRun:
             return optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=1)
         return optuna.pruners.NopPruner()
 
-    # --- warm start and resuming ----------------------------------------------------------
+    # --- warm start ----------------------------------------------------------------------
 
     def warm_start(self) -> int:
         """Add the parents' finished trials (once per study); how many were added."""
@@ -243,10 +248,10 @@ class TuningRun:
                     "storage; run it first, or point SDOD_TUNING_STORAGE at its database"
                 ) from None
             for t in theirs.get_trials(deepcopy=False):
-                if t.state not in (TrialState.COMPLETE, TrialState.PRUNED):
-                    continue
                 objective = t.user_attrs.get("objective")
-                if objective is None or set(t.params) != set(self.distributions):
+                if t.state not in (TrialState.COMPLETE, TrialState.PRUNED) or objective is None:
+                    continue
+                if set(t.params) != set(self.distributions):
                     continue
                 try:
                     self.study.add_trial(create_trial(
@@ -258,41 +263,92 @@ class TuningRun:
                     continue
                 added += 1
         self.study.set_user_attr("warm_started", True)
+        self.study.set_user_attr("warm_start_trials", added)
+        if added:
+            self.log(f"warm start: {added} finished trial(s) of {', '.join(self.spec.parents)}")
         return added
+
+    # --- the records, from the study -----------------------------------------------------
+
+    def records(self) -> list[TrialRecord]:
+        """This tuning job's trials (not the warm-start ones), in number order."""
+        out = []
+        for t in self.study.get_trials(deepcopy=False):
+            a = t.user_attrs
+            if "TrainingJobName" not in a or a.get("warm_start_parent") or a.get("skipped"):
+                continue
+            out.append(TrialRecord(
+                a["TrainingJobName"], int(a["number"]), dict(a["hyperparameters"]),
+                status=a.get("status", "InProgress"), objective=a.get("objective"),
+                history=list(a.get("history", [])), early_stopped=bool(a.get("early_stopped")),
+                failure=a.get("failure", ""), started=float(a.get("started", 0.0)),
+                ended=float(a.get("ended", 0.0)), model=a.get("model"),
+            ))  # fmt: skip
+        return sorted(out, key=lambda r: r.number)
+
+    def best(self, records: list[TrialRecord] | None = None) -> TrialRecord | None:
+        scored = [r for r in (records or self.records()) if r.objective is not None]
+        return max(scored, key=lambda r: r.objective or 0.0) if scored else None
 
     # --- the loop ------------------------------------------------------------------------
 
-    def _should_stop(self) -> bool:
+    def _should_stop(self, own: int) -> bool:
+        """`own`: the number the next trial would get."""
         spec = self.spec
         if self.stop_reason:
             return True
-        if self.launched >= self.total or (spec.strategy == "Grid" and not self._grid):
+        if own > self.total:
             self.stop_reason = "MaxNumberOfTrainingJobs reached"
         elif spec.max_runtime_seconds and time.time() - self.started >= spec.max_runtime_seconds:
             self.stop_reason = "MaxRuntimeInSeconds reached"
-        elif spec.target is not None and any(
-            r.objective is not None and r.objective >= spec.target for r in self.records
-        ):
-            self.stop_reason = f"TargetObjectiveMetricValue {spec.target} reached"
+        elif spec.target is not None:
+            best = self.best()
+            if best is not None and (best.objective or 0.0) >= spec.target:
+                self.stop_reason = f"TargetObjectiveMetricValue {spec.target} reached"
         return bool(self.stop_reason)
 
     def _next(self) -> tuple[optuna.trial.Trial, TrialRecord] | None:
+        from optuna.trial import TrialState
+
         with self.lock:
-            if self._should_stop():
+            warm = int(self.study.user_attrs.get("warm_start_trials", 0))
+            trials = self.study.get_trials(deepcopy=False)
+            begun = sum(t.state != TrialState.WAITING for t in trials) - warm
+            if self._should_stop(begun + 1):
                 return None
-            if self._grid:
-                self.study.enqueue_trial(self._grid.pop(0))
-            trial = self.study.ask(self.distributions)
-            self.launched += 1  # the trial's number, from 1
+            trial = self.study.ask(self.distributions)  # Grid: the next enqueued combination
+            number = trial.number - warm + 1  # the storage numbers trials atomically
+            if number > self.total:
+                trial.set_user_attr("skipped", True)  # another lane took the last one
+                self.study.tell(trial, state=TrialState.FAIL)
+                self.stop_reason = self.stop_reason or "MaxNumberOfTrainingJobs reached"
+                return None
             ranges = {r.name: r for r in self.spec.ranges}
             tuned = {k: _value(ranges[k], v) for k, v in trial.params.items()}
-            number = self.launched
             record = TrialRecord(trial_name(self.spec.name, number, tuned), number, tuned)
             record.started = time.time()
-            trial.set_user_attr("TrainingJobName", record.name)
-            trial.set_user_attr("hyperparameters", tuned)
-            self.records.append(record)
+            self._save(trial, record)
             return trial, record
+
+    def prepare(self) -> None:
+        """Once per tuning job, before any trial: the warm start, then (Grid) every
+        combination enqueued in the order listed, so trial N runs the N-th."""
+        self.warm_start()
+        if self.grid and not self.study.user_attrs.get("grid_enqueued"):
+            for params in self.grid:
+                self.study.enqueue_trial(params, skip_if_exists=False)
+            self.study.set_user_attr("grid_enqueued", True)
+
+    def _save(self, trial: optuna.trial.Trial, record: TrialRecord) -> None:
+        attrs = {
+            "TrainingJobName": record.name, "number": record.number,
+            "hyperparameters": record.hyperparameters, "status": record.status,
+            "objective": record.objective, "history": record.history,
+            "early_stopped": record.early_stopped, "failure": record.failure,
+            "started": record.started, "ended": record.ended, "model": record.model,
+        }  # fmt: skip
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
 
     def _run(self, trial: optuna.trial.Trial, record: TrialRecord) -> None:
         request = self.spec.trial_request(record.name, record.hyperparameters)
@@ -329,43 +385,41 @@ class TuningRun:
         if record.status in ("Completed", "Stopped") and metrics.get(OBJECTIVE) is not None:
             record.objective = float(metrics[OBJECTIVE])
             record.early_stopped = pruned
-            trial.set_user_attr("objective", record.objective)
+            self._save(trial, record)
             state = TrialState.PRUNED if pruned else TrialState.COMPLETE
             self.study.tell(trial, None if pruned else record.objective, state=state)
         else:
             record.status = "Failed"
             record.failure = str(outcome.get("message") or "no objective metric")[:500]
+            self._save(trial, record)
             self.study.tell(trial, state=TrialState.FAIL)
         self.log(self._progress(record))
 
     def _progress(self, r: TrialRecord) -> str:
-        done = sum(1 for x in self.records if x.status != "InProgress")
-        best = self.best()
+        records = self.records()
+        done = sum(1 for x in records if x.status != "InProgress")
+        best = self.best(records)
         value = f"{r.objective:.4f}" if r.objective is not None else "-"
         tuned = ", ".join(f"{k}={v}" for k, v in r.hyperparameters.items())
         return (
-            f"trial {done}/{self.total}"
-            f" {r.name} {r.status}{' (early stopped)' if r.early_stopped else ''}: "
-            f"{OBJECTIVE}={value} [{tuned}]; best so far "
+            f"trial {done}/{self.total} {r.name} {r.status}"
+            f"{' (early stopped)' if r.early_stopped else ''}: {OBJECTIVE}={value} [{tuned}]; "
+            "best so far "
             + (f"{best.name} {best.objective:.4f}" if best and best.objective is not None else "-")
         )
 
-    def _worker(self) -> None:
+    def lane(self) -> int:
+        """Run trials one after another until the tuning job is done; how many ran."""
+        ran = 0
         while (nxt := self._next()) is not None:
             self._run(*nxt)
+            ran += 1
+        return ran
 
     def run(self) -> dict[str, Any]:
-        added = self.warm_start()
-        if added:
-            self.log(f"warm start: {added} finished trial(s) of {', '.join(self.spec.parents)}")
-        own = [
-            t
-            for t in self.study.get_trials(deepcopy=False)
-            if "warm_start_parent" not in t.user_attrs
-        ]
-        self._resumed = len(own)  # an interrupted run of this job: its trials count
-        self.launched = len(own)
-        threads = [threading.Thread(target=self._worker, daemon=True) for _ in range(self.parallel)]
+        """`parallel` lanes in this process, then the summary."""
+        self.prepare()
+        threads = [threading.Thread(target=self.lane, daemon=True) for _ in range(self.parallel)]
         for t in threads:
             t.start()
         deadline = self.spec.max_runtime_seconds
@@ -379,42 +433,46 @@ class TuningRun:
                         process.stop()
         return self.describe()
 
-    def best(self) -> TrialRecord | None:
-        scored = [r for r in self.records if r.objective is not None]
-        return max(scored, key=lambda r: r.objective or 0.0) if scored else None
-
     def describe(self) -> dict[str, Any]:
         """DescribeHyperParameterTuningJob's shape, with every trial's summary."""
+        records = self.records()
         kinds = ("Completed", "InProgress", "RetryableError", "NonRetryableError", "Stopped")
         counts = dict.fromkeys(kinds, 0)
-        for r in self.records:
+        for r in records:
             counts["NonRetryableError" if r.status == "Failed" else r.status] += 1
         objective = {
-            "Succeeded": sum(r.objective is not None for r in self.records),
-            "Pending": sum(r.status == "InProgress" for r in self.records),
-            "Failed": sum(r.status == "Failed" for r in self.records),
+            "Succeeded": sum(r.objective is not None for r in records),
+            "Pending": sum(r.status == "InProgress" for r in records),
+            "Failed": sum(r.status == "Failed" for r in records),
         }
-        best = self.best()
-        status = "Completed" if best is not None else "Failed"
-        if self.stop_reason.startswith("MaxRuntime"):
-            status = "Completed" if best else "Stopped"
+        best = self.best(records)
+        reason = self.stop_reason or self._reason(records)
         out: dict[str, Any] = {
             "HyperParameterTuningJobName": self.spec.name,
-            "HyperParameterTuningJobStatus": status,
+            "HyperParameterTuningJobStatus": "Completed" if best is not None else "Failed",
             "HyperParameterTuningJobConfig": self.spec.raw.get("HyperParameterTuningJobConfig"),
             "TrainingJobDefinition": self.spec.training,
             "CreationTime": _iso(self.started),
             "HyperParameterTuningEndTime": _iso(time.time()),
             "TrainingJobStatusCounters": counts,
             "ObjectiveStatusCounters": objective,
-            "TuningJobCompletionDetails": {"Reason": self.stop_reason},
-            "TrainingJobSummaries": [r.summary() for r in self.records],
+            "TuningJobCompletionDetails": {"Reason": reason},
+            "TrainingJobSummaries": [r.summary() for r in records],
         }
         if best is not None:
             out["BestTrainingJob"] = best.summary()
         if self.spec.parents:
             out["WarmStartConfig"] = self.spec.raw.get("WarmStartConfig")
         return out
+
+    def _reason(self, records: list[TrialRecord]) -> str:
+        """Why the job ended, seen from the study (a lane in another process decided)."""
+        best = self.best(records)
+        if self.spec.target is not None and best and (best.objective or 0) >= self.spec.target:
+            return f"TargetObjectiveMetricValue {self.spec.target} reached"
+        if len(records) >= self.total:
+            return "MaxNumberOfTrainingJobs reached"
+        return "MaxRuntimeInSeconds reached"
 
 
 def objective_picture(summary: dict[str, Any], path: Path) -> Path:
