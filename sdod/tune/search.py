@@ -39,6 +39,8 @@ from sdod.tune.spec import OBJECTIVE, ParameterRange, TuningSpec
 if TYPE_CHECKING:
     import optuna
 
+    from sdod.storage import S3Options
+
 MAP_LINE = re.compile(r"epoch=(\d+), validation mAP <score>=\(([^)]+)\)")
 
 
@@ -186,11 +188,12 @@ class TuningRun:
         storage: str,
         log: Callable[[str], None],
         parallel: int = 1,
+        env: dict[str, str] | None = None,
     ) -> None:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        self.spec, self.work, self.log = spec, work, log
+        self.spec, self.work, self.log, self.env = spec, work, log, env or {}
         self.parallel = max(1, min(parallel, spec.max_parallel))
         self.storage = _storage(storage)
         self.distributions = {r.name: _distribution(r) for r in spec.ranges}
@@ -352,7 +355,7 @@ class TuningRun:
 
     def _run(self, trial: optuna.trial.Trial, record: TrialRecord) -> None:
         request = self.spec.trial_request(record.name, record.hyperparameters)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
         process = TrialProcess(request, self.work / record.name, env)
         with self.lock:
             self.running.add(process)
@@ -416,10 +419,10 @@ class TuningRun:
             ran += 1
         return ran
 
-    def run(self) -> dict[str, Any]:
-        """`parallel` lanes in this process, then the summary."""
-        self.prepare()
-        threads = [threading.Thread(target=self.lane, daemon=True) for _ in range(self.parallel)]
+    def run_lanes(self, lanes: int) -> None:
+        """`lanes` lanes in this process (threads); at MaxRuntimeInSeconds the running
+        trials get SIGTERM, as SageMaker stops them."""
+        threads = [threading.Thread(target=self.lane, daemon=True) for _ in range(lanes)]
         for t in threads:
             t.start()
         deadline = self.spec.max_runtime_seconds
@@ -429,8 +432,13 @@ class TuningRun:
             if deadline and time.time() - self.started >= deadline:
                 with self.lock:
                     self.stop_reason = self.stop_reason or "MaxRuntimeInSeconds reached"
-                    for process in self.running:  # SageMaker stops the running trials
+                    for process in self.running:
                         process.stop()
+
+    def run(self) -> dict[str, Any]:
+        """`parallel` lanes in this process, then the summary."""
+        self.prepare()
+        self.run_lanes(self.parallel)
         return self.describe()
 
     def describe(self) -> dict[str, Any]:
@@ -531,38 +539,62 @@ def _is_number(x: Any) -> bool:
     return True
 
 
-def run_tuning(
-    spec: TuningSpec,
-    *,
-    parallel: int = 1,
-    work: str | None = None,
-    storage: str | None = None,
-    log: Callable[[str], None] = print,
+def write_summary(
+    spec: TuningSpec, summary: dict[str, Any], s3: S3Options | None = None
 ) -> dict[str, Any]:
-    """Run a tuning job; write `describe.json` and `objective.png` to
-    `<S3OutputPath>/<tuning-job>/`; return the DescribeHyperParameterTuningJob summary."""
+    """`describe.json` and `objective.png` to `<S3OutputPath>/<tuning-job>/` (its URI in
+    the summary's `OutputUri`)."""
     import tempfile
 
     from sdod.storage import join_uri, upload_tree
 
-    folder = Path(work) if work else Path(os.environ.get("SDOD_STATE_DIR", ".state")) / "tuning"
-    run = TuningRun(
-        spec, parallel=parallel, work=folder / spec.name, storage=storage or default_storage(),
-        log=log,
-    )  # fmt: skip
-    log(
-        f"tuning job {spec.name}: {spec.strategy}, up to {spec.max_jobs} training jobs, "
-        f"{run.parallel} at a time, early stopping {spec.early_stopping}"
-    )
-    summary = run.run()
     output = (spec.training.get("OutputDataConfig") or {}).get("S3OutputPath")
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "describe.json").write_text(json.dumps(summary, indent=2))
         objective_picture(summary, Path(tmp) / "objective.png")
         if output:
             where = join_uri(output, spec.name)
-            upload_tree(Path(tmp), where)
+            upload_tree(Path(tmp), where, s3=s3)
             summary["OutputUri"] = where
+    return summary
+
+
+def run_tuning(
+    spec: TuningSpec,
+    *,
+    parallel: int = 1,
+    step: str = "all",
+    work: str | None = None,
+    storage: str | None = None,
+    s3: S3Options | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run a tuning job (`step="all"`); write `describe.json` and `objective.png` to
+    `<S3OutputPath>/<tuning-job>/`; return the DescribeHyperParameterTuningJob summary.
+
+    The DAG runs it in steps, each in its own task, sharing the study's database:
+    `prepare` (warm start, Grid's combinations), then one `lane` per parallel slot (trials
+    one after another until the job is done), then `summary`."""
+    folder = Path(work) if work else Path(os.environ.get("SDOD_STATE_DIR", ".state")) / "tuning"
+    run = TuningRun(
+        spec, parallel=parallel, work=folder / spec.name, storage=storage or default_storage(),
+        log=log, env=s3.env() if s3 is not None else None,
+    )  # fmt: skip
+    if step == "prepare":
+        run.prepare()
+        return {"HyperParameterTuningJobName": spec.name, "lanes": list(range(spec.max_parallel))}
+    if step == "lane":
+        run.run_lanes(1)
+        return {"HyperParameterTuningJobName": spec.name}
+    if step == "summary":
+        return write_summary(spec, run.describe(), s3=s3)
+    if step != "all":
+        raise ValueError(f"step must be all, prepare, lane or summary, got {step!r}")
+    log(
+        f"tuning job {spec.name}: {spec.strategy}, up to {run.total} training jobs, "
+        f"{run.parallel} at a time, early stopping {spec.early_stopping}"
+    )
+    summary = write_summary(spec, run.run(), s3=s3)
     best = summary.get("BestTrainingJob")
     value = best["FinalHyperParameterTuningJobObjectiveMetric"]["Value"] if best else None
     log(

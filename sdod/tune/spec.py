@@ -98,6 +98,13 @@ class TuningSpec:
         request = {k: v for k, v in self.training.items() if k != "StaticHyperParameters"}
         request["TrainingJobName"] = job_name
         request["HyperParameters"] = {**self.static, **tuned}
+        checkpoint = request.get("CheckpointConfig")
+        if isinstance(checkpoint, dict) and checkpoint.get("S3Uri"):  # one folder per trial:
+            from sdod.storage import join_uri  # a trial must never resume another's
+
+            request["CheckpointConfig"] = {
+                **checkpoint, "S3Uri": join_uri(checkpoint["S3Uri"], job_name) + "/"
+            }  # fmt: skip
         return request
 
 

@@ -7,6 +7,7 @@ import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,3 +64,29 @@ def s3_endpoint() -> Iterator[S3Endpoint]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def load_dag(dag_id: str, s3_endpoint: S3Endpoint, cache: Path) -> Any:
+    """`dags/<dag_id>.py` parsed by Airflow's DagBag, its AWS connection pointed at the S3
+    endpoint, its local cache at `cache`, the Airflow database migrated once."""
+    import json
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    os.environ["AIRFLOW_CONN_AWS_DEFAULT"] = json.dumps({
+        "conn_type": "aws", "login": "testing", "password": "testing",
+        "extra": {"endpoint_url": s3_endpoint.url, "region_name": "us-east-1"},
+    })  # fmt: skip
+    os.environ["SDOD_CACHE_DIR"] = str(cache)
+    if not (Path(os.environ["AIRFLOW_HOME"]) / "airflow.db").exists():
+        subprocess.run(
+            [sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True
+        )
+    if str(repo / "plugins") not in sys.path:
+        sys.path.insert(0, str(repo / "plugins"))
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(repo / "dags" / f"{dag_id}.py"))
+    assert bag.import_errors == {}
+    return bag.dags[dag_id]

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from sdod.data.sampledata import make_sample_data
-from tests.integration.conftest import S3Endpoint
+from tests.integration.conftest import S3Endpoint, load_dag
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -39,22 +39,7 @@ class Wiper:
 
 @pytest.fixture(scope="module")
 def dag(s3_endpoint: S3Endpoint, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    home = Path(os.environ["AIRFLOW_HOME"])
-    os.environ["AIRFLOW_CONN_AWS_DEFAULT"] = json.dumps({
-        "conn_type": "aws", "login": "testing", "password": "testing",
-        "extra": {"endpoint_url": s3_endpoint.url, "region_name": "us-east-1"},
-    })  # fmt: skip
-    os.environ["SDOD_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
-    if not (home / "airflow.db").exists():
-        subprocess.run(
-            [sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True
-        )
-    sys.path.insert(0, str(REPO / "plugins"))
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(REPO / "dags" / "sdod_train.py"))
-    assert bag.import_errors == {}
-    return bag.dags["sdod_train"]
+    return load_dag("sdod_train", s3_endpoint, tmp_path_factory.mktemp("cache"))
 
 
 def _states(run: Any) -> dict[str, str]:
