@@ -101,6 +101,32 @@ def storage(tmp_path: Path, base: dict[str, Path]) -> str:
     return f"sqlite:///{base['root'] / 'studies.db'}"
 
 
+@pytest.fixture()
+def postgres() -> Any:
+    """A throw-away PostgreSQL database on this machine's server (as the cluster keeps its
+    studies); skipped where none runs, except under CI."""
+    import uuid
+
+    import psycopg2
+
+    name = f"sdod_tuning_test_{uuid.uuid4().hex[:8]}"
+    try:
+        admin = psycopg2.connect(
+            host="127.0.0.1", user="postgres", dbname="postgres", connect_timeout=3
+        )
+    except psycopg2.OperationalError as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"no PostgreSQL on 127.0.0.1 ({exc})")
+    admin.autocommit = True
+    admin.cursor().execute(f"CREATE DATABASE {name}")
+    try:
+        yield f"postgresql+psycopg2://postgres@127.0.0.1/{name}"
+    finally:
+        admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
+
+
 def test_a_random_search_two_at_a_time_from_the_cli(
     base: dict[str, Path], storage: str, tmp_path: Path
 ) -> None:
@@ -161,8 +187,9 @@ def test_auto_early_stopping_stops_an_absurd_learning_rate(
 
 
 def test_a_failed_trial_is_counted_and_the_search_goes_on(
-    base: dict[str, Path], storage: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    base: dict[str, Path], postgres: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """(With the study in PostgreSQL, as on the cluster.)"""
     monkeypatch.setenv("SDOD_FAIL_AT", f"forward:{tmp_path / 'failed-once'}")  # the first trial
     raw = tuning_request(
         base,
@@ -170,7 +197,7 @@ def test_a_failed_trial_is_counted_and_the_search_goes_on(
         GENTLE,
         ResourceLimits={"MaxNumberOfTrainingJobs": 2, "MaxParallelTrainingJobs": 1},
     )
-    summary = stages.tune(tuning_spec=raw, storage=storage, work=str(tmp_path), log=lambda _: None)
+    summary = stages.tune(tuning_spec=raw, storage=postgres, work=str(tmp_path), log=lambda _: None)
     first, second = summary["TrainingJobSummaries"]
     assert first["TrainingJobStatus"] == "Failed" and "injected failure" in first["FailureReason"]
     assert second["TrainingJobStatus"] == "Completed"
