@@ -29,6 +29,7 @@ from sdod.hyperparameters import Hyperparameters, parse_hyperparameters
 from sdod.joblayout import EXIT_COMPLETED, EXIT_FAILED, EXIT_STOPPED, EXIT_USER, JobLayout
 from sdod.storage import atomic_write_bytes
 from sdod.train.distributed import OUTCOME_FILE, LaunchPlan, World, launch, plan_launch
+from sdod.train.init import initial_model
 from sdod.train.slots import WaitTimeout, training_slot
 from sdod.train.stopping import StopFlag
 
@@ -92,37 +93,38 @@ def check_labels(data: SampleSet, hp: Hyperparameters, channel: str) -> None:
             )
 
 
-def incremental_weights(
-    layout: JobLayout, spec: TrainingJobSpec, hp: Hyperparameters
-) -> tuple[dict[str, torch.Tensor], Path, str] | None:
-    """Weights of the earlier model.tar.gz in the `model` channel (incremental training), its
-    path and network variant, or None without one. Its base_network and num_classes must
-    equal this job's."""
-    channel = spec.channel("model")
-    if channel is None:
-        return None
-    folder = layout.channel_dir(channel.name)
-    archives = sorted(folder.rglob("*.tar.gz")) if folder.is_dir() else []
-    if len(archives) != 1:
-        raise UserError(
-            f"channel model: expected one model.tar.gz in {folder}, found {len(archives)}; "
-            "point the model channel's S3Uri at the earlier job's output/model.tar.gz"
-        )
-    from safetensors.torch import load
-
-    from sdod.artifact import read_artifact
-
-    artifact = read_artifact(archives[0])
-    theirs_config = artifact.model_config
-    for name, ours in (("base_network", hp.base_network), ("num_classes", hp.num_classes)):
-        theirs = getattr(theirs_config, name)
-        if theirs != ours:
-            raise UserError(
-                f"channel model: {archives[0].name} was trained with {name}={theirs}, but this "
-                f"job's hyperparameters say {name}={ours}; incremental training needs the same "
-                "base_network and num_classes (train from scratch to change them)"
-            )
-    return load(artifact.weights), archives[0], theirs_config.variant
+def _write_model(
+    layout: JobLayout,
+    spec: TrainingJobSpec,
+    hp: Hyperparameters,
+    model: Any,
+    best_state: dict[str, torch.Tensor],
+    train: SampleSet,
+    metrics: dict[str, Any],
+) -> Path:
+    """model.tar.gz (in a SageMaker container: its files unpacked, SageMaker tars them) and
+    `output/metrics.json`."""
+    artifact = Artifact(
+        weights=_weights_bytes(best_state),
+        hyperparams=hp.to_strings(),
+        config=ModelConfig(
+            hp.base_network,
+            hp.num_classes,
+            hp.image_shape,
+            tuple(_class_names(train, hp.num_classes)),
+            hp.nms_threshold,
+            int(model.anchors.shape[0]),
+            model.config.variant,
+        ).to_dict(),
+        metrics=metrics,
+    )
+    path = (
+        write_artifact_files(layout.model_dir, artifact)
+        if spec.container
+        else write_artifact(layout.model_dir / "model.tar.gz", artifact)
+    )
+    atomic_write_bytes(layout.output_dir / "metrics.json", json.dumps(metrics, indent=2).encode())
+    return path
 
 
 def _class_names(data: SampleSet, num_classes: int) -> list[str]:
@@ -418,35 +420,7 @@ def _run(
             f"warning: num_training_samples={hp.num_training_samples} "
             f"but the train channel holds {len(train)} images"
         )
-    base = incremental_weights(layout, spec, hp)
-    weights = None
-    if hp.use_pretrained_model and base is None:  # a model channel's weights replace them
-        from sdod.model.pretrained import find_weights, load_weights
-
-        weights = load_weights(find_weights(hp.base_network))
-    seed = os.environ.get("SDOD_SEED")
-    if seed is not None:  # reproducible initial weights; by default each run draws its own
-        try:
-            torch.manual_seed(int(seed))
-        except ValueError:
-            raise UserError(f"SDOD_SEED must be an integer, got {seed!r}") from None
-    variant = base[2] if base is not None else ""  # an imported GluonCV model keeps its layout
-    shape = ModelConfig(hp.base_network, hp.num_classes, hp.image_shape, variant=variant)
-    model = shape.build(backbone_weights=weights)  # (DDP gives every rank rank 0's weights)
-    if base is not None:
-        state, archive, _ = base
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as exc:
-            raise UserError(
-                f"channel model: the weights in {archive} do not fit {hp.base_network} ({exc})"
-            ) from None
-        log(f"incremental training: starting from the weights in {archive}")
-    if hp.freeze_layer_pattern:
-        try:
-            log(f"frozen layers: {', '.join(model.freeze(hp.freeze_layer_pattern))}")
-        except ValueError as exc:
-            raise UserError(str(exc)) from None
+    model = initial_model(layout, spec, hp, log)
     device = world.device()
     opts = _resumable(layout, spec, hp, model, device, log, world)
     log(
@@ -484,26 +458,7 @@ def _run(
         return JobOutcome(status, code, str(layout.root), None, metrics, note)
     if world.size > 1:
         metrics["processes"] = world.size
-    artifact = Artifact(
-        weights=_weights_bytes(result.best_state),
-        hyperparams=hp.to_strings(),
-        config=ModelConfig(
-            hp.base_network,
-            hp.num_classes,
-            hp.image_shape,
-            tuple(_class_names(train, hp.num_classes)),
-            hp.nms_threshold,
-            int(model.anchors.shape[0]),
-            model.config.variant,
-        ).to_dict(),
-        metrics=metrics,
-    )
-    path = (  # in a SageMaker container the files stay unpacked: SageMaker tars them
-        write_artifact_files(layout.model_dir, artifact)
-        if spec.container
-        else write_artifact(layout.model_dir / "model.tar.gz", artifact)
-    )
-    atomic_write_bytes(layout.output_dir / "metrics.json", json.dumps(metrics, indent=2).encode())
+    path = _write_model(layout, spec, hp, model, result.best_state, train, metrics)
     log(
         f"sdod train: {status}"
         + (f" ({result.stop_reason})" if result.stopped else "")

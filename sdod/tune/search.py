@@ -19,22 +19,19 @@ with a valid model, as SageMaker's early stopping does.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sdod.errors import UserError
+from sdod.tune.picture import objective_picture
 from sdod.tune.spec import OBJECTIVE, ParameterRange, TuningSpec
+from sdod.tune.trials import TrialProcess, TrialRecord, iso_time, trial_name
 
 if TYPE_CHECKING:
     import optuna
@@ -86,90 +83,6 @@ def _value(r: ParameterRange, internal: Any) -> str:
         return str(int(internal))
     value = 1 - float(internal) if r.scaling == "ReverseLogarithmic" else float(internal)
     return f"{value:.6g}"
-
-
-def trial_name(tuning_job: str, number: int, tuned: dict[str, str]) -> str:
-    """SageMaker's `<tuning-job>-<NNN>-<8 hex>` (unique per hyperparameters)."""
-    digest = hashlib.sha1(json.dumps(tuned, sort_keys=True).encode()).hexdigest()[:8]
-    return f"{tuning_job}-{number:03d}-{digest}"
-
-
-@dataclass
-class TrialRecord:
-    name: str
-    number: int
-    hyperparameters: dict[str, str]
-    status: str = "InProgress"  # Completed | Stopped | Failed
-    objective: float | None = None
-    history: list[float] = field(default_factory=list)
-    early_stopped: bool = False
-    failure: str = ""
-    started: float = 0.0
-    ended: float = 0.0
-    model: str | None = None
-
-    def summary(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "TrainingJobName": self.name,
-            "TunedHyperParameters": self.hyperparameters,
-            "TrainingJobStatus": self.status,
-            "ObjectiveStatus": "Succeeded" if self.objective is not None else "Failed",
-            "TrainingStartTime": _iso(self.started),
-            "TrainingEndTime": _iso(self.ended),
-        }
-        if self.objective is not None:
-            out["FinalHyperParameterTuningJobObjectiveMetric"] = {
-                "MetricName": OBJECTIVE,
-                "Value": self.objective,
-            }
-        if self.early_stopped:
-            out["EarlyStopped"] = True
-        if self.failure:
-            out["FailureReason"] = self.failure
-        if self.model:
-            out["ModelArtifacts"] = {"S3ModelArtifacts": self.model}
-        return out
-
-
-def _iso(t: float) -> str | None:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)) if t else None
-
-
-class TrialProcess:
-    """One trial's training job in its own process, its mAP lines reported as they come."""
-
-    def __init__(self, request: dict[str, Any], root: Path, env: dict[str, str]) -> None:
-        root.mkdir(parents=True, exist_ok=True)
-        (root / "request.json").write_text(json.dumps(request, indent=2))
-        self.root = root
-        self.log = (root / "train.log").open("w")
-        cmd = [sys.executable, "-m", "sdod", "train", "--json"]
-        cmd += ["--job-spec", str(root / "request.json"), "--job-root", str(root / "job")]
-        self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-        )
-        self.stopped = False
-
-    def lines(self) -> Any:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.log.write(line)
-            self.log.flush()
-            yield line
-
-    def stop(self) -> None:
-        if not self.stopped and self.proc.poll() is None:
-            self.stopped = True
-            self.proc.send_signal(signal.SIGTERM)
-
-    def outcome(self) -> dict[str, Any]:
-        out, _ = self.proc.communicate()
-        self.log.close()
-        try:
-            return dict(json.loads(out))
-        except ValueError:
-            tail = (self.root / "train.log").read_text()[-400:]
-            return {"status": "Failed", "message": f"exit {self.proc.returncode}: {tail}"}
 
 
 class TuningRun:
@@ -460,8 +373,8 @@ class TuningRun:
             "HyperParameterTuningJobStatus": "Completed" if best is not None else "Failed",
             "HyperParameterTuningJobConfig": self.spec.raw.get("HyperParameterTuningJobConfig"),
             "TrainingJobDefinition": self.spec.training,
-            "CreationTime": _iso(self.started),
-            "HyperParameterTuningEndTime": _iso(time.time()),
+            "CreationTime": iso_time(self.started),
+            "HyperParameterTuningEndTime": iso_time(time.time()),
             "TrainingJobStatusCounters": counts,
             "ObjectiveStatusCounters": objective,
             "TuningJobCompletionDetails": {"Reason": reason},
@@ -481,62 +394,6 @@ class TuningRun:
         if len(records) >= self.total:
             return "MaxNumberOfTrainingJobs reached"
         return "MaxRuntimeInSeconds reached"
-
-
-def objective_picture(summary: dict[str, Any], path: Path) -> Path:
-    """The objective over the trials (left) and against each tuned hyperparameter, drawn
-    with Pillow: one small panel per hyperparameter, failed trials as grey crosses."""
-    from PIL import Image, ImageDraw
-
-    trials = summary["TrainingJobSummaries"]
-    names = sorted({k for t in trials for k in t["TunedHyperParameters"]})
-    w, h, m = 360, 260, 40
-    image = Image.new("RGB", (w * (1 + len(names)), h), "white")
-    draw = ImageDraw.Draw(image)
-
-    def value(t: dict[str, Any]) -> float | None:
-        metric = t.get("FinalHyperParameterTuningJobObjectiveMetric")
-        return None if metric is None else float(metric["Value"])
-
-    def panel(i: int, title: str, xs: list[Any]) -> None:
-        x0 = i * w
-        draw.rectangle([x0 + m, 20, x0 + w - 10, h - m], outline=(0, 0, 0))
-        draw.text((x0 + m, 4), title, fill=(0, 0, 0))
-        draw.text((x0 + 4, 20), "1.0", fill=(0, 0, 0))
-        draw.text((x0 + 4, h - m - 10), "0.0", fill=(0, 0, 0))
-        numeric = all(_is_number(x) for x in xs)
-        cats = sorted(set(map(str, xs)), key=lambda s: float(s) if numeric else s)
-        for t, x in zip(trials, xs, strict=True):
-            pos = cats.index(str(x)) / max(1, len(cats) - 1) if len(cats) > 1 else 0.5
-            px = x0 + m + 10 + pos * (w - m - 40)
-            v = value(t)
-            py = (h - m) - (v if v is not None else 0.0) * (h - m - 20)
-            if v is None:
-                draw.line([px - 4, py - 4, px + 4, py + 4], fill=(160, 160, 160), width=2)
-                draw.line([px - 4, py + 4, px + 4, py - 4], fill=(160, 160, 160), width=2)
-            else:
-                colour = (220, 30, 30) if t.get("EarlyStopped") else (30, 90, 200)
-                draw.ellipse([px - 4, py - 4, px + 4, py + 4], fill=colour)
-        if cats and len(cats) <= 6:
-            for j, c in enumerate(cats):
-                pos = j / max(1, len(cats) - 1) if len(cats) > 1 else 0.5
-                draw.text((x0 + m + 4 + pos * (w - m - 40), h - m + 6), c[:8], fill=(0, 0, 0))
-
-    panel(0, f"{OBJECTIVE} by trial (red: early stopped)", list(range(1, len(trials) + 1)))
-    for i, name in enumerate(names, start=1):
-        xs = [t["TunedHyperParameters"].get(name, "") for t in trials]
-        panel(i, f"{OBJECTIVE} vs {name}", xs)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
-    return path
-
-
-def _is_number(x: Any) -> bool:
-    try:
-        float(x)
-    except (TypeError, ValueError):
-        return False
-    return True
 
 
 def write_summary(
