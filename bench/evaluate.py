@@ -19,9 +19,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import table, write_results
+from voc_reference import reference_map
 
 from sdod.evaluate.voc import Detections, voc_map
-from sdod.evaluate.voc_reference import reference_map
 
 GLUONCV_MS_PER_IMAGE = 27.0 / 200
 

@@ -11,4 +11,19 @@ class UserError(Exception):
 
 
 class DataError(UserError):
-    """A data file breaks a format rule; the message names the file/record and the rule."""
+    """A data file breaks a format rule; the message names the file/record and the rule.
+
+    Code that must tell errors apart matches `rule` (a stable id, e.g.
+    `annotation_pairing`), never the message text; `where` is the file, record or field,
+    `reason` the message without it."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        rule: str | None = None,
+        where: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.rule, self.where, self.reason = rule, where, reason

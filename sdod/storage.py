@@ -123,8 +123,10 @@ def process_s3_filesystem() -> Any:
 
 
 def _s3_errors(uri: str, exc: Exception) -> UserError:
+    from botocore.exceptions import NoCredentialsError, PartialCredentialsError
+
     name = type(exc).__name__
-    if name in ("NoCredentialsError", "PartialCredentialsError"):
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
         return UserError(
             f"{uri}: no AWS credentials found; set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
             "or AWS_PROFILE (or give the DAG an AWS connection)"

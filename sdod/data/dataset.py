@@ -33,7 +33,10 @@ def decode_rgb(data: bytes, where: str) -> torch.Tensor:
         with Image.open(io.BytesIO(data)) as im:
             rgb = np.asarray(im.convert("RGB"))
     except Exception as exc:
-        raise DataError(f"{where}: the image does not decode ({exc})") from None
+        reason = f"the image does not decode ({exc})"
+        raise DataError(
+            f"{where}: {reason}", rule="image_decodes", where=where, reason=reason
+        ) from None
     return torch.from_numpy(rgb.copy()).permute(2, 0, 1)
 
 

@@ -54,7 +54,9 @@ def _find_image(field: object, images_dir: Path, json_path: Path, by_stem: dict)
         return same_stem
     raise DataError(
         f"{json_path}: image {field!r} not found in the image channel {images_dir}; "
-        "upload the image or remove the annotation"
+        "upload the image or remove the annotation",
+        rule="annotation_pairing",
+        where=str(json_path),
     )
 
 
@@ -91,10 +93,7 @@ def read_image_json(
             broken_stems.add(json_path.stem)
             continue
         except DataError as exc:
-            missing = "not found in the image channel" in str(exc)
-            problems.add_error(
-                exc, str(json_path), "annotation_pairing" if missing else "annotation_valid"
-            )
+            problems.add_error(exc, str(json_path), exc.rule or "annotation_valid")
             broken_stems.add(json_path.stem)
             continue
         if image in used:

@@ -133,7 +133,9 @@ def image_size(data: bytes, where: str) -> tuple[int, int]:
         with Image.open(io.BytesIO(data)) as im:
             return im.size
     except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"{where}: the image bytes do not decode ({exc})") from None
+        raise DataError(
+            f"{where}: the image bytes do not decode ({exc})", rule="image_decodes", where=where
+        ) from None
 
 
 def read_rec(rec: str | Path, idx: str | Path | None = None, *, strict: bool = True) -> SampleSet:
@@ -165,8 +167,7 @@ def samples_from_records(
         except DataError as exc:
             if strict:
                 raise
-            rule = "image_decodes" if "image bytes" in str(exc) else "annotation_valid"
-            problems.add_error(exc, where, rule)
+            problems.add_error(exc, where, exc.rule or "annotation_valid")
             continue
         scale = np.array([width, height, width, height], dtype=np.float32)
         samples.append(

@@ -170,11 +170,6 @@ class RecordStream:
                 return MAGIC_BYTES.join(parts)
 
 
-def read_payload(f: BinaryIO, where: str) -> bytes | None:
-    """Read one logical record at the file position; None at a clean end of file."""
-    return RecordStream(f, where, f.tell()).next()
-
-
 def scan_rec(path: str | Path, head_bytes: int = 4096) -> Iterator[tuple[int, int, bytes]]:
     """(offset, payload length, head) for every record of a .rec file, in file order: only
     the first `head_bytes` of each payload are read (the IRHeader, the label and the start

@@ -94,7 +94,7 @@ def batch_predict(
                         raise DataError(f"cannot read ({data})")
                     response = predictor.predict(data, score_threshold=score_threshold, top_k=top_k)
                 except DataError as exc:
-                    message = str(exc).replace("request body: ", "")
+                    message = exc.reason or str(exc)  # the file is named beside it
                     result.failed.append({"file": _join(source, rel), "error": message})
                     if on_error == "fail":
                         raise DataError(

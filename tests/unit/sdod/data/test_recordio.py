@@ -103,10 +103,10 @@ def test_records_holding_the_magic_split_and_rejoin(positions: list[int]) -> Non
 
 
 def _iter(f: io.BytesIO) -> list[tuple[int, bytes]]:
-    from sdod.data.recordio import read_payload
+    from sdod.data.recordio import RecordStream
 
-    out = []
-    while (payload := read_payload(f, "mem")) is not None:
+    stream, out = RecordStream(f, "mem", f.tell()), []
+    while (payload := stream.next()) is not None:
         out.append((0, payload))
     return out
 

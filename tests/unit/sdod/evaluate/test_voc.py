@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.voc_reference import reference_map
 from sdod.errors import DataError, UserError
 from sdod.evaluate.score import load_case, score_detections
 from sdod.evaluate.voc import Detections, voc_map
-from sdod.evaluate.voc_reference import reference_map
 
 MAP = Path(__file__).resolve().parents[3] / "fixtures" / "mxnet" / "map"
 EXPECTED = json.loads((MAP / "expected.json").read_text())["results"]

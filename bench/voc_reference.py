@@ -1,6 +1,7 @@
 """A line-by-line port of GluonCV's `VOCMApMetric.update` loop (per image, per class,
 per detection), kept as the readable reference that `voc.py` is checked against and as
-the baseline `bench/evaluate.py` measures. Not used by the pipeline.
+the baseline `bench/evaluate.py` measures. Not part of the library: the pipeline uses
+`sdod.evaluate.voc`.
 """
 
 from __future__ import annotations
