@@ -233,3 +233,21 @@ def test_bayesian_stops_at_the_target_and_warm_starts_from_a_parent(
     study = optuna.load_study(study_name="child", storage=storage)
     parents = [t for t in study.trials if t.user_attrs.get("warm_start_parent") == "parent"]
     assert len(parents) == 2 and {t.value for t in parents} == set(_objectives(parent))
+
+
+def test_hyperband_runs_its_trials_under_the_hyperband_pruner(
+    base: dict[str, Path], storage: str, tmp_path: Path
+) -> None:
+    import optuna
+
+    raw = tuning_request(
+        base, "hyperband", GENTLE, Strategy="Hyperband",
+        ResourceLimits={"MaxNumberOfTrainingJobs": 2, "MaxParallelTrainingJobs": 1},
+        StrategyConfig={"HyperbandStrategyConfig": {"MinResource": 1, "MaxResource": 3}},
+    )  # fmt: skip
+    summary = stages.tune(tuning_spec=raw, storage=storage, work=str(tmp_path), log=lambda _: None)
+    assert len(summary["TrainingJobSummaries"]) == 2
+    assert summary["ObjectiveStatusCounters"]["Succeeded"] == 2
+    study = optuna.load_study(study_name="hyperband", storage=storage)
+    reported = [t.intermediate_values for t in study.trials if "TrainingJobName" in t.user_attrs]
+    assert len(reported) == 2 and all(reported)  # each trial fed its per-epoch mAP to the pruner
