@@ -93,6 +93,35 @@ def test_init_validates_and_does_no_io(data: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "never-created").exists()
 
 
+def test_a_valid_operator_is_built_without_touching_disk_network_or_processes(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scheduler builds operators at every parse: any file, folder, socket or process
+    made in `__init__` would happen there, on every parse, on the wrong machine."""
+    import builtins
+    import socket
+    import subprocess as sp
+
+    config = _config(data, "op-z")
+    _operator(config, tmp_path / "warm-up")  # lazy imports done outside the audit
+    done: list[str] = []
+
+    def refuse(what: str) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            done.append(f"{what}{args[:1]}")
+            raise AssertionError(f"{what} in SSDTrainingOperator.__init__: {args[:1]}")
+
+        return call
+
+    for target, name in ((builtins, "open"), (os, "mkdir"), (os, "makedirs"),
+                         (socket.socket, "connect"), (sp, "Popen")):  # fmt: skip
+        monkeypatch.setattr(target, name, refuse(f"{target.__name__}.{name}"))
+    op = _operator(config, tmp_path / "roots")
+    monkeypatch.undo()
+    assert done == [] and op.config == config
+    assert not (tmp_path / "roots").exists() and not (tmp_path / "warm-up").exists()
+
+
 def test_on_kill_leaves_no_process_behind(data: Path, tmp_path: Path) -> None:
     op = _operator(_config(data, "op-kill", epochs="500"), tmp_path)
     errors: list[BaseException] = []

@@ -179,7 +179,7 @@ def test_quarantine_drops_three_of_fifty_and_stops_above_the_limit(tmp_path: Pat
         "train/train_00042",
     ]
     assert all(q["reasons"] == ["class_id_in_range"] for q in report.quarantined)
-    assert report.images["train"] - len(report.quarantined) == 47
+    assert report.images["train"] == 50
     strict = run_checks(
         channels, num_classes=3, policy="quarantine", max_bad_fraction=0.05, decode=False
     )
@@ -347,3 +347,35 @@ def test_a_kept_file_context_holds_suites_and_data_docs_across_runs(
     assert (kept / "uncommitted" / "data_docs" / "local_site" / "index.html").is_file()
     results = list((kept / "uncommitted" / "validations").rglob("*.json"))
     assert len(results) == 4  # two tables, two runs
+
+
+def test_packing_drops_exactly_what_the_check_quarantined(tmp_path: Path) -> None:
+    """The check -> pack handoff through the quarantine list (as the DAG runs it): the
+    packed train channel holds the 47 good images and none of the 3 bad ones."""
+    from sdod import stages
+    from sdod.data.recfile import read_rec
+
+    make_sample_data(tmp_path / "data", train=50, validation=5, num_classes=3, seed=2)
+    bad = ("train_00007", "train_00019", "train_00042")
+    for name in bad:
+        _edit(tmp_path / "data", name, lambda o: o["annotations"][0].update(class_id=9))
+    spec = {
+        "TrainingJobName": "handoff",
+        "HyperParameters": {"num_classes": "3", "num_training_samples": "50"},
+        "InputDataConfig": [
+            {"ChannelName": c, "DataSource": {"S3DataSource": {"S3Uri": str(tmp_path / "data" / c)}}}
+            for c in ("train", "validation", "train_annotation", "validation_annotation")
+        ],
+        "OutputDataConfig": {"S3OutputPath": str(tmp_path / "out")},
+    }  # fmt: skip
+    work = str(tmp_path / "work")
+    staged = stages.ingest(job_spec=spec, work_uri=work, run_id="r1")
+    checked = stages.check(job_spec=staged.spec, policy="quarantine", max_bad_fraction=0.1)
+    assert checked.passed and checked.quarantined == 3
+    packed = stages.pack_job(
+        job_spec=staged.spec, work_uri=work, quarantine_uri=checked.quarantine_uri
+    )
+    assert packed.records["train"] == 47
+    keys = {s.key for s in read_rec(packed.rec_files["train"]).samples}
+    lst = Path(packed.rec_files["train"]).with_suffix(".lst").read_text()
+    assert len(keys) == 47 and not any(f"{name}." in lst for name in bad)
