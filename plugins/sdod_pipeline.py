@@ -16,6 +16,9 @@ from typing import Any
 from airflow.sdk import Asset, Param, TaskGroup, task
 from sdod_operators import SSDTrainingOperator, s3_options_from_connection
 
+from sdod.checks.policy import DEFAULT as CHECKS
+from sdod.checks.policy import FORM_SCHEMA as CHECK_SCHEMA
+
 PROJECT = Path(__file__).resolve().parents[1]  # plugins/ sits in the project root
 STATE = Path(os.environ.get("SDOD_STATE_DIR", PROJECT / ".state"))
 # the work location (s3://bucket/prefix in production; a folder in the embedded default)
@@ -101,16 +104,18 @@ def pipeline_params(
             description="StoppingCondition.MaxRuntimeInSeconds",
         ),
         "check_policy": Param(
-            "fail",
-            enum=["fail", "quarantine"],
+            CHECKS.policy,
+            **CHECK_SCHEMA["policy"],
             description="annotation gate: stop, or drop bad images",
         ),
         "max_bad_fraction": Param(
-            0.1, type="number", minimum=0, maximum=1, description="quarantine at most this share"
+            CHECKS.max_bad_fraction,
+            **CHECK_SCHEMA["max_bad_fraction"],
+            description="quarantine at most this share (below 1)",
         ),
         "grayscale_policy": Param(
-            "convert",
-            enum=["convert", "reject"],
+            CHECKS.grayscale,
+            **CHECK_SCHEMA["grayscale"],
             description="non-RGB images: warn and convert when training, or treat as errors",
         ),
         "min_map": Param(
@@ -205,9 +210,9 @@ def check_annotations(
     p = params or {}
     return stages.check(
         job_spec=ingested["spec"],
-        policy=p.get("check_policy", "fail"),
-        max_bad_fraction=float(p.get("max_bad_fraction", 0.1)),
-        grayscale=p.get("grayscale_policy", "convert"),
+        policy=p.get("check_policy", CHECKS.policy),
+        max_bad_fraction=float(p.get("max_bad_fraction", CHECKS.max_bad_fraction)),
+        grayscale=p.get("grayscale_policy", CHECKS.grayscale),
         s3=s3_options_from_connection(AWS_CONN_ID),
     ).to_dict()
 

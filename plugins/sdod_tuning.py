@@ -17,6 +17,8 @@ from airflow.sdk import Param, TaskGroup, task
 from sdod_operators import s3_options_from_connection
 from sdod_pipeline import (
     AWS_CONN_ID,
+    CHECK_SCHEMA,
+    CHECKS,
     REGISTRY_URI,
     STATE,
     TRAIN_QUEUE,
@@ -90,7 +92,7 @@ def tuning_params() -> dict[str, Param]:
         "model_group": Param(None, type=["null", "string"], description="(the tuning job's name)"),
         "min_map": Param(0.5, type="number", minimum=0, maximum=1, description="publish gate"),
         "force_publish": Param(False, type="boolean"),
-        "check_policy": Param("fail", enum=["fail", "quarantine"]),
+        "check_policy": Param(CHECKS.policy, **CHECK_SCHEMA["policy"]),
     }
 
 

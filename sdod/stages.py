@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sdod.checks.policy import DEFAULT
 from sdod.errors import UserError
 
 if TYPE_CHECKING:
@@ -84,10 +85,10 @@ def check(
     *,
     job_spec: str | dict[str, Any],
     report_uri: str | None = None,
-    policy: str = "fail",
-    max_bad_fraction: float = 0.1,
-    grayscale: str = "convert",
-    max_class_ratio: float = 10.0,
+    policy: str = DEFAULT.policy,
+    max_bad_fraction: float = DEFAULT.max_bad_fraction,
+    grayscale: str = DEFAULT.grayscale,
+    max_class_ratio: float = DEFAULT.max_class_ratio,
     s3: S3Options | None = None,
 ) -> CheckResult:
     """The annotation gate (Great Expectations) on a job's train and validation channels.

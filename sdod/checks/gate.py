@@ -14,13 +14,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sdod.checks.suite import GRAYSCALE_POLICIES, RULES, SuiteParams, expectations
+from sdod.checks.policy import DEFAULT, CheckPolicy
+from sdod.checks.suite import RULES, SuiteParams, expectations
 from sdod.checks.tables import box_table, decode_all, image_table
 from sdod.data.sampleset import SampleSet
-from sdod.errors import UserError
 from sdod.storage import atomic_write_json
-
-POLICIES = ("fail", "quarantine")
 
 
 @dataclass
@@ -207,16 +205,16 @@ def run_checks(
     *,
     num_classes: int,
     label_width: int = 350,
-    policy: str = "fail",
-    max_bad_fraction: float = 0.1,
+    policy: str = DEFAULT.policy,
+    max_bad_fraction: float = DEFAULT.max_bad_fraction,
     decode: bool = True,
     workers: int = 2,
     tolerance_px: float = 2.0,
     min_box_px: float = 2.0,
     report_dir: str | Path | None = None,
     max_examples: int = 10,
-    grayscale: str = "convert",
-    max_class_ratio: float = 10.0,
+    grayscale: str = DEFAULT.grayscale,
+    max_class_ratio: float = DEFAULT.max_class_ratio,
     gx_project: str | Path | None = None,
 ) -> CheckReport:
     """Validate the channels' annotations (and images, unless `decode=False`).
@@ -228,16 +226,7 @@ def run_checks(
     (suites, validation results, Data Docs in its `uncommitted/data_docs/local_site`)."""
     import pandas as pd
 
-    if policy not in POLICIES:
-        raise UserError(f"--policy must be one of {', '.join(POLICIES)}, got {policy!r}")
-    if grayscale not in GRAYSCALE_POLICIES:
-        raise UserError(
-            f"--grayscale must be one of {', '.join(GRAYSCALE_POLICIES)}, got {grayscale!r}"
-        )
-    if not max_class_ratio >= 1:
-        raise UserError(f"max_class_ratio must be >= 1, got {max_class_ratio}")
-    if not 0 <= max_bad_fraction < 1:
-        raise UserError(f"max_bad_fraction must be in [0, 1), got {max_bad_fraction}")
+    CheckPolicy(policy, max_bad_fraction, grayscale, max_class_ratio)  # refuses bad values
     start = time.perf_counter()
     images, boxes = [], []
     for name, data in channels.items():
@@ -330,12 +319,12 @@ def validate_inputs(
     manifest: str | None = None,
     rec: str | None = None,
     label_width: int = 350,
-    policy: str = "fail",
-    max_bad_fraction: float = 0.1,
+    policy: str = DEFAULT.policy,
+    max_bad_fraction: float = DEFAULT.max_bad_fraction,
     report: str | None = None,
     workers: int = 2,
-    grayscale: str = "convert",
-    max_class_ratio: float = 10.0,
+    grayscale: str = DEFAULT.grayscale,
+    max_class_ratio: float = DEFAULT.max_class_ratio,
     gx_project: str | None = None,
 ) -> CheckReport:
     """Run the annotation suite on one dataset (the CLI's `validate`)."""

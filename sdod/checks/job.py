@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from sdod.checks.policy import DEFAULT
 from sdod.config import TrainingJobSpec
 from sdod.errors import UserError
 from sdod.storage import S3Options, atomic_write_json, join_uri, upload_tree
@@ -51,10 +52,10 @@ def check_job(
     *,
     report_uri: str,
     cache: Path,
-    policy: str = "fail",
-    max_bad_fraction: float = 0.1,
-    grayscale: str = "convert",
-    max_class_ratio: float = 10.0,
+    policy: str = DEFAULT.policy,
+    max_bad_fraction: float = DEFAULT.max_bad_fraction,
+    grayscale: str = DEFAULT.grayscale,
+    max_class_ratio: float = DEFAULT.max_class_ratio,
     s3: S3Options | None = None,
 ) -> CheckResult:
     from sdod.checks.gate import run_checks

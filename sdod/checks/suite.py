@@ -58,9 +58,6 @@ RULES = {r.id: r for r in [
 ]}  # fmt: skip
 
 
-GRAYSCALE_POLICIES = ("convert", "reject")
-
-
 def _meta(rule_id: str, severity: str | None = None) -> dict[str, Any]:
     rule = RULES[rule_id]
     return {

@@ -159,20 +159,28 @@ def _configure_validate(p: argparse.ArgumentParser) -> None:
     add_dataset_arguments(p)
     p.add_argument("--num-classes", type=int, required=True)
     p.add_argument("--label-width", type=int, default=350)
-    p.add_argument("--policy", default="fail", choices=["fail", "quarantine"])
-    p.add_argument("--max-bad-fraction", type=float, default=0.1)
+    from sdod.checks.policy import DEFAULT, GRAYSCALE_POLICIES, POLICIES
+
+    p.add_argument("--policy", default=DEFAULT.policy, choices=POLICIES)
+    p.add_argument(
+        "--max-bad-fraction",
+        type=float,
+        default=DEFAULT.max_bad_fraction,
+        help=f"quarantine at most this share, in [0, 1) ({DEFAULT.max_bad_fraction})",
+    )
     p.add_argument(
         "--grayscale",
-        default="convert",
-        choices=["convert", "reject"],
-        help="non-RGB images: a warning (converted when training) or an error (default convert)",
+        default=DEFAULT.grayscale,
+        choices=GRAYSCALE_POLICIES,
+        help="non-RGB images: a warning (converted when training) or an error "
+        f"({DEFAULT.grayscale})",
     )
     p.add_argument(
         "--max-class-ratio",
         type=float,
-        default=10.0,
+        default=DEFAULT.max_class_ratio,
         help="warn when train's most frequent class has more than this many times "
-        "the boxes of its rarest (10)",
+        f"the boxes of its rarest ({DEFAULT.max_class_ratio:g})",
     )
     p.add_argument(
         "--gx-project",
