@@ -163,7 +163,7 @@ def image_rows(n: int, data: Path, work: Path, s3: Any | None) -> list[dict[str,
                 [
                     PY,
                     "-c",
-                    "import sys; from sdod.storage import copy_tree; "
+                    "import sys; from sdod.transfer import copy_tree; "
                     "copy_tree(sys.argv[1], sys.argv[2], workers=16)",
                     str(data),
                     uri,
@@ -171,7 +171,7 @@ def image_rows(n: int, data: Path, work: Path, s3: Any | None) -> list[dict[str,
             ),
         )
         stages.insert(1, ("ingest from S3 (sync)", [
-            PY, "-c", "import sys; from sdod.storage import sync_to_local; "
+            PY, "-c", "import sys; from sdod.transfer import sync_to_local; "
             "sync_to_local(sys.argv[1], sys.argv[2], workers=16, progress=False)",
             uri, str(work / "from-s3")]))  # fmt: skip
     for stage, cmd in stages:

@@ -33,13 +33,13 @@ from sdod.storage import (
     fetch_file,
     is_s3,
     join_uri,
-    list_objects,
     local_path,
     read_bytes,
     remove_tree,
     upload_file,
     write_bytes,
 )
+from sdod.transfer import list_objects
 
 APPROVAL = "approval.json"
 VERSION = re.compile(r"^v([1-9][0-9]*)$")

@@ -17,7 +17,8 @@ from typing import Any
 from sdod.checks.policy import DEFAULT
 from sdod.config import TrainingJobSpec
 from sdod.errors import UserError
-from sdod.storage import S3Options, atomic_write_json, join_uri, upload_tree
+from sdod.storage import S3Options, atomic_write_json, join_uri
+from sdod.transfer import upload_tree
 
 QUARANTINE = "quarantine.json"
 

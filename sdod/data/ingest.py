@@ -16,14 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from sdod.config import TrainingJobSpec
-from sdod.storage import (
-    S3Options,
-    copy_tree,
-    read_bytes,
-    remove_tree,
-    sync_to_local,
-    write_bytes,
-)
+from sdod.storage import S3Options, read_bytes, remove_tree, write_bytes
+from sdod.transfer import copy_tree, sync_to_local
 
 
 @dataclass(frozen=True)

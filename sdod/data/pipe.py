@@ -23,7 +23,8 @@ from sdod.data.recfile import samples_from_records
 from sdod.data.recordio import Record, RecordStream, unpack_record
 from sdod.data.sampleset import SampleSet
 from sdod.errors import UserError
-from sdod.storage import S3Options, atomic_write_bytes, list_objects, open_stream, read_bytes
+from sdod.storage import S3Options, atomic_write_bytes, open_stream, read_bytes
+from sdod.transfer import list_objects
 
 T = TypeVar("T")
 DEFAULT_SHUFFLE_BUFFER = 1024

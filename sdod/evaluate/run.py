@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from sdod.errors import UserError
-from sdod.storage import S3Options, atomic_write_json, is_s3, join_uri, upload_tree
+from sdod.storage import S3Options, atomic_write_json, is_s3, join_uri
+from sdod.transfer import upload_tree
 
 METRICS = ("voc07", "voc", "coco")
 

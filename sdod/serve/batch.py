@@ -19,14 +19,8 @@ from typing import Any
 
 from sdod.errors import DataError, UserError
 from sdod.serve.predictor import Predictor
-from sdod.storage import (
-    S3Options,
-    is_s3,
-    list_prefix,
-    read_bytes,
-    s3_filesystem,
-    write_bytes,
-)
+from sdod.storage import S3Options, is_s3, read_bytes, s3_filesystem, write_bytes
+from sdod.transfer import list_prefix
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 ON_ERROR = ("skip", "fail")

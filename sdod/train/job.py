@@ -170,10 +170,11 @@ def _resumable(
 ) -> _Resume:
     """FitOptions that write a checkpoint after every epoch and, when one exists (locally or
     at CheckpointConfig.S3Uri), continue from it."""
-    from sdod.storage import sync_to_local, upload_file
+    from sdod.storage import upload_file
     from sdod.train import checkpoint as ckpt
     from sdod.train.loop import FitOptions, FitResult
     from sdod.train.optim import make_optimizer
+    from sdod.transfer import sync_to_local
 
     path = layout.checkpoint_dir / ckpt.NAME
     source = str(path)

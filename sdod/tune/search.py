@@ -403,7 +403,8 @@ def write_summary(
     the summary's `OutputUri`)."""
     import tempfile
 
-    from sdod.storage import join_uri, upload_tree
+    from sdod.storage import join_uri
+    from sdod.transfer import upload_tree
 
     output = (spec.training.get("OutputDataConfig") or {}).get("S3OutputPath")
     with tempfile.TemporaryDirectory() as tmp:

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from sdod.errors import UserError
-from sdod.storage import sync_to_local, with_retries
+from sdod.storage import with_retries
+from sdod.transfer import sync_to_local
 
 
 def test_sync_from_a_local_folder_skips_unchanged_and_mirrors_deletes(tmp_path: Path) -> None:

@@ -1,0 +1,326 @@
+"""Listings, syncs and tree copies between object stores and local folders.
+
+`sync_to_local` brings a prefix (or one object, or a manifest's objects) into a folder and
+transfers only what changed (size + ETag); `copy_tree` snapshots a prefix or folder to
+another (S3 to S3 by server-side copy); `upload_tree` sends a local folder up. Single
+objects, URIs and atomic local writes are `sdod.storage`'s.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from sdod.errors import UserError
+from sdod.storage import (
+    S3Options,
+    _s3_errors,
+    atomic_write_json,
+    is_s3,
+    local_path,
+    read_bytes,
+    s3_filesystem,
+    with_retries,
+)
+
+# --- listing and syncing -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    size: int
+    version: str  # S3 ETag, or size+mtime for local files
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    source: str
+    dest: str
+    objects: int
+    downloaded: int
+    skipped: int
+    removed: int
+    bytes: int
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def list_objects(uri: str, s3: S3Options | None = None) -> dict[str, ObjectInfo]:
+    """Objects under a prefix (or the one object a URI names), keyed by relative path."""
+    return _list(uri, s3)[0]
+
+
+def list_prefix(uri: str, s3: S3Options | None = None) -> dict[str, ObjectInfo]:
+    """Objects under a folder or prefix; UserError when `uri` names a single object."""
+    listing, single = _list(uri, s3)
+    if single:
+        raise UserError(f"{uri} is one object; give the folder or prefix that holds it")
+    return listing
+
+
+def _list(uri: str, s3: S3Options | None) -> tuple[dict[str, ObjectInfo], bool]:
+    """The listing, and whether `uri` names one object (rather than a prefix)."""
+    if is_s3(uri):
+        fs = s3_filesystem(s3)
+        path = uri[len("s3://") :].rstrip("/")
+        try:
+            if fs.isfile(path):
+                info = fs.info(path)
+                one = ObjectInfo(info["size"], str(info.get("ETag")))
+                return {path.rsplit("/", 1)[-1]: one}, True
+            found = fs.find(path + "/", detail=True)
+        except Exception as exc:
+            raise _s3_errors(uri, exc) from exc
+        return {
+            key[len(path) + 1 :]: ObjectInfo(int(info["size"]), str(info.get("ETag")))
+            for key, info in found.items()
+            if info.get("type") == "file" and not key.endswith("/")
+        }, False
+    root = local_path(uri)
+    if root.is_file():
+        st = root.stat()
+        return {root.name: ObjectInfo(st.st_size, f"{st.st_size}-{st.st_mtime_ns}")}, True
+    if not root.is_dir():
+        raise UserError(f"{uri}: no such file or folder")
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            st = p.stat()
+            out[p.relative_to(root).as_posix()] = ObjectInfo(
+                st.st_size, f"{st.st_size}-{st.st_mtime_ns}"
+            )
+    return out, False
+
+
+def manifest_listing(uri: str, s3: S3Options | None = None) -> tuple[dict[str, ObjectInfo], str]:
+    """The objects a SageMaker `ManifestFile` names, keyed by their path under its prefix,
+    and that prefix: `[{"prefix": "s3://bucket/p/"}, "key-1", "sub/key-2", ...]`."""
+    from sdod.errors import DataError
+
+    try:
+        entries = json.loads(read_bytes(uri, s3=s3))
+    except FileNotFoundError:
+        raise UserError(f"{uri}: no such manifest file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{uri}: a ManifestFile must be a JSON array ({exc})") from None
+    if (
+        not isinstance(entries, list)
+        or not entries
+        or not isinstance(entries[0], dict)
+        or not isinstance(entries[0].get("prefix"), str)
+        or not all(isinstance(e, str) for e in entries[1:])
+    ):
+        raise DataError(
+            f'{uri}: a ManifestFile is [{{"prefix": "s3://bucket/prefix/"}}, "key", ...]'
+        )
+    prefix = entries[0]["prefix"].rstrip("/")
+    listing = {}
+    for rel in entries[1:]:
+        found, _ = _list(f"{prefix}/{rel}", s3)
+        if not found:
+            raise UserError(f"{uri} lists {rel}, which is not under {prefix}/")
+        listing[rel] = next(iter(found.values()))
+    return listing, prefix
+
+
+def _state_file(dest: Path) -> Path:
+    return dest.parent / f".{dest.name}.sync.json"
+
+
+def _fetcher(uri: str, s3: S3Options | None, single: bool) -> Callable[[str, Path], object]:
+    """Copies one listed object to a local file; `single`: the URI names that object itself."""
+    if is_s3(uri):
+        fs = s3_filesystem(s3)
+        base = uri[len("s3://") :].rstrip("/")
+        return lambda rel, tmp: fs.get_file(base if single else f"{base}/{rel}", str(tmp))
+    root = local_path(uri)
+    return lambda rel, tmp: shutil.copyfile(root if single else root / rel, tmp)
+
+
+def sync_to_local(
+    uri: str,
+    dest: str | os.PathLike[str],
+    *,
+    s3: S3Options | None = None,
+    workers: int = 8,
+    retries: int = 4,
+    progress: bool = True,
+    manifest: bool = False,
+) -> SyncResult:
+    """Mirror the objects under `uri` (or, with `manifest`, those its ManifestFile names)
+    into the folder `dest`.
+
+    Objects whose size and ETag (local: size and mtime) match the last sync are skipped,
+    so a re-run transfers nothing; local files no longer under `uri` are removed. Each
+    file is downloaded to a temporary name and renamed; transient errors are retried.
+    """
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    dest = Path(dest)
+    source = uri
+    if manifest:
+        (objects, source), single = manifest_listing(uri, s3), False
+    else:
+        objects, single = _list(uri, s3)
+    if not objects:
+        raise UserError(f"{uri}: matches no objects; check the bucket and prefix")
+    dest.mkdir(parents=True, exist_ok=True)
+    state_path = _state_file(dest)
+    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+    todo = [
+        rel
+        for rel, info in objects.items()
+        if not (
+            (dest / rel).is_file()
+            and (dest / rel).stat().st_size == info.size
+            and state.get(rel) == info.version
+        )
+    ]
+    fetch = _fetcher(source, s3, single)
+
+    def transfer(rel: str) -> int:
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.part")
+        try:
+            with_retries(f"{uri}/{rel}", lambda: fetch(rel, tmp), retries=retries)
+            os.replace(tmp, target)
+        except Exception as exc:
+            tmp.unlink(missing_ok=True)
+            if is_s3(uri):
+                raise _s3_errors(f"{uri.rstrip('/')}/{rel}", exc) from exc
+            raise
+        return objects[rel].size
+
+    moved = 0
+    bar = tqdm(total=len(todo), desc=f"sync {uri}", unit="file", disable=None if progress else True)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for size in pool.map(transfer, todo):
+            moved += size
+            bar.update()
+    bar.close()
+    removed = 0
+    for p in sorted(dest.rglob("*"), reverse=True):
+        rel = p.relative_to(dest).as_posix()
+        if p.is_file() and rel not in objects:
+            p.unlink()
+            removed += 1
+    atomic_write_json(state_path, {rel: info.version for rel, info in objects.items()})
+    return SyncResult(
+        uri,
+        str(dest),
+        len(objects),
+        len(todo),
+        len(objects) - len(todo),
+        removed,
+        moved,
+        round(time.perf_counter() - start, 3),
+    )
+
+
+def _md5(path: Path) -> str:
+
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def copy_tree(
+    src: str,
+    dst: str,
+    *,
+    s3: S3Options | None = None,
+    workers: int = 8,
+    progress: bool = False,
+    manifest: bool = False,
+) -> SyncResult:
+    """Mirror the objects under `src` to `dst`, each of which may be S3, `file://` or a path.
+
+    To a local folder this is `sync_to_local`. To S3: S3 sources are copied server-side,
+    local files uploaded; an object already at `dst` with the same size and content (ETag,
+    or the local file's MD5) is skipped, and objects under `dst` that `src` lacks are
+    removed, so `dst` ends as a snapshot of `src`.
+    """
+    if not is_s3(dst):
+        return sync_to_local(
+            src, local_path(dst), s3=s3, workers=workers, progress=progress, manifest=manifest
+        )
+    start = time.perf_counter()
+    if manifest:  # the objects a ManifestFile names, copied from under its prefix
+        (objects, src), single = manifest_listing(src, s3), False
+    else:
+        objects, single = _list(src, s3)
+    if not objects:
+        raise UserError(f"{src}: matches no objects; check the bucket and prefix")
+    fs = s3_filesystem(s3)
+    base = dst[len("s3://") :].rstrip("/")
+    try:
+        there = fs.find(base + "/", detail=True)
+    except Exception as exc:
+        raise _s3_errors(dst, exc) from exc
+    present = {k[len(base) + 1 :]: v for k, v in there.items() if v.get("type") == "file"}
+    src_base = src[len("s3://") :].rstrip("/") if is_s3(src) else None
+    src_root = None if is_s3(src) else local_path(src)
+
+    def source_of(rel: str) -> str:
+        if src_base is not None:
+            return src_base if single else f"{src_base}/{rel}"
+        assert src_root is not None
+        return os.fspath(src_root if single else src_root / rel)
+
+    def unchanged(rel: str) -> bool:
+        info = present.get(rel)
+        if info is None or int(info["size"]) != objects[rel].size:
+            return False
+        theirs = str(info.get("ETag", "")).strip('"')
+        ours = (
+            objects[rel].version.strip('"') if src_base is not None else _md5(Path(source_of(rel)))
+        )
+        return theirs == ours
+
+    todo = [rel for rel in objects if not unchanged(rel)]
+
+    def transfer(rel: str) -> int:
+        target = f"{base}/{rel}"
+        try:
+            if src_base is not None:
+                with_retries(target, lambda: fs.copy(source_of(rel), target))
+            else:
+                with_retries(target, lambda: fs.put_file(source_of(rel), target))
+        except Exception as exc:
+            raise _s3_errors(f"s3://{target}", exc) from exc
+        return objects[rel].size
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        moved = sum(pool.map(transfer, todo))
+    stale = [f"{base}/{rel}" for rel in present if rel not in objects]
+    if stale:
+        try:
+            fs.rm(stale)
+        except Exception as exc:
+            raise _s3_errors(dst, exc) from exc
+    return SyncResult(
+        src, dst, len(objects), len(todo), len(objects) - len(todo), len(stale), moved,
+        round(time.perf_counter() - start, 3),
+    )  # fmt: skip
+
+
+def upload_tree(
+    local: str | os.PathLike[str], uri: str, *, s3: S3Options | None = None, workers: int = 8
+) -> str:
+    """Copy a local folder's files to the prefix or folder `uri` (a snapshot: see copy_tree)."""
+    copy_tree(os.fspath(local), uri, s3=s3, workers=workers)
+    return uri
