@@ -141,7 +141,8 @@ def trial_lane(prepared: dict[str, Any], lane: int) -> dict[str, Any]:
 
     name = prepared["tuning"]["HyperParameterTuningJobName"]
     stages.tune(
-        tuning_spec=prepared["tuning"], step="lane", work=str(task_cache(name, "trials")),
+        tuning_spec=prepared["tuning"], step="lane", lane=lane,
+        work=str(task_cache(name, "trials")),
         s3=s3_options_from_connection(AWS_CONN_ID), log=print,
     )  # fmt: skip
     return {"lane": lane}

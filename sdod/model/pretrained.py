@@ -10,12 +10,12 @@ then one error says which file to put where.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
 from sdod.errors import UserError
+from sdod.settings import RuntimeSettings
 
 TORCHVISION_WEIGHTS = {  # torchvision's weights enum for each base network
     "vgg-16": ("VGG16_Weights", "IMAGENET1K_V1"),
@@ -29,22 +29,16 @@ TORCHVISION_FILES = {
 }
 
 
-def search_dirs() -> list[Path]:
-    dirs = []
-    if os.environ.get("SDOD_PRETRAINED_DIR"):
-        dirs.append(Path(os.environ["SDOD_PRETRAINED_DIR"]))
-    torch_home = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
-    dirs.append(torch_home / "hub" / "checkpoints")
-    return dirs
+def search_dirs(settings: RuntimeSettings | None = None) -> list[Path]:
+    settings = settings or RuntimeSettings.from_env()
+    dirs = [settings.pretrained_dir] if settings.pretrained_dir else []
+    return [*dirs, settings.torch_home / "hub" / "checkpoints"]
 
 
-def _download(base_network: str) -> Path | None:
+def _download(base_network: str, settings: RuntimeSettings) -> Path | None:
     """torchvision's ImageNet file for `base_network`, fetched into the hub cache through
     its weights API; None when downloads are off or fail (no network)."""
-    if (
-        os.environ.get("SDOD_NO_DOWNLOAD", "") not in ("", "0")
-        or base_network not in TORCHVISION_WEIGHTS
-    ):
+    if settings.no_download or base_network not in TORCHVISION_WEIGHTS:
         return None
     import torchvision.models as models
 
@@ -54,24 +48,27 @@ def _download(base_network: str) -> Path | None:
         weights.get_state_dict(progress=False, check_hash=True)
     except Exception:  # offline, a proxy refusing, a bad hash: fall back to the clear error
         return None
-    cached = search_dirs()[-1] / Path(weights.url).name
+    cached = search_dirs(settings)[-1] / Path(weights.url).name
     return cached if cached.is_file() else None
 
 
-def find_weights(base_network: str) -> Path:
+def find_weights(base_network: str, settings: RuntimeSettings | None = None) -> Path:
+    """The weights file for `base_network` (see the module docstring); `settings`: the
+    environment's unless given."""
+    settings = settings or RuntimeSettings.from_env()
     names = [
         *TORCHVISION_FILES.get(base_network, ()),
         f"{base_network}.safetensors",
         f"{base_network}.pth",
     ]
-    for folder in search_dirs():
+    for folder in search_dirs(settings):
         for name in names:
             if (folder / name).is_file():
                 return folder / name
-    downloaded = _download(base_network)
+    downloaded = _download(base_network, settings)
     if downloaded is not None:
         return downloaded
-    where = " or ".join(str(d) for d in search_dirs())
+    where = " or ".join(str(d) for d in search_dirs(settings))
     raise UserError(
         f"use_pretrained_model=1 needs ImageNet weights for {base_network}, none are on this "
         f"machine and they could not be downloaded: put {names[0]} (torchvision's file) in "

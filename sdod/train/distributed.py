@@ -160,9 +160,9 @@ class LaunchPlan:
 
 
 def _endpoint(given: str | None, layout_config: Path) -> str | None:
-    """`--rdzv-endpoint`, else $SDOD_RDZV_ENDPOINT, else the first of the hosts that
-    SageMaker's `resourceconfig.json` names when it names real hosts."""
-    endpoint = given or os.environ.get("SDOD_RDZV_ENDPOINT")
+    """`--rdzv-endpoint` (or SDOD_RDZV_ENDPOINT, passed in by the job), else the first of
+    the hosts that SageMaker's `resourceconfig.json` names when it names real hosts."""
+    endpoint = given
     if endpoint:
         return endpoint if ":" in endpoint else f"{endpoint}:{RDZV_PORT}"
     resource = layout_config / "resourceconfig.json"

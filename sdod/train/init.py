@@ -4,7 +4,6 @@ random initialisation (reproducible with `SDOD_SEED`); then `freeze_layer_patter
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from sdod.config import TrainingJobSpec
 from sdod.errors import UserError
 from sdod.hyperparameters import Hyperparameters
 from sdod.joblayout import JobLayout
+from sdod.settings import RuntimeSettings
 
 
 def incremental_weights(
@@ -52,7 +52,11 @@ def incremental_weights(
 
 
 def initial_model(
-    layout: JobLayout, spec: TrainingJobSpec, hp: Hyperparameters, log: Callable[[str], None]
+    layout: JobLayout,
+    spec: TrainingJobSpec,
+    hp: Hyperparameters,
+    log: Callable[[str], None],
+    settings: RuntimeSettings,
 ) -> Any:
     """The SSD to train (on the CPU; DDP gives every rank rank 0's weights)."""
     base = incremental_weights(layout, spec, hp)
@@ -60,13 +64,9 @@ def initial_model(
     if hp.use_pretrained_model and base is None:  # a model channel's weights replace them
         from sdod.model.pretrained import find_weights, load_weights
 
-        weights = load_weights(find_weights(hp.base_network))
-    seed = os.environ.get("SDOD_SEED")
-    if seed is not None:  # reproducible initial weights; by default each run draws its own
-        try:
-            torch.manual_seed(int(seed))
-        except ValueError:
-            raise UserError(f"SDOD_SEED must be an integer, got {seed!r}") from None
+        weights = load_weights(find_weights(hp.base_network, settings))
+    if settings.seed is not None:  # reproducible initial weights; else each run draws its own
+        torch.manual_seed(settings.seed)
     variant = base[2] if base is not None else ""  # an imported GluonCV model keeps its layout
     shape = ModelConfig(hp.base_network, hp.num_classes, hp.image_shape, variant=variant)
     model = shape.build(backbone_weights=weights)

@@ -27,6 +27,7 @@ from sdod.data.sampleset import SampleSet
 from sdod.errors import DataError, UserError
 from sdod.hyperparameters import Hyperparameters, parse_hyperparameters
 from sdod.joblayout import EXIT_COMPLETED, EXIT_FAILED, EXIT_STOPPED, EXIT_USER, JobLayout
+from sdod.settings import RuntimeSettings
 from sdod.storage import atomic_write_bytes
 from sdod.train.distributed import OUTCOME_FILE, LaunchPlan, World, launch, plan_launch
 from sdod.train.init import initial_model
@@ -137,19 +138,12 @@ def _weights_bytes(state: dict[str, torch.Tensor]) -> bytes:
     return save({k: v.contiguous() for k, v in state.items()})
 
 
-def data_workers(world: World) -> int:
-    """Data-loader workers per training process: `SDOD_DATA_WORKERS`, else this machine's
-    CPUs shared among its training processes, 1 to 8 each (decoding and augmenting JPEGs
-    is what feeds a GPU)."""
-    raw = os.environ.get("SDOD_DATA_WORKERS")
-    if raw is not None:
-        try:
-            value = int(raw)
-        except ValueError:
-            value = -1
-        if value < 0:
-            raise UserError(f"SDOD_DATA_WORKERS must be a whole number >= 0, got {raw!r}")
-        return value
+def data_workers(world: World, configured: int | None = None) -> int:
+    """Data-loader workers per training process: `configured` (SDOD_DATA_WORKERS), else
+    this machine's CPUs shared among its training processes, 1 to 8 each (decoding and
+    augmenting JPEGs is what feeds a GPU)."""
+    if configured is not None:
+        return configured
     return max(1, min(8, len(os.sched_getaffinity(0)) // max(1, world.local_size)))
 
 
@@ -167,6 +161,7 @@ def _resumable(
     device: torch.device,
     log: Callable[[str], None],
     world: World,
+    settings: RuntimeSettings,
 ) -> _Resume:
     """FitOptions that write a checkpoint after every epoch and, when one exists (locally or
     at CheckpointConfig.S3Uri), continue from it."""
@@ -223,7 +218,7 @@ def _resumable(
     train = spec.channel("train")
     opts = FitOptions(
         device=device,
-        workers=data_workers(world),
+        workers=data_workers(world, settings.data_workers),
         # ShuffleConfig.Seed of the train channel orders its records (reshuffled each epoch)
         seed=train.shuffle_seed if train is not None and train.shuffle_seed is not None else 0,
         start_epoch=start,
@@ -242,13 +237,15 @@ def train_job(
     nproc_per_node: int | None = None,
     rdzv_endpoint: str | None = None,
     spec: TrainingJobSpec | None = None,
+    settings: RuntimeSettings | None = None,
 ) -> JobOutcome:
     """Run the training job under `job_root`; never raises for job failures. `spec`: the
     job's request when the caller has parsed it already (else read from the job root).
 
     When the plan says several processes (GPUs, `--nproc-per-node`, machines), this process
     launches them with torchrun and reports rank 0's outcome; under torchrun it is one of
-    them (only rank 0 writes the model, metrics, checkpoints and the outcome)."""
+    them (only rank 0 writes the model, metrics, checkpoints and the outcome). `settings`:
+    the environment's (`RuntimeSettings.from_env()`) unless given."""
     layout = JobLayout(Path(job_root))
     world = World.from_env()
     if world.local_rank == 0:  # each machine's first process keeps that machine's job root
@@ -260,22 +257,28 @@ def train_job(
         if threading.current_thread() is threading.main_thread():
             stop.install_signal_handlers()  # SIGTERM: stop at the next step and save the model
     try:
+        settings = settings or RuntimeSettings.from_env()
         spec = spec or _load_spec(layout)
         if world.size > 1:  # a torchrun worker: its launcher holds the slot and uploads
             world.init()
-            outcome = _run(layout, spec, log if world.is_main else _quiet, stop, world)
+            outcome = _run(layout, spec, log if world.is_main else _quiet, stop, world, settings)
         else:
             max_wait = spec.max_wait_seconds
-            with training_slot(spec.name, max_wait=max_wait, log=log, should_stop=stop.is_set):
+            with training_slot(
+                spec.name, max_wait=max_wait, log=log, should_stop=stop.is_set,
+                slots=settings.training_slots, folder=settings.slot_dir,
+            ):  # fmt: skip
                 if stop.deadline is None:  # MaxRuntime from now; the whole job within MaxWait
                     stop.deadline = time.monotonic() + spec.max_runtime_seconds
                     if max_wait is not None:
                         stop.deadline = min(stop.deadline, stop.start + max_wait)
-                plan = _launch_plan(layout, spec, nproc_per_node, rdzv_endpoint)
+                plan = _launch_plan(
+                    layout, spec, nproc_per_node, rdzv_endpoint or settings.rdzv_endpoint
+                )
                 if plan.distributed:
                     outcome = _launched(layout, plan, log, stop)
                 else:
-                    outcome = _run(layout, spec, log, stop, world)
+                    outcome = _run(layout, spec, log, stop, world, settings)
             outcome = _deliver(spec, outcome, log)
     except UserError as exc:
         message, code = str(exc), EXIT_USER
@@ -402,6 +405,7 @@ def _run(
     log: Callable[[str], None],
     stop: StopFlag,
     world: World,
+    settings: RuntimeSettings,
 ) -> JobOutcome:
     from sdod.train.loop import fit
 
@@ -421,9 +425,9 @@ def _run(
             f"warning: num_training_samples={hp.num_training_samples} "
             f"but the train channel holds {len(train)} images"
         )
-    model = initial_model(layout, spec, hp, log)
+    model = initial_model(layout, spec, hp, log, settings)
     device = world.device()
-    opts = _resumable(layout, spec, hp, model, device, log, world)
+    opts = _resumable(layout, spec, hp, model, device, log, world, settings)
     log(
         f"training {hp.base_network} SSD{hp.image_shape} on {device.type}"
         + (f" × {world.size} processes" if world.size > 1 else "")

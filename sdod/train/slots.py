@@ -12,34 +12,18 @@ from __future__ import annotations
 
 import fcntl
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sdod.errors import UserError
+from sdod.settings import RuntimeSettings
 
 POLL_SECONDS = 0.25
 
 
 class WaitTimeout(Exception):
     """No slot came free within MaxWaitTimeInSeconds (or the job was stopped waiting)."""
-
-
-def slot_dir() -> Path:
-    return Path(os.environ.get("SDOD_SLOT_DIR") or Path(tempfile.gettempdir()) / "sdod-slots")
-
-
-def slot_count() -> int:
-    raw = os.environ.get("SDOD_TRAINING_SLOTS", "1")
-    try:
-        count = int(raw)
-    except ValueError:
-        count = 0
-    if count < 1:
-        raise UserError(f"SDOD_TRAINING_SLOTS must be a positive integer, got {raw!r}")
-    return count
 
 
 def _try_lock(path: Path) -> int | None:
@@ -69,14 +53,17 @@ def training_slot(
     max_wait: float | None,
     log: Callable[[str], None],
     should_stop: Callable[[], bool] = lambda: False,
+    slots: int = 1,
+    folder: Path | None = None,
 ) -> Iterator[float]:
     """Hold a training slot for the body; yields the seconds spent waiting for it.
 
     Raises WaitTimeout when `max_wait` seconds pass first, or when `should_stop()` turns
-    true while waiting."""
-    folder = slot_dir()
+    true while waiting. `slots` and `folder`: `RuntimeSettings.training_slots` and
+    `.slot_dir` (SDOD_TRAINING_SLOTS, SDOD_SLOT_DIR)."""
+    folder = folder or RuntimeSettings().slot_dir
     folder.mkdir(parents=True, exist_ok=True)
-    count = slot_count()
+    count = slots
     started, announced, fd = time.monotonic(), False, None
     while fd is None:
         for i in range(count):

@@ -223,7 +223,7 @@ class TuningRun:
                 self.stop_reason = f"TargetObjectiveMetricValue {spec.target} reached"
         return bool(self.stop_reason)
 
-    def _next(self) -> tuple[optuna.trial.Trial, TrialRecord] | None:
+    def _next(self, lane: int) -> tuple[optuna.trial.Trial, TrialRecord] | None:
         from optuna.trial import TrialState
 
         with self.lock:
@@ -244,7 +244,29 @@ class TuningRun:
             record = TrialRecord(trial_name(self.spec.name, number, tuned), number, tuned)
             record.started = time.time()
             self._save(trial, record)
+            trial.set_user_attr("lane", lane)
             return trial, record
+
+    def _fail_orphans(self, lane: int) -> int:
+        """A lane that starts again (its task retried on another worker) finds the trial it
+        was running still RUNNING in the study: its worker was lost. That trial failed."""
+        from optuna.trial import TrialState
+
+        orphans = [
+            t for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if t.user_attrs.get("lane") == lane and "TrainingJobName" in t.user_attrs
+        ]  # fmt: skip
+        for t in orphans:
+            attrs = t.user_attrs
+            storage, tid = self.study._storage, t._trial_id
+            for key, value in (
+                ("status", "Failed"), ("ended", time.time()),
+                ("failure", "the worker running this trial was lost; its lane restarted"),
+            ):  # fmt: skip
+                storage.set_trial_user_attr(tid, key, value)
+            storage.set_trial_state_values(tid, state=TrialState.FAIL)
+            self.log(f"{attrs['TrainingJobName']}: Failed (its worker was lost)")
+        return len(orphans)
 
     def prepare(self) -> None:
         """Once per tuning job, before any trial: the warm start, then (Grid) every
@@ -324,18 +346,19 @@ class TuningRun:
             + (f"{best.name} {best.objective:.4f}" if best and best.objective is not None else "-")
         )
 
-    def lane(self) -> int:
+    def lane(self, lane: int = 0) -> int:
         """Run trials one after another until the tuning job is done; how many ran."""
+        self._fail_orphans(lane)
         ran = 0
-        while (nxt := self._next()) is not None:
+        while (nxt := self._next(lane)) is not None:
             self._run(*nxt)
             ran += 1
         return ran
 
-    def run_lanes(self, lanes: int) -> None:
-        """`lanes` lanes in this process (threads); at MaxRuntimeInSeconds the running
+    def run_lanes(self, lanes: list[int]) -> None:
+        """These lanes in this process (threads); at MaxRuntimeInSeconds the running
         trials get SIGTERM, as SageMaker stops them."""
-        threads = [threading.Thread(target=self.lane, daemon=True) for _ in range(lanes)]
+        threads = [threading.Thread(target=self.lane, args=(i,), daemon=True) for i in lanes]
         for t in threads:
             t.start()
         deadline = self.spec.max_runtime_seconds
@@ -351,7 +374,7 @@ class TuningRun:
     def run(self) -> dict[str, Any]:
         """`parallel` lanes in this process, then the summary."""
         self.prepare()
-        self.run_lanes(self.parallel)
+        self.run_lanes(list(range(self.parallel)))
         return self.describe()
 
     def describe(self) -> dict[str, Any]:
@@ -422,6 +445,7 @@ def run_tuning(
     *,
     parallel: int = 1,
     step: str = "all",
+    lane: int = 0,
     work: str | None = None,
     storage: str | None = None,
     s3: S3Options | None = None,
@@ -442,7 +466,7 @@ def run_tuning(
         run.prepare()
         return {"HyperParameterTuningJobName": spec.name, "lanes": list(range(spec.max_parallel))}
     if step == "lane":
-        run.run_lanes(1)
+        run.run_lanes([lane])
         return {"HyperParameterTuningJobName": spec.name}
     if step == "summary":
         return write_summary(spec, run.describe(), s3=s3)

@@ -45,8 +45,9 @@ def _plan(tmp_path: Path, **kw: object):  # type: ignore[no-untyped-def]
     return plan_launch(**args)  # type: ignore[arg-type]
 
 
-def test_launch_plans(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("SDOD_RDZV_ENDPOINT", raising=False)
+def test_launch_plans(tmp_path: Path) -> None:
+    from sdod.settings import RuntimeSettings
+
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     assert _plan(tmp_path).nproc_per_node == max(gpus, 1)
     two = _plan(tmp_path, nproc_per_node=2)
@@ -56,12 +57,14 @@ def test_launch_plans(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         _plan(tmp_path, instance_count=2, kv_store="dist_async")
     with pytest.raises(UserError, match="--rdzv-endpoint"):
         _plan(tmp_path, instance_count=2)
-    monkeypatch.setenv("SDOD_RDZV_ENDPOINT", "10.0.0.5")
-    multi = _plan(tmp_path, instance_count=3, nproc_per_node=8, kv_store="dist_sync")
+    # SDOD_RDZV_ENDPOINT reaches plan_launch as the job's rdzv_endpoint (RuntimeSettings)
+    multi = _plan(
+        tmp_path, instance_count=3, nproc_per_node=8, kv_store="dist_sync",
+        rdzv_endpoint=RuntimeSettings.from_env({"SDOD_RDZV_ENDPOINT": "10.0.0.5"}).rdzv_endpoint,
+    )  # fmt: skip
     cmd = multi.command("root")
     assert "--nnodes=3" in cmd and "--rdzv-endpoint=10.0.0.5:29400" in cmd
     assert "--rdzv-backend=c10d" in cmd and "--nproc-per-node=8" in cmd
-    monkeypatch.delenv("SDOD_RDZV_ENDPOINT")
     (tmp_path / "resourceconfig.json").write_text(
         json.dumps({"current_host": "10.0.0.9", "hosts": ["10.0.0.7", "10.0.0.9"]})
     )
@@ -194,8 +197,10 @@ def test_data_workers_share_the_cpus_among_the_processes(monkeypatch: pytest.Mon
     cpus = len(os.sched_getaffinity(0))
     assert data_workers(World()) == max(1, min(8, cpus))
     assert data_workers(World(rank=0, size=64, local_size=64)) == 1
+    from sdod.settings import RuntimeSettings
+
     monkeypatch.setenv("SDOD_DATA_WORKERS", "0")
-    assert data_workers(World()) == 0
+    assert data_workers(World(), RuntimeSettings.from_env().data_workers) == 0
     monkeypatch.setenv("SDOD_DATA_WORKERS", "many")
-    with pytest.raises(UserError, match="SDOD_DATA_WORKERS"):
-        data_workers(World())
+    with pytest.raises(UserError, match="SDOD_DATA_WORKERS must be a whole number >= 0"):
+        RuntimeSettings.from_env()

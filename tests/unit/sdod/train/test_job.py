@@ -268,10 +268,12 @@ def _hold_the_slot() -> int:
     """Take this machine's only training slot, as a running job would."""
     import os
 
-    from sdod.train.slots import _try_lock, slot_dir
+    from sdod.settings import RuntimeSettings
+    from sdod.train.slots import _try_lock
 
-    slot_dir().mkdir(parents=True, exist_ok=True)
-    fd = _try_lock(slot_dir() / "slot-0.lock")
+    folder = RuntimeSettings.from_env().slot_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = _try_lock(folder / "slot-0.lock")
     assert fd is not None
     os.write(fd, b"pid 1, job holder\n")
     return fd
