@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import table, write_results
 from voc_reference import reference_map
 
-from sdod.evaluate.voc import Detections, voc_map
+from sdod.evaluate.voc import BoxTable, voc_map
 
 GLUONCV_MS_PER_IMAGE = 27.0 / 200
 
@@ -48,20 +48,20 @@ def make_case(n_images: int, k: int, seed: int = 0) -> list[dict]:
     return images
 
 
-def flatten(images: list[dict]) -> tuple[Detections, Detections]:
+def flatten(images: list[dict]) -> tuple[BoxTable, BoxTable]:
     def cat(name: str, width: int = 0) -> np.ndarray:
         parts = [np.asarray(im[name]) for im in images]
         return np.concatenate(parts).reshape(-1, width) if width else np.concatenate(parts)
 
     n_gt = [len(im["gt_labels"]) for im in images]
     n_det = [len(im["det_labels"]) for im in images]
-    gt = Detections(
+    gt = BoxTable(
         np.repeat(np.arange(len(images)), n_gt),
         cat("gt_boxes", 4),
         cat("gt_labels"),
         difficult=cat("gt_difficult"),
     )
-    det = Detections(
+    det = BoxTable(
         np.repeat(np.arange(len(images)), n_det),
         cat("det_boxes", 4),
         cat("det_labels"),

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from sdod.evaluate.voc import Detections
+from sdod.evaluate.voc import BoxTable
 
 STAT_NAMES = (
     "AP",
@@ -51,7 +51,7 @@ def _xywh(boxes: np.ndarray) -> np.ndarray:
 
 
 def coco_dicts(
-    det: Detections, gt: Detections, sizes: Sequence[tuple[int, int]], num_classes: int
+    det: BoxTable, gt: BoxTable, sizes: Sequence[tuple[int, int]], num_classes: int
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The ground-truth dataset and the result list in COCO's JSON shapes."""
     images = [{"id": i + 1, "width": int(w), "height": int(h)} for i, (w, h) in enumerate(sizes)]
@@ -89,10 +89,10 @@ def _number(value: float) -> float | None:
 
 
 def coco_map(
-    det: Detections, gt: Detections, sizes: Sequence[tuple[int, int]], num_classes: int
+    det: BoxTable, gt: BoxTable, sizes: Sequence[tuple[int, int]], num_classes: int
 ) -> CocoResult:
     """COCO metrics of `det` against `gt` (pixel `[xmin, ymin, xmax, ymax]`) on images of
-    `sizes` (width, height), in the order of `Detections.image`."""
+    `sizes` (width, height), in the order of `BoxTable.image`."""
     from faster_coco_eval import COCO, COCOeval_faster
 
     dataset, results = coco_dicts(det, gt, sizes, num_classes)

@@ -10,19 +10,19 @@ from torch.utils.data import DataLoader
 
 from sdod.data.dataset import DetectionDataset
 from sdod.data.sample import Sample
-from sdod.evaluate.voc import Detections
+from sdod.evaluate.voc import BoxTable
 from sdod.faults import pause_point
 from sdod.model.postprocess import postprocess
 from sdod.model.ssd import SSD
 
 
-def ground_truth(samples: list[Sample]) -> Detections:
+def ground_truth(samples: list[Sample]) -> BoxTable:
     """Flat ground truth in original pixels (difficult flags kept)."""
     counts = [s.num_objects for s in samples]
     boxes: list[np.ndarray] = [s.boxes for s in samples] or [np.zeros((0, 4))]
     labels: list[np.ndarray] = [s.labels for s in samples] or [np.zeros(0)]
     difficult: list[np.ndarray] = [s.difficult for s in samples] or [np.zeros(0)]
-    return Detections(
+    return BoxTable(
         np.repeat(np.arange(len(samples)), counts).astype(np.int64),
         np.concatenate(boxes).astype(np.float64).reshape(-1, 4),
         np.concatenate(labels).astype(np.int64),
@@ -40,8 +40,9 @@ def detect(
     workers: int = 0,
     nms_threshold: float = 0.45,
     should_stop: Callable[[], bool] = lambda: False,
-) -> Detections | None:
-    """Detections in original image pixels for every sample; None if stopped part-way."""
+) -> BoxTable | None:
+    """Detections in original image pixels for every sample (a BoxTable); None if
+    stopped part-way."""
     size = model.config.image_size
     dataset = DetectionDataset(samples, image_size=size, anchors=model.anchors.cpu(), train=False)
     loader = DataLoader(
@@ -67,7 +68,7 @@ def detect(
                 images.append(np.full(len(det.scores), i))
     finally:
         model.train(was_training)
-    return Detections(
+    return BoxTable(
         np.concatenate(images or [np.zeros(0)]).astype(np.int64),
         np.concatenate(boxes or [np.zeros((0, 4))]).astype(np.float64).reshape(-1, 4),
         np.concatenate(labels or [np.zeros(0)]).astype(np.int64),

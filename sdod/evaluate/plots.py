@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw
 
 from sdod.data.images import read_image_bytes
 from sdod.data.sample import Sample
-from sdod.evaluate.voc import Detections
+from sdod.evaluate.voc import BoxTable
 
 WIDTH, HEIGHT, MARGIN = 480, 400, 50
 GREEN, RED, GREY, BLACK = (0, 170, 0), (220, 30, 30), (210, 210, 210), (0, 0, 0)
@@ -55,7 +55,7 @@ def pr_curve(recall: np.ndarray, precision: np.ndarray, title: str, path: Path) 
 
 def example(
     sample: Sample,
-    det: Detections,
+    det: BoxTable,
     index: int,
     class_names: Sequence[str],
     path: Path,

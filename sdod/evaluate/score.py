@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from sdod.errors import DataError, UserError
-from sdod.evaluate.voc import METRICS, Detections, VocResult, voc_map
+from sdod.evaluate.voc import METRICS, BoxTable, VocResult, voc_map
 from sdod.storage import read_json
 
 
@@ -62,19 +62,20 @@ def _image(im: Any, where: str) -> dict[str, np.ndarray]:
     return cols
 
 
-def _flat(images: list[dict[str, np.ndarray]], prefix: str, extra: str) -> Detections:
+def _flat(images: list[dict[str, np.ndarray]], prefix: str, extra: str) -> BoxTable:
     counts = [len(im[f"{prefix}_labels"]) for im in images]
     image = np.repeat(np.arange(len(images)), counts).astype(np.int64)
     boxes = np.concatenate([im[f"{prefix}_boxes"] for im in images] or [np.zeros((0, 4))])
     labels = np.concatenate([im[f"{prefix}_labels"] for im in images] or [np.zeros(0)])
     values = np.concatenate([im[extra] for im in images] or [np.zeros(0)])
     if prefix == "gt":
-        return Detections(image, boxes, labels.astype(np.int64), difficult=values.astype(bool))
-    return Detections(image, boxes, labels.astype(np.int64), scores=values)
+        return BoxTable(image, boxes, labels.astype(np.int64), difficult=values.astype(bool))
+    return BoxTable(image, boxes, labels.astype(np.int64), scores=values)
 
 
-def load_case(path: str | Path) -> tuple[Detections, Detections, int, list[str]]:
-    """Detections and ground truth from a case file; DataError names the bad image/field."""
+def load_case(path: str | Path) -> tuple[BoxTable, BoxTable, int, list[str]]:
+    """Detections and ground truth (two BoxTables) from a case file; DataError names the
+    bad image/field."""
     path = Path(path)
     case = read_json(path, "case file")
     if not isinstance(case, dict) or not isinstance(case.get("images"), list):

@@ -29,8 +29,9 @@ I64 = npt.NDArray[np.int64]
 
 
 @dataclass(frozen=True)
-class Detections:
-    """Flat arrays for a whole dataset; `image` is each row's image index."""
+class BoxTable:
+    """Boxes of a whole dataset as flat arrays, detections (with `scores`) or ground truth
+    (with `difficult`); `image` is each row's image index."""
 
     image: I64
     boxes: F64  # [N, 4] pixels
@@ -73,7 +74,7 @@ def box_iou_pixels(a: F64, b: F64) -> F64:
 
 
 def match_detections(
-    det: Detections, gt: Detections, num_classes: int, iou_threshold: float
+    det: BoxTable, gt: BoxTable, num_classes: int, iou_threshold: float
 ) -> tuple[I64, I64]:
     """Per-detection outcome (1 TP, 0 FP, -1 ignored) and the order used (image, class, score)."""
     assert det.scores is not None and gt.difficult is not None
@@ -123,8 +124,8 @@ def _ap_area(rec: F64, prec: F64) -> float:
 
 
 def voc_map(
-    det: Detections,
-    gt: Detections,
+    det: BoxTable,
+    gt: BoxTable,
     *,
     num_classes: int,
     iou_threshold: float = 0.5,
@@ -166,9 +167,9 @@ def voc_map(
     return result
 
 
-def _valid(d: Detections) -> Detections:
+def _valid(d: BoxTable) -> BoxTable:
     keep = d.labels >= 0
-    return Detections(
+    return BoxTable(
         np.asarray(d.image, np.int64)[keep],
         np.asarray(d.boxes, np.float64).reshape(-1, 4)[keep],
         np.asarray(d.labels, np.int64)[keep],

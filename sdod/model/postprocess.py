@@ -15,7 +15,7 @@ from sdod.model.boxes import decode
 
 
 @dataclass(frozen=True)
-class Detections:
+class ImageDetections:
     """One image: `boxes [N, 4]` xyxy in input pixels, `scores [N]`, `labels [N]` (0-based)."""
 
     boxes: torch.Tensor
@@ -32,7 +32,7 @@ def postprocess(
     score_threshold: float = 0.01,
     pre_nms_top_k: int = 400,
     max_detections: int = 100,
-) -> list[Detections]:
+) -> list[ImageDetections]:
     """Per-image detections for a batch of network outputs."""
     scores = torch.softmax(cls_logits.float(), dim=-1)[..., 1:]  # [B, A, K]
     boxes = decode(box_offsets.float(), anchors)  # [B, A, 4]
@@ -47,5 +47,5 @@ def postprocess(
         sc, an, lb = cand_scores[keep], cand_anchor[keep], labels[keep]
         bx = boxes[b][an]
         kept = batched_nms(bx, sc, lb, nms_threshold)[:max_detections]
-        out.append(Detections(bx[kept], sc[kept], lb[kept]))
+        out.append(ImageDetections(bx[kept], sc[kept], lb[kept]))
     return out

@@ -12,7 +12,7 @@ import pytest
 
 from sdod.evaluate.coco import STAT_NAMES, coco_dicts, coco_map
 from sdod.evaluate.score import load_case
-from sdod.evaluate.voc import Detections
+from sdod.evaluate.voc import BoxTable
 
 MAP = Path(__file__).resolve().parents[3] / "fixtures" / "mxnet" / "map"
 
@@ -48,18 +48,18 @@ def test_equals_pycocotools_on_the_fixture_case() -> None:
 
 
 def test_perfect_detections_score_one_and_nothing_detected_scores_zero() -> None:
-    gt = Detections(
+    gt = BoxTable(
         np.array([0, 0, 1]),
         np.array([[10, 10, 60, 80], [100, 20, 180, 90], [5, 5, 200, 150]], dtype=np.float64),
         np.array([0, 1, 1]),
         difficult=np.zeros(3, bool),
     )
-    perfect = Detections(gt.image, gt.boxes, gt.labels, scores=np.array([0.9, 0.8, 0.7]))
+    perfect = BoxTable(gt.image, gt.boxes, gt.labels, scores=np.array([0.9, 0.8, 0.7]))
     sizes = [(320, 240), (320, 240)]
     result = coco_map(perfect, gt, sizes, num_classes=3)
     assert result.map == pytest.approx(1.0) and result.stats["AP75"] == pytest.approx(1.0)
     assert result.ap == {0: pytest.approx(1.0), 1: pytest.approx(1.0), 2: None}
-    empty = Detections(
+    empty = BoxTable(
         np.zeros(0, np.int64), np.zeros((0, 4)), np.zeros(0, np.int64), scores=np.zeros(0)
     )
     nothing = coco_map(empty, gt, sizes, num_classes=3)

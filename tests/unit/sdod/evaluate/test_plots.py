@@ -9,7 +9,7 @@ from PIL import Image
 
 from sdod.data.sample import Sample
 from sdod.evaluate import plots
-from sdod.evaluate.voc import Detections
+from sdod.evaluate.voc import BoxTable
 
 RED, GREEN = np.array(plots.RED), np.array(plots.GREEN)
 
@@ -28,8 +28,8 @@ def _scene(tmp_path: Path) -> Sample:
     )  # fmt: skip
 
 
-def _det(score: float) -> Detections:
-    return Detections(
+def _det(score: float) -> BoxTable:
+    return BoxTable(
         np.array([0, 0]),
         np.array([[30, 30, 90, 100], [100, 40, 180, 120]], dtype=np.float64),
         np.array([1, 0]),

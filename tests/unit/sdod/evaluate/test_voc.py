@@ -12,7 +12,7 @@ import pytest
 from bench.voc_reference import reference_map
 from sdod.errors import DataError, UserError
 from sdod.evaluate.score import load_case, score_detections
-from sdod.evaluate.voc import Detections, voc_map
+from sdod.evaluate.voc import BoxTable, voc_map
 
 MAP = Path(__file__).resolve().parents[3] / "fixtures" / "mxnet" / "map"
 EXPECTED = json.loads((MAP / "expected.json").read_text())["results"]
@@ -73,8 +73,8 @@ def test_equals_the_per_image_loop_with_ties_difficult_and_empty_images(
             )
 
 
-def _dets(image: list[int], boxes: list, labels: list[int], scores: list[float]) -> Detections:
-    return Detections(
+def _dets(image: list[int], boxes: list, labels: list[int], scores: list[float]) -> BoxTable:
+    return BoxTable(
         np.array(image),
         np.array(boxes, float).reshape(-1, 4),
         np.array(labels),
@@ -82,8 +82,8 @@ def _dets(image: list[int], boxes: list, labels: list[int], scores: list[float])
     )
 
 
-def _gts(image: list[int], boxes: list, labels: list[int], difficult: list[bool]) -> Detections:
-    return Detections(
+def _gts(image: list[int], boxes: list, labels: list[int], difficult: list[bool]) -> BoxTable:
+    return BoxTable(
         np.array(image),
         np.array(boxes, float).reshape(-1, 4),
         np.array(labels),
