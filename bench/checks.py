@@ -18,8 +18,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import table, write_results
 
-from sdod.data.sample import Sample
-from sdod.data.sampleset import SampleSet
+from sdod.data.sample import Sample, SampleSet
 
 
 def make(n_images: int, per_image: int, k: int, seed: int) -> SampleSet:

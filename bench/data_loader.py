@@ -26,7 +26,7 @@ from _common import table, write_results
 
 from sdod.data.dataset import DetectionDataset
 from sdod.data.imagejson import read_image_json
-from sdod.data.sampledata import make_sample_data
+from sdod.demo.dataset import make_sample_data
 from sdod.model.ssd import SSD, SSDConfig
 
 

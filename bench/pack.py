@@ -18,8 +18,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import table, write_results
 
-from sdod.data.detlabel import format_lst_line, parse_lst_line
 from sdod.data.pack import PackOptions, items_from_lst, pack
+from sdod.data.rec_label import format_lst_line, parse_lst_line
 
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "mxnet"
 

@@ -30,7 +30,7 @@ COCO_RECORD = 160 << 10
 
 
 INDEX = (
-    "import sys, time; from sdod.data.recfile import read_rec; t = time.perf_counter(); "
+    "import sys, time; from sdod.data.rec_samples import read_rec; t = time.perf_counter(); "
     "read_rec(sys.argv[1]); print(f'SECONDS {time.perf_counter() - t}')"
 )
 
@@ -265,7 +265,7 @@ def main() -> int:
     parser.add_argument("--s3-max", type=int, default=10000, help="S3 stages up to this size")
     parser.add_argument("--dir", default=None, help="scratch folder (default: a temp dir)")
     args = parser.parse_args()
-    from sdod.data.sampledata import make_sample_data
+    from sdod.demo.dataset import make_sample_data
 
     scratch = Path(args.dir or tempfile.mkdtemp(prefix="sdod-scale-"))
     base = scratch / "base"

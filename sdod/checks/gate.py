@@ -17,7 +17,7 @@ from typing import Any
 from sdod.checks.policy import DEFAULT, CheckPolicy
 from sdod.checks.suite import RULES, SuiteParams, expectations
 from sdod.checks.tables import box_table, decode_all, image_table
-from sdod.data.sampleset import SampleSet
+from sdod.data.sample import SampleSet
 from sdod.storage import atomic_write_json
 
 
@@ -330,7 +330,7 @@ def validate_inputs(
     """Run the annotation suite on one dataset (the CLI's `validate`)."""
     # non-strict readers: the gate reports (or quarantines) every bad record with the rest
     if rec:
-        from sdod.data.recfile import read_rec
+        from sdod.data.rec_samples import read_rec
 
         data = read_rec(rec, strict=False)
     elif manifest:

@@ -29,7 +29,7 @@ def _configure_sample_data(p: argparse.ArgumentParser) -> None:
 
 
 def _run_sample_data(args: argparse.Namespace) -> dict[str, Any]:
-    from sdod.data.sampledata import make_sample_data
+    from sdod.demo.dataset import make_sample_data
 
     return make_sample_data(
         args.out,
@@ -228,7 +228,7 @@ def _configure_rec_dump(p: argparse.ArgumentParser) -> None:
 
 
 def _run_rec_dump(args: argparse.Namespace) -> int:
-    from sdod.data.recfile import RecDiagnosis, dump_rows
+    from sdod.data.rec_samples import RecDiagnosis, dump_rows
 
     diagnosis = RecDiagnosis()
     for row in dump_rows(args.rec, diagnosis, args.limit):

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from sdod.config import Channel, TrainingJobSpec
-from sdod.data.sampleset import SampleSet
+from sdod.data.sample import SampleSet
 from sdod.errors import UserError
 from sdod.joblayout import JobLayout
 
@@ -70,7 +70,7 @@ def read_channel(
         )
     recs = sorted(folder.rglob("*.rec"))
     if channel.content_type == "application/x-recordio" or recs:
-        from sdod.data.recfile import read_rec
+        from sdod.data.rec_samples import read_rec
 
         if not recs:
             raise UserError(

@@ -15,8 +15,7 @@ from typing import Any
 from sdod.data.imagejson import write_image_json
 from sdod.data.images import read_image_bytes
 from sdod.data.manifest import write_manifest
-from sdod.data.sample import Sample
-from sdod.data.sampleset import SampleSet
+from sdod.data.sample import Sample, SampleSet
 from sdod.errors import UserError
 from sdod.storage import atomic_write_bytes
 
@@ -107,7 +106,7 @@ def convert_inputs(
 
         sampleset = read_coco(coco, images) if coco else read_voc(voc, images)  # type: ignore[arg-type]
     elif rec:
-        from sdod.data.recfile import read_rec
+        from sdod.data.rec_samples import read_rec
 
         sampleset = read_rec(rec)
     else:

@@ -12,8 +12,7 @@ from pathlib import Path, PurePosixPath
 
 from sdod.data.annotation import annotation_object, parse_annotation, parse_categories
 from sdod.data.problems import Problems
-from sdod.data.sample import Sample
-from sdod.data.sampleset import SampleSet
+from sdod.data.sample import Sample, SampleSet
 from sdod.errors import DataError
 from sdod.storage import atomic_write_json
 

@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from sdod.data.problems import Problems
-from sdod.data.sample import Sample
-from sdod.data.sampleset import SampleSet
+from sdod.data.sample import Sample, SampleSet
 from sdod.errors import DataError
 from sdod.storage import read_json
 

@@ -18,8 +18,7 @@ from typing import Any
 
 from sdod.data.annotation import annotation_object, parse_annotation
 from sdod.data.problems import Problems
-from sdod.data.sample import Sample
-from sdod.data.sampleset import SampleSet
+from sdod.data.sample import Sample, SampleSet
 from sdod.errors import DataError, UserError
 from sdod.storage import atomic_write_bytes
 

@@ -23,9 +23,9 @@ import numpy.typing as npt
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from sdod.data.detlabel import encode, format_lst_line, parse_lst_line
+from sdod.data.rec_label import encode, format_lst_line, parse_lst_line
 from sdod.data.recordio import RecordWriter, frame_parts, record_head
-from sdod.data.sampleset import SampleSet
+from sdod.data.sample import SampleSet
 from sdod.errors import DataError, UserError
 from sdod.storage import atomic_write_bytes
 

@@ -19,9 +19,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from sdod.data.recfile import samples_from_records
+from sdod.data.rec_samples import samples_from_records
 from sdod.data.recordio import Record, RecordStream, unpack_record
-from sdod.data.sampleset import SampleSet
+from sdod.data.sample import SampleSet
 from sdod.errors import UserError
 from sdod.storage import S3Options, atomic_write_bytes, open_stream, read_bytes
 from sdod.transfer import list_objects

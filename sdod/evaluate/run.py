@@ -42,7 +42,7 @@ def _samples(
     s3: S3Options | None,
 ) -> list[Any]:
     if rec:
-        from sdod.data.recfile import read_rec
+        from sdod.data.rec_samples import read_rec
         from sdod.storage import cache_root, fetch_file
 
         if is_s3(rec):

@@ -23,7 +23,7 @@ import torch
 from sdod.artifact import Artifact, ModelConfig, write_artifact, write_artifact_files
 from sdod.config import Channel, TrainingJobSpec, load_job_spec
 from sdod.data.channels import read_channel
-from sdod.data.sampleset import SampleSet
+from sdod.data.sample import SampleSet
 from sdod.errors import DataError, UserError
 from sdod.hyperparameters import Hyperparameters, parse_hyperparameters
 from sdod.joblayout import EXIT_COMPLETED, EXIT_FAILED, EXIT_STOPPED, EXIT_USER, JobLayout

@@ -361,7 +361,7 @@ def cluster(
 
 @pytest.fixture(scope="session")
 def data(s3: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    from sdod.data.sampledata import make_sample_data
+    from sdod.demo.dataset import make_sample_data
 
     client, _ = s3
     root = tmp_path_factory.mktemp("cluster-data")

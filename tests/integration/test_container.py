@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from sdod.data.sampledata import make_sample_data
+from sdod.demo.dataset import make_sample_data
 
 pytestmark = pytest.mark.integration
 CHANNELS = ("train", "validation", "train_annotation", "validation_annotation")

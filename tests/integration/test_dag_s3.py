@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from sdod.data.sampledata import make_sample_data
+from sdod.demo.dataset import make_sample_data
 from tests.integration.conftest import S3Endpoint, load_dag
 
 pytestmark = pytest.mark.integration

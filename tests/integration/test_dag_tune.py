@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from sdod.data.sampledata import make_sample_data
+from sdod.demo.dataset import make_sample_data
 from tests.integration.conftest import S3Endpoint, load_dag
 from tests.integration.test_dag_s3 import _keys, _local_strings, _states, _xcoms
 

@@ -15,7 +15,7 @@ import torch
 
 from sdod import stages
 from sdod.artifact import read_artifact
-from sdod.data.sampledata import make_sample_data
+from sdod.demo.dataset import make_sample_data
 from sdod.serve.predictor import Predictor
 from tests.gluoncv_formula import NETS, formula_params, params_bytes
 

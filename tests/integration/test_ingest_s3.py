@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sdod import stages
-from sdod.data.sampledata import make_sample_data
+from sdod.demo.dataset import make_sample_data
 from sdod.errors import UserError
 from tests.integration.conftest import S3Endpoint
 
@@ -132,7 +132,7 @@ def test_a_manifestfile_channel_brings_exactly_the_objects_it_lists(
     """S3DataType ManifestFile: `[{"prefix": ...}, "key", ...]`, in a local job root (File
     mode) and in the work snapshot the DAG reads; a job trains from it."""
     from sdod import stages
-    from sdod.data.sampledata import make_sample_data
+    from sdod.demo.dataset import make_sample_data
 
     make_sample_data(tmp_path / "d", train=6, validation=3, seed=13)
     prefix = s3_endpoint.upload_dir(tmp_path / "d", "manifestfile/data")

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from sdod.data.sampledata import make_sample_data
+from sdod.demo.dataset import make_sample_data
 
 pytestmark = pytest.mark.integration
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "plugins"))

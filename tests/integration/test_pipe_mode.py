@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sdod.data.pipe import shuffle_buffer, stream_records
-from sdod.data.recfile import read_records
+from sdod.data.rec_samples import read_records
 from sdod.data.recordio import RecordStream
 from sdod.storage import open_stream
 from tests.integration.conftest import S3Endpoint
@@ -100,7 +100,7 @@ def test_training_in_pipe_mode_streams_recordio_from_s3(
     s3_endpoint: S3Endpoint, tmp_path: Path
 ) -> None:
     from sdod import stages
-    from sdod.data.sampledata import make_sample_data
+    from sdod.demo.dataset import make_sample_data
 
     make_sample_data(tmp_path / "d", train=6, validation=2, num_classes=3, seed=5)
     for ch in ("train", "validation"):
@@ -127,7 +127,7 @@ def test_training_in_pipe_mode_streams_recordio_from_s3(
 def test_training_in_pipe_mode_streams_an_augmented_manifest(
     s3_endpoint: S3Endpoint, tmp_path: Path
 ) -> None:
-    from sdod.data.sampledata import make_sample_data
+    from sdod.demo.dataset import make_sample_data
 
     prefix = f"s3://{s3_endpoint.bucket}/pipe-manifest/"
     make_sample_data(
@@ -152,7 +152,7 @@ def test_job_level_input_mode_fastfile_and_a_gzip_manifest_stream_too(
     like Pipe; CompressionType Gzip decompresses the augmented manifest."""
     import gzip
 
-    from sdod.data.sampledata import make_sample_data
+    from sdod.demo.dataset import make_sample_data
 
     prefix = f"s3://{s3_endpoint.bucket}/fastfile-manifest/"
     make_sample_data(

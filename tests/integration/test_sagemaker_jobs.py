@@ -56,7 +56,7 @@ def test_a_bad_request_lists_every_problem(tmp_path: Path) -> None:
 def _data(kind: str, root: Path, s3: S3Endpoint) -> str:
     """Sample data in the format a documented request expects, on the S3 endpoint."""
     from sdod import stages
-    from sdod.data.sampledata import make_sample_data
+    from sdod.demo.dataset import make_sample_data
 
     prefix = f"s3://{s3.bucket}/documented/{kind}/"
     if kind == "manifest":

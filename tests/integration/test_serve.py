@@ -16,7 +16,7 @@ import pytest
 
 from sdod import stages
 from sdod.config import spec_from_form
-from sdod.data.sampledata import make_sample_data
+from sdod.demo.dataset import make_sample_data
 
 pytestmark = pytest.mark.integration
 MX = Path(__file__).resolve().parents[1] / "fixtures" / "mxnet"

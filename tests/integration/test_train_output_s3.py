@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from sdod.data.sampledata import make_sample_data
+from sdod.demo.dataset import make_sample_data
 from tests.integration.conftest import S3Endpoint
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,7 @@ NO_TORCH = """
 import sys
 from pathlib import Path
 from sdod import stages
-from sdod.data.sampledata import make_sample_data
+from sdod.demo.dataset import make_sample_data
 root = Path(sys.argv[1])
 make_sample_data(root / "data", train=4, validation=2, seed=3)
 spec = stages.parse_spec({

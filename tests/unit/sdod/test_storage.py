@@ -54,7 +54,7 @@ def test_retries_back_off_then_give_up() -> None:
 
 
 def test_ingest_cli_on_local_folders(tmp_path: Path) -> None:
-    from sdod.data.sampledata import make_sample_data
+    from sdod.demo.dataset import make_sample_data
 
     make_sample_data(tmp_path / "bucket", train=2, validation=1)
     spec = {

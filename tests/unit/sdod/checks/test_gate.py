@@ -16,8 +16,8 @@ from PIL import Image
 
 from sdod.checks.gate import run_checks
 from sdod.data.imagejson import read_image_json
-from sdod.data.sampledata import make_sample_data
-from sdod.data.sampleset import SampleSet
+from sdod.data.sample import SampleSet
+from sdod.demo.dataset import make_sample_data
 
 
 @pytest.fixture(scope="module")
@@ -297,7 +297,7 @@ def test_class_imbalance_is_a_warning_with_both_counts(data: Path) -> None:
 
 def test_manifest_and_recordio_go_through_the_non_strict_readers(tmp_path: Path) -> None:
     from sdod import stages
-    from sdod.data.detlabel import encode
+    from sdod.data.rec_label import encode
     from sdod.data.recordio import RecordWriter, pack_record
 
     make_sample_data(tmp_path / "m", fmt="manifest", train=10, validation=2, num_classes=3, seed=4)
@@ -353,7 +353,7 @@ def test_packing_drops_exactly_what_the_check_quarantined(tmp_path: Path) -> Non
     """The check -> pack handoff through the quarantine list (as the DAG runs it): the
     packed train channel holds the 47 good images and none of the 3 bad ones."""
     from sdod import stages
-    from sdod.data.recfile import read_rec
+    from sdod.data.rec_samples import read_rec
 
     make_sample_data(tmp_path / "data", train=50, validation=5, num_classes=3, seed=2)
     bad = ("train_00007", "train_00019", "train_00042")

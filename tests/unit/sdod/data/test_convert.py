@@ -15,7 +15,7 @@ from sdod.data.imagejson import read_image_json
 from sdod.data.importers import read_coco, read_voc
 from sdod.data.manifest import read_manifest
 from sdod.data.pack import items_from_lst, pack, pack_sharded
-from sdod.data.recfile import read_rec, read_records
+from sdod.data.rec_samples import read_rec, read_records
 from sdod.errors import DataError
 
 MX = Path(__file__).resolve().parents[3] / "fixtures" / "mxnet"

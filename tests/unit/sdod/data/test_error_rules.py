@@ -11,9 +11,9 @@ import pytest
 
 from sdod.data.dataset import decode_rgb
 from sdod.data.imagejson import read_image_json
-from sdod.data.recfile import samples_from_records
+from sdod.data.rec_samples import samples_from_records
 from sdod.data.recordio import Record
-from sdod.data.sampledata import make_sample_data
+from sdod.demo.dataset import make_sample_data
 from sdod.errors import DataError
 
 

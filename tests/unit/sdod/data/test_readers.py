@@ -11,7 +11,7 @@ import pytest
 
 from sdod.data.imagejson import read_image_json
 from sdod.data.manifest import read_manifest
-from sdod.data.sampledata import make_sample_data
+from sdod.demo.dataset import make_sample_data
 from sdod.errors import DataError, UserError
 
 FIXTURES = Path(__file__).resolve().parents[3] / "fixtures" / "mxnet"

@@ -17,7 +17,7 @@ RECORDS, PADDING = 2000, 128 << 10  # 2,000 records of ~128 KiB: a 256 MiB file
 
 MEASURE = """
 import resource, sys
-from sdod.data.recfile import read_rec
+from sdod.data.rec_samples import read_rec
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 samples = read_rec(sys.argv[1]).samples
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -52,7 +52,7 @@ def test_indexing_a_rec_does_not_hold_its_image_bytes(tmp_path: Path) -> None:
 
 
 def test_header_size_reads_what_pillow_reads_or_says_it_cannot() -> None:
-    from sdod.data.recfile import _header_size, image_size
+    from sdod.data.rec_samples import _header_size, image_size
 
     cases = []
     for mode, fmt, extra in (("RGB", "JPEG", {}), ("L", "JPEG", {"progressive": True}),

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sdod.data.detlabel import decode
 from sdod.data.imagejson import read_image_json
 from sdod.data.pack import PackOptions, items_from_lst, items_from_samples, pack
-from sdod.data.recfile import RecDiagnosis, dump_rows, read_rec, read_records
+from sdod.data.rec_label import decode
+from sdod.data.rec_samples import RecDiagnosis, dump_rows, read_rec, read_records
 from sdod.data.recordio import (
     MAGIC_BYTES,
     frame,

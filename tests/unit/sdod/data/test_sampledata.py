@@ -13,7 +13,7 @@ from PIL import Image
 
 from sdod.data.imagejson import read_image_json
 from sdod.data.manifest import read_manifest
-from sdod.data.sampledata import make_sample_data
+from sdod.demo.dataset import make_sample_data
 from sdod.errors import UserError
 
 

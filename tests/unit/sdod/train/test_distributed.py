@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from sdod.artifact import read_artifact
-from sdod.data.sampledata import make_sample_data
+from sdod.demo.dataset import make_sample_data
 from sdod.errors import UserError
 from sdod.train.distributed import GlobalBatchSampler, World, plan_launch
 

@@ -12,7 +12,7 @@ import pytest
 
 from sdod import stages
 from sdod.artifact import read_artifact
-from sdod.data.sampledata import make_sample_data
+from sdod.demo.dataset import make_sample_data
 
 # SageMaker's MetricDefinitions regexes for the built-in Object Detection algorithm
 REGEXES = {

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from sdod.data.imagejson import read_image_json
-from sdod.data.sampledata import make_sample_data
+from sdod.demo.dataset import make_sample_data
 from sdod.evaluate.detect import detect, ground_truth
 from sdod.evaluate.voc import voc_map
 from sdod.hyperparameters import parse_hyperparameters

@@ -15,7 +15,7 @@ import torch
 from sdod import stages
 from sdod.artifact import read_artifact
 from sdod.config import spec_from_form
-from sdod.data.sampledata import make_sample_data
+from sdod.demo.dataset import make_sample_data
 from sdod.train import checkpoint
 
 

@@ -10,7 +10,7 @@ import pytest
 from sdod import stages
 from sdod.artifact import read_artifact
 from sdod.config import spec_from_form
-from sdod.data.sampledata import make_sample_data
+from sdod.demo.dataset import make_sample_data
 
 DEMO_HP = {"base_network": "mobilenet-v3", "use_pretrained_model": "0", "num_classes": "3",
            "num_training_samples": "240", "epochs": "30", "mini_batch_size": "8", "optimizer": "adam",

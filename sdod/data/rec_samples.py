@@ -12,11 +12,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from sdod.data.detlabel import decode
 from sdod.data.problems import Problems
+from sdod.data.rec_label import decode
 from sdod.data.recordio import Record, RecordStream, iter_rec, read_idx, scan_rec, unpack_record
-from sdod.data.sample import Sample
-from sdod.data.sampleset import SampleSet
+from sdod.data.sample import Sample, SampleSet
 from sdod.errors import DataError
 
 DEFAULT_LABEL_WIDTH = 350  # SageMaker's default `label_width`

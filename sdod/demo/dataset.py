@@ -11,9 +11,8 @@ from tqdm import tqdm
 
 from sdod.data.imagejson import write_image_json
 from sdod.data.manifest import write_manifest
-from sdod.data.sample import Sample
-from sdod.data.sampleset import SampleSet
-from sdod.data.synthetic import CLASS_NAMES, MAX_CLASSES, generate_split
+from sdod.data.sample import Sample, SampleSet
+from sdod.demo.scenes import CLASS_NAMES, MAX_CLASSES, generate_split
 from sdod.errors import UserError
 
 FORMATS = ("image-json", "manifest")
