@@ -127,7 +127,7 @@ def pack_job(
 ) -> PackJobResult:
     """Pack a job's channels (less what the check quarantined) into RecordIO at
     `<work_uri>/<job>/packed/<channel>/`; the derived request trains from there."""
-    from sdod.checks.job import read_quarantine
+    from sdod.checks.quarantine import read_quarantine
     from sdod.data.packjob import pack_job as run
     from sdod.storage import join_uri
     from sdod.workspace import JobURIs, task_cache

@@ -9,18 +9,18 @@ relative to the job (`input/data/<channel>/<file>`), not to this machine.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from sdod.checks.policy import DEFAULT
+from sdod.checks.quarantine import FILE_NAME, Quarantine
 from sdod.config import TrainingJobSpec
 from sdod.errors import UserError
 from sdod.storage import S3Options, atomic_write_json, join_uri
 from sdod.transfer import upload_tree
 
-QUARANTINE = "quarantine.json"
+QUARANTINE = FILE_NAME
 
 
 @dataclass(frozen=True)
@@ -36,16 +36,6 @@ class CheckResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def relative_file(path: str | None, root: Path) -> str | None:
-    """A problem's file as a path inside the job folder (the same on every machine)."""
-    if not path:
-        return path
-    try:
-        return Path(path).resolve().relative_to(root.resolve()).as_posix()
-    except ValueError:
-        return path
 
 
 def check_job(
@@ -84,8 +74,8 @@ def check_job(
         max_class_ratio=max_class_ratio,
         report_dir=out,
     )
-    quarantined = [{**q, "file": relative_file(q.get("file"), cache)} for q in report.quarantined]
-    atomic_write_json(out / QUARANTINE, quarantined)
+    quarantined = Quarantine.of(report.quarantined, cache)
+    atomic_write_json(out / QUARANTINE, quarantined.to_json())
     upload_tree(out, report_uri, s3=s3)
     report_file = join_uri(report_uri, "report.json")
     docs = join_uri(report_uri, "data_docs") if (out / "data_docs").is_dir() else None
@@ -101,20 +91,3 @@ def check_job(
         len(quarantined),
         report.images,
     )
-
-
-def read_quarantine(uri: str | None, *, s3: S3Options | None = None) -> list[dict[str, Any]]:
-    """The check stage's quarantine list (empty without one)."""
-    if not uri:
-        return []
-    from sdod.storage import read_bytes
-
-    try:
-        listed = json.loads(read_bytes(uri, s3=s3))
-    except (FileNotFoundError, UserError) as exc:
-        raise UserError(
-            f"quarantine list {uri} cannot be read ({exc}); run the check first"
-        ) from None
-    if not isinstance(listed, list):
-        raise UserError(f"{uri}: a quarantine list must be a JSON array")
-    return listed

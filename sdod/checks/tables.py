@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from sdod.checks.quarantine import quarantine_key
 from sdod.data.images import read_image_bytes
 from sdod.data.sample import Sample
 
@@ -53,7 +54,7 @@ def image_table(
     frame = pd.DataFrame(
         {
             "channel": [channel] * n,
-            "key": [f"{channel}/{s.key}" for s in samples],
+            "key": [quarantine_key(channel, s.key) for s in samples],
             "file": [s.image for s in samples],
             "declared_width": [s.width for s in samples],
             "declared_height": [s.height for s in samples],
@@ -91,7 +92,7 @@ def box_table(channel: str, samples: list[Sample]) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "channel": channel,
-            "key": np.repeat([f"{channel}/{s.key}" for s in samples], counts),
+            "key": np.repeat([quarantine_key(channel, s.key) for s in samples], counts),
             "file": np.repeat([s.image for s in samples], counts),
             "class_id": labels,
             "box_width": boxes[:, 2] - boxes[:, 0],

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from sdod.checks.quarantine import Quarantine
 from sdod.config import TrainingJobSpec
 from sdod.errors import UserError
 from sdod.storage import S3Options, atomic_write_json, join_uri
@@ -38,12 +39,12 @@ def pack_job(
     *,
     out_uri: str,
     cache: Path,
-    quarantine: list[dict[str, Any]],
+    quarantine: Quarantine,
     checkpoint_uri: str | None = None,
     workers: int = 1,
     s3: S3Options | None = None,
 ) -> PackJobResult:
-    from sdod.checks.job import relative_file
+    from sdod.checks.quarantine import relative_file
     from sdod.data import pack as packing
     from sdod.data.channels import read_channel
     from sdod.data.ingest import to_job_root
@@ -51,8 +52,6 @@ def pack_job(
 
     to_job_root(spec, str(cache), s3=s3)
     layout = JobLayout(cache)
-    dropped = {q["key"] for q in quarantine if q.get("key")}
-    quarantined_files = {q["file"] for q in quarantine if q.get("file")}
     records, files, channels = {}, {}, []
     for name in ("train", "validation"):
         channel = spec.channel(name)
@@ -60,7 +59,7 @@ def pack_job(
             continue
         data = read_channel(layout, spec, channel, strict=False)
         unlisted = [
-            p for p in data.problems if relative_file(p["file"], cache) not in quarantined_files
+            p for p in data.problems if not quarantine.lists_file(relative_file(p["file"], cache))
         ]
         if unlisted:  # the check stage fails on these unless it quarantined them
             first = unlisted[0]
@@ -68,7 +67,7 @@ def pack_job(
                 f"channel {name}: {relative_file(first['file'], cache)}: {first['message']} "
                 "(run the annotation check first: it fails or quarantines such files)"
             )
-        data.samples = [s for s in data.samples if f"{name}/{s.key}" not in dropped]
+        data.samples = [s for s in data.samples if not quarantine.drops(name, s.key)]
         folder = cache / "packed" / name
         result = packing.pack(
             packing.items_from_samples(data, layout.channel_dir(name)),
