@@ -96,19 +96,14 @@ def tuning_params() -> dict[str, Param]:
     }
 
 
-def _spec(tuning: dict[str, Any]) -> Any:
-    from sdod.tune.spec import parse_tuning_request
-
-    return parse_tuning_request(tuning)
-
-
 @task
 @_user_errors_fail_fast
 def build_tuning(params: dict[str, Any] | None = None) -> dict[str, Any]:
     """The tuning request, checked; and a training request for preparing its data."""
-    spec = _spec((params or {})["tuning_job_request"])
-    sample = {r.name: r.values[0] if r.values else repr(r.low) for r in spec.ranges}
-    return {"tuning": spec.raw, "train_spec": spec.trial_request(spec.name, sample)}
+    from sdod.tune.spec import parse_tuning_request
+
+    spec = parse_tuning_request((params or {})["tuning_job_request"])
+    return {"tuning": spec.raw, "train_spec": spec.example_request()}
 
 
 @task

@@ -103,6 +103,13 @@ class Artifact:
         return ModelConfig.from_dict(self.config)
 
 
+def weights_bytes(state: dict[str, Any]) -> bytes:
+    """A state dict of tensors as `model.safetensors` bytes."""
+    from safetensors.torch import save
+
+    return save({k: v.contiguous() for k, v in state.items()})
+
+
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     info = tarfile.TarInfo(name)
     info.size, info.mtime, info.mode = len(data), 0, 0o644

@@ -20,8 +20,6 @@ from sdod.errors import UserError
 from sdod.storage import S3Options, atomic_write_json, join_uri
 from sdod.transfer import upload_tree
 
-QUARANTINE = FILE_NAME
-
 
 @dataclass(frozen=True)
 class CheckResult:
@@ -75,7 +73,7 @@ def check_job(
         report_dir=out,
     )
     quarantined = Quarantine.of(report.quarantined, cache)
-    atomic_write_json(out / QUARANTINE, quarantined.to_json())
+    atomic_write_json(out / FILE_NAME, quarantined.to_json())
     upload_tree(out, report_uri, s3=s3)
     report_file = join_uri(report_uri, "report.json")
     docs = join_uri(report_uri, "data_docs") if (out / "data_docs").is_dir() else None
@@ -86,7 +84,7 @@ def check_job(
         True,
         report.summary(),
         report_file,
-        join_uri(report_uri, QUARANTINE),
+        join_uri(report_uri, FILE_NAME),
         docs,
         len(quarantined),
         report.images,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -61,11 +62,19 @@ class Quarantine:
     def __len__(self) -> int:
         return len(self.entries)
 
+    @cached_property
+    def _keys(self) -> frozenset[str]:  # pack asks once per sample: built once
+        return frozenset(e.key for e in self.entries if e.key)
+
+    @cached_property
+    def _files(self) -> frozenset[str]:
+        return frozenset(e.file for e in self.entries if e.file)
+
     def drops(self, channel: str, sample_key: str) -> bool:
-        return quarantine_key(channel, sample_key) in {e.key for e in self.entries}
+        return quarantine_key(channel, sample_key) in self._keys
 
     def lists_file(self, file: str | None) -> bool:
-        return file is not None and file in {e.file for e in self.entries if e.file}
+        return file is not None and file in self._files
 
     def to_json(self) -> list[dict[str, Any]]:
         return [e.to_json() for e in self.entries]

@@ -198,9 +198,8 @@ def load_gluoncv(model: SSD, params: Mapping[str, np.ndarray], where: str = "<pa
     layers, init_scale = group_layers(params, where)
     features = [layer for layer in layers if layer.part == "features"]
     targets = _targets(model)
-    expanders = {id(m) for m in model.backbone.modules() if isinstance(m, nn.BatchNorm2d)} & {
-        id(m) for m in getattr(model.backbone, "extras", nn.ModuleList()).modules()
-    }
+    extras = getattr(model.backbone, "extras", nn.ModuleList())
+    expanders = {id(m) for m in extras.modules() if isinstance(m, nn.BatchNorm2d)}
     gluon_extras = model.config.variant == "gluoncv" and model.config.base_network == "resnet-50"
     for layer, conv in _in_order(features, targets["conv"], "conv", "base-network", where):
         _load_conv(conv, layer, where)
@@ -247,16 +246,14 @@ def import_gluoncv(
     """A `model.tar.gz` (sdod's own, for predict, serve, evaluate, export-onnx and the model
     channel of incremental training) from a GluonCV SSD's `.params` file."""
     import hashlib
-    from pathlib import Path
 
-    from safetensors.torch import save
-
-    from sdod.artifact import Artifact, ModelConfig, write_artifact
+    from sdod.artifact import Artifact, ModelConfig, weights_bytes, write_artifact
     from sdod.hyperparameters import parse_hyperparameters
-    from sdod.model.mxnet_params import read_params
+    from sdod.model.mxnet_params import file_bytes, read_params_bytes
 
     net = parse_network(network)
-    arrays = read_params(params)
+    data = file_bytes(params)  # read once: parsed, then hashed for the model's metrics
+    arrays = read_params_bytes(data, params)
     num_classes = classes_in(arrays, net, params)
     if classes is None and net.dataset == "voc" and num_classes == len(VOC_CLASSES):
         classes = list(VOC_CLASSES)
@@ -287,9 +284,9 @@ def import_gluoncv(
             "use_pretrained_model": 0,
         }
     )
-    digest = hashlib.sha256(Path(params).read_bytes()).hexdigest()
+    digest = hashlib.sha256(data).hexdigest()
     artifact = Artifact(
-        weights=save({k: v.contiguous() for k, v in model.state_dict().items()}),
+        weights=weights_bytes(model.state_dict()),
         hyperparams=hp.to_strings(),
         config=replace(config, anchor_count=int(model.anchors.shape[0])).to_dict(),
         metrics={"source": "gluoncv", "network": net.name, "params_sha256": digest},

@@ -138,11 +138,14 @@ def read_params_bytes(data: bytes, where: str = "<bytes>") -> dict[str, np.ndarr
     return dict(zip(names, arrays, strict=True))
 
 
-def read_params(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """The arrays of an MXNet `.params` file, name -> numpy array, in the file's order."""
-    path = Path(path)
+def file_bytes(path: str | os.PathLike[str]) -> bytes:
+    """A `.params` file's bytes; ParamsError naming it when it cannot be read."""
     try:
-        data = path.read_bytes()
+        return Path(path).read_bytes()
     except OSError as exc:
         raise ParamsError(f"{path}: cannot read it ({exc.strerror})") from None
-    return read_params_bytes(data, str(path))
+
+
+def read_params(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """The arrays of an MXNet `.params` file, name -> numpy array, in the file's order."""
+    return read_params_bytes(file_bytes(path), str(path))

@@ -20,7 +20,13 @@ from typing import Any
 
 import torch
 
-from sdod.artifact import Artifact, ModelConfig, write_artifact, write_artifact_files
+from sdod.artifact import (
+    Artifact,
+    ModelConfig,
+    weights_bytes,
+    write_artifact,
+    write_artifact_files,
+)
 from sdod.config import Channel, TrainingJobSpec, load_job_spec
 from sdod.data.channels import read_channel
 from sdod.data.sample import SampleSet
@@ -106,7 +112,7 @@ def _write_model(
     """model.tar.gz (in a SageMaker container: its files unpacked, SageMaker tars them) and
     `output/metrics.json`."""
     artifact = Artifact(
-        weights=_weights_bytes(best_state),
+        weights=weights_bytes(best_state),
         hyperparams=hp.to_strings(),
         config=ModelConfig(
             hp.base_network,
@@ -130,12 +136,6 @@ def _write_model(
 
 def _class_names(data: SampleSet, num_classes: int) -> list[str]:
     return [data.categories.get(c, f"class_{c}") for c in range(num_classes)]
-
-
-def _weights_bytes(state: dict[str, torch.Tensor]) -> bytes:
-    from safetensors.torch import save
-
-    return save({k: v.contiguous() for k, v in state.items()})
 
 
 def data_workers(world: World, configured: int | None = None) -> int:

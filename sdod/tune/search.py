@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sdod.errors import UserError
+from sdod.train.metrics import parse_metric_line
 from sdod.tune.picture import objective_picture
 from sdod.tune.spec import OBJECTIVE, ParameterRange, TuningSpec
 from sdod.tune.trials import TrialProcess, TrialRecord, iso_time, trial_name
@@ -38,14 +38,16 @@ if TYPE_CHECKING:
 
     from sdod.storage import S3Options
 
-MAP_LINE = re.compile(r"epoch=(\d+), validation mAP <score>=\(([^)]+)\)")
+
+def _state_dir() -> Path:
+    return Path(os.environ.get("SDOD_STATE_DIR", ".state"))
 
 
 def default_storage() -> str:
     url = os.environ.get("SDOD_TUNING_STORAGE", "")
     if url:
         return url
-    state = Path(os.environ.get("SDOD_STATE_DIR", ".state")).resolve()
+    state = _state_dir().resolve()
     state.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{state / 'tuning.db'}"
 
@@ -188,39 +190,39 @@ class TuningRun:
 
     def records(self) -> list[TrialRecord]:
         """This tuning job's trials (not the warm-start ones), in number order."""
-        out = []
-        for t in self.study.get_trials(deepcopy=False):
-            a = t.user_attrs
-            if "TrainingJobName" not in a or a.get("warm_start_parent") or a.get("skipped"):
-                continue
-            out.append(TrialRecord(
-                a["TrainingJobName"], int(a["number"]), dict(a["hyperparameters"]),
-                status=a.get("status", "InProgress"), objective=a.get("objective"),
-                history=list(a.get("history", [])), early_stopped=bool(a.get("early_stopped")),
-                failure=a.get("failure", ""), started=float(a.get("started", 0.0)),
-                ended=float(a.get("ended", 0.0)), model=a.get("model"),
-            ))  # fmt: skip
+        out = [
+            TrialRecord.from_attrs(t.user_attrs)
+            for t in self.study.get_trials(deepcopy=False)
+            if "TrainingJobName" in t.user_attrs
+            and not t.user_attrs.get("warm_start_parent")
+            and not t.user_attrs.get("skipped")
+        ]
         return sorted(out, key=lambda r: r.number)
 
     def best(self, records: list[TrialRecord] | None = None) -> TrialRecord | None:
-        scored = [r for r in (records or self.records()) if r.objective is not None]
+        records = self.records() if records is None else records
+        scored = [r for r in records if r.objective is not None]
         return max(scored, key=lambda r: r.objective or 0.0) if scored else None
 
     # --- the loop ------------------------------------------------------------------------
 
+    def _done_reason(self, own: int, records: list[TrialRecord]) -> str:
+        """Why no trial numbered `own` may start ("" when it may), from the study alone:
+        the same answer in every lane and in a later summary task."""
+        spec = self.spec
+        best = self.best(records)
+        if spec.target is not None and best is not None and (best.objective or 0.0) >= spec.target:
+            return f"TargetObjectiveMetricValue {spec.target} reached"
+        if own > self.total:
+            return "MaxNumberOfTrainingJobs reached"
+        if spec.max_runtime_seconds and time.time() - self.started >= spec.max_runtime_seconds:
+            return "MaxRuntimeInSeconds reached"
+        return ""
+
     def _should_stop(self, own: int) -> bool:
         """`own`: the number the next trial would get."""
-        spec = self.spec
-        if self.stop_reason:
-            return True
-        if own > self.total:
-            self.stop_reason = "MaxNumberOfTrainingJobs reached"
-        elif spec.max_runtime_seconds and time.time() - self.started >= spec.max_runtime_seconds:
-            self.stop_reason = "MaxRuntimeInSeconds reached"
-        elif spec.target is not None:
-            best = self.best()
-            if best is not None and (best.objective or 0.0) >= spec.target:
-                self.stop_reason = f"TargetObjectiveMetricValue {spec.target} reached"
+        if not self.stop_reason:
+            self.stop_reason = self._done_reason(own, self.records())
         return bool(self.stop_reason)
 
     def _next(self, lane: int) -> tuple[optuna.trial.Trial, TrialRecord] | None:
@@ -278,14 +280,7 @@ class TuningRun:
             self.study.set_user_attr("grid_enqueued", True)
 
     def _save(self, trial: optuna.trial.Trial, record: TrialRecord) -> None:
-        attrs = {
-            "TrainingJobName": record.name, "number": record.number,
-            "hyperparameters": record.hyperparameters, "status": record.status,
-            "objective": record.objective, "history": record.history,
-            "early_stopped": record.early_stopped, "failure": record.failure,
-            "started": record.started, "ended": record.ended, "model": record.model,
-        }  # fmt: skip
-        for key, value in attrs.items():
+        for key, value in record.to_attrs().items():
             trial.set_user_attr(key, value)
 
     def _run(self, trial: optuna.trial.Trial, record: TrialRecord) -> None:
@@ -296,10 +291,10 @@ class TuningRun:
             self.running.add(process)
         pruned = False
         for line in process.lines():
-            m = MAP_LINE.search(line)
-            if m is None:
+            point = parse_metric_line(line)
+            if point is None or point.name != OBJECTIVE or point.epoch is None:
                 continue
-            epoch, value = int(m[1]), float(m[2])
+            epoch, value = point.epoch, point.value
             record.history.append(value)
             trial.report(value, epoch)
             if not pruned and trial.should_prune():
@@ -323,14 +318,14 @@ class TuningRun:
         if record.status in ("Completed", "Stopped") and metrics.get(OBJECTIVE) is not None:
             record.objective = float(metrics[OBJECTIVE])
             record.early_stopped = pruned
-            self._save(trial, record)
             state = TrialState.PRUNED if pruned else TrialState.COMPLETE
-            self.study.tell(trial, None if pruned else record.objective, state=state)
         else:
             record.status = "Failed"
             record.failure = str(outcome.get("message") or "no objective metric")[:500]
-            self._save(trial, record)
-            self.study.tell(trial, state=TrialState.FAIL)
+            state = TrialState.FAIL
+        self._save(trial, record)
+        value = record.objective if state == TrialState.COMPLETE else None
+        self.study.tell(trial, value, state=state)
         self.log(self._progress(record))
 
     def _progress(self, r: TrialRecord) -> str:
@@ -390,7 +385,11 @@ class TuningRun:
             "Failed": sum(r.status == "Failed" for r in records),
         }
         best = self.best(records)
-        reason = self.stop_reason or self._reason(records)
+        reason = (
+            self.stop_reason
+            or self._done_reason(len(records) + 1, records)
+            or "MaxRuntimeInSeconds reached"  # the running trials were stopped
+        )
         out: dict[str, Any] = {
             "HyperParameterTuningJobName": self.spec.name,
             "HyperParameterTuningJobStatus": "Completed" if best is not None else "Failed",
@@ -408,15 +407,6 @@ class TuningRun:
         if self.spec.parents:
             out["WarmStartConfig"] = self.spec.raw.get("WarmStartConfig")
         return out
-
-    def _reason(self, records: list[TrialRecord]) -> str:
-        """Why the job ended, seen from the study (a lane in another process decided)."""
-        best = self.best(records)
-        if self.spec.target is not None and best and (best.objective or 0) >= self.spec.target:
-            return f"TargetObjectiveMetricValue {self.spec.target} reached"
-        if len(records) >= self.total:
-            return "MaxNumberOfTrainingJobs reached"
-        return "MaxRuntimeInSeconds reached"
 
 
 def write_summary(
@@ -457,7 +447,7 @@ def run_tuning(
     The DAG runs it in steps, each in its own task, sharing the study's database:
     `prepare` (warm start, Grid's combinations), then one `lane` per parallel slot (trials
     one after another until the job is done), then `summary`."""
-    folder = Path(work) if work else Path(os.environ.get("SDOD_STATE_DIR", ".state")) / "tuning"
+    folder = Path(work) if work else _state_dir() / "tuning"
     run = TuningRun(
         spec, parallel=parallel, work=folder / spec.name, storage=storage or default_storage(),
         log=log, env=s3.env() if s3 is not None else None,

@@ -56,6 +56,14 @@ class ParameterRange:
             return True
         return self.scaling == "Auto" and self.low > 0 and self.high / self.low >= 100
 
+    def example(self) -> str:
+        """One value of the range, as a hyperparameter string: the first category, else
+        the middle (geometric on a log scale)."""
+        if self.values:
+            return self.values[0]
+        value = math.sqrt(self.low * self.high) if self.log else (self.low + self.high) / 2
+        return str(round(value)) if self.kind == "integer" else repr(value)
+
     def to_dict(self) -> dict[str, Any]:
         if self.kind == "categorical":
             return {"Name": self.name, "Values": list(self.values)}
@@ -92,6 +100,11 @@ class TuningSpec:
         return [dict(zip(names, combo, strict=True)) for combo in itertools.product(
             *(r.values for r in self.ranges)
         )]  # fmt: skip
+
+    def example_request(self) -> dict[str, Any]:
+        """A CreateTrainingJob request with one value of every range: what validation and
+        the DAG's data preparation (named after the tuning job) work from."""
+        return self.trial_request(self.name, {r.name: r.example() for r in self.ranges})
 
     def trial_request(self, job_name: str, tuned: dict[str, str]) -> dict[str, Any]:
         """The CreateTrainingJob request of one trial."""
@@ -332,15 +345,9 @@ def check_tuning_request(raw: Any) -> tuple[TuningSpec | None, list[str]]:
         epochs = static.get("epochs", "30")
         spec = _replace_hyperband(spec, int(epochs) if epochs.isdigit() else 30)
     if not problems:  # the trials' request, with a value from every range
-        sample = {r.name: r.values[0] if r.values else _middle(r) for r in ranges}
-        _, trial_problems = check_job_request(spec.trial_request(f"{name}-001-check", sample))
+        _, trial_problems = check_job_request(spec.example_request())
         problems += [f"TrainingJobDefinition: {p}" for p in trial_problems]
     return (spec if not problems else None), problems
-
-
-def _middle(r: ParameterRange) -> str:
-    value = math.sqrt(r.low * r.high) if r.log else (r.low + r.high) / 2
-    return str(round(value)) if r.kind == "integer" else repr(value)
 
 
 def _replace_hyperband(spec: TuningSpec, epochs: int) -> TuningSpec:

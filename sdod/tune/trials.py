@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,17 @@ class TrialRecord:
     started: float = 0.0
     ended: float = 0.0
     model: str | None = None
+
+    def to_attrs(self) -> dict[str, Any]:
+        """The record as the study keeps it (a trial's user attributes)."""
+        attrs = asdict(self)
+        attrs["TrainingJobName"] = attrs.pop("name")
+        return attrs
+
+    @classmethod
+    def from_attrs(cls, attrs: dict[str, Any]) -> TrialRecord:
+        known = {f.name for f in fields(cls)} - {"name"}
+        return cls(name=attrs["TrainingJobName"], **{k: v for k, v in attrs.items() if k in known})
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {
