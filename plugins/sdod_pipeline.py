@@ -18,6 +18,7 @@ from sdod_operators import SSDTrainingOperator, s3_options_from_connection
 
 from sdod.checks.policy import DEFAULT as CHECKS
 from sdod.checks.policy import FORM_SCHEMA as CHECK_SCHEMA
+from sdod.demo.recipe import DEMO_HYPERPARAMETERS  # the embedded defaults (sample data, CPU)
 
 PROJECT = Path(__file__).resolve().parents[1]  # plugins/ sits in the project root
 STATE = Path(os.environ.get("SDOD_STATE_DIR", PROJECT / ".state"))
@@ -25,22 +26,6 @@ STATE = Path(os.environ.get("SDOD_STATE_DIR", PROJECT / ".state"))
 WORK_URI = os.environ.get("SDOD_WORK_URI", str(STATE / "work"))
 REGISTRY_URI = os.environ.get("SDOD_MODEL_REGISTRY_URI", str(STATE / "registry"))
 
-# The embedded defaults: the sample dataset `make demo` writes, trained on CPU in minutes
-# with the light network. Point data_uri / output_uri at s3:// for your own data.
-DEMO_HYPERPARAMETERS = {
-    "base_network": "mobilenet-v3",
-    "use_pretrained_model": "0",
-    "num_classes": "3",
-    "num_training_samples": "240",
-    "epochs": "30",
-    "mini_batch_size": "8",
-    "optimizer": "adam",
-    "learning_rate": "0.002",
-    "lr_scheduler_step": "22,27",
-    "lr_scheduler_factor": "0.1",
-    "augmentation": "light",
-    "image_shape": "300",
-}
 
 MODEL_ASSET = Asset(name="sdod_model")  # name only: a URI makes Airflow load every provider
 AWS_CONN_ID = "aws_default"

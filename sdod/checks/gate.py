@@ -224,32 +224,16 @@ def run_checks(
     balance warning fires when train's most frequent class has more than this many times
     the boxes of its rarest. `gx_project`: keep a Great Expectations file context there
     (suites, validation results, Data Docs in its `uncommitted/data_docs/local_site`)."""
-    import pandas as pd
-
     CheckPolicy(policy, max_bad_fraction, grayscale, max_class_ratio)  # refuses bad values
     start = time.perf_counter()
-    images, boxes = [], []
-    for name, data in channels.items():
-        facts = decode_all([s.image for s in data.samples], workers) if decode else None
-        images.append(image_table(name, data.samples, facts))
-        boxes.append(box_table(name, data.samples))
-    image_frame, box_frame = (
-        pd.concat(images, ignore_index=True),
-        pd.concat(boxes, ignore_index=True),
-    )
+    image_frame, box_frame = _tables(channels, decode, workers)
     train_classes = tuple(
         sorted(set(box_frame.loc[box_frame["channel"] == "train", "class_id"].tolist()))
     )
     params = SuiteParams(
-        num_classes,
-        label_width,
-        tolerance_px,
-        min_box_px,
-        tuple(channels),
-        train_classes,
-        decode,
-        grayscale,
-    )
+        num_classes, label_width, tolerance_px, min_box_px, tuple(channels), train_classes,
+        decode, grayscale,
+    )  # fmt: skip
     out = Path(report_dir) if report_dir else None
     context = _gx_context(out, Path(gx_project) if gx_project else None)
     suites = expectations(params)
@@ -265,6 +249,50 @@ def run_checks(
         rules["train_has_every_class"].examples = [{"missing_classes": missing}]
         rules["train_has_every_class"].count = len(missing)
     rules["class_balance"] = _class_balance(box_frame, max_class_ratio)
+    passed, fraction, quarantined = _verdict(
+        rules, offenders, skipped, image_frame, policy, max_bad_fraction
+    )
+    report = CheckReport(
+        passed=passed,
+        policy=policy,
+        images={c: len(d) for c, d in channels.items()},
+        boxes={c: d.num_boxes for c, d in channels.items()},
+        rules=list(rules.values()),
+        quarantined=quarantined,
+        bad_fraction=fraction,
+        class_counts={
+            c: {str(k): int(v) for k, v in g["class_id"].value_counts().sort_index().items()}
+            for c, g in box_frame.groupby("channel")
+        },
+        seconds=round(time.perf_counter() - start, 3),
+    )
+    _publish(report, context, out, kept=gx_project is not None)
+    return report
+
+
+def _tables(channels: dict[str, SampleSet], decode: bool, workers: int) -> tuple[Any, Any]:
+    """The image and box tables of every channel (images decoded unless `decode=False`)."""
+    import pandas as pd
+
+    images, boxes = [], []
+    for name, data in channels.items():
+        facts = decode_all([s.image for s in data.samples], workers) if decode else None
+        images.append(image_table(name, data.samples, facts))
+        boxes.append(box_table(name, data.samples))
+    return pd.concat(images, ignore_index=True), pd.concat(boxes, ignore_index=True)
+
+
+def _verdict(
+    rules: dict[str, RuleResult],
+    offenders: dict[str, set[str]],
+    skipped: list[dict],
+    image_frame: Any,
+    policy: str,
+    max_bad_fraction: float,
+) -> tuple[bool, float, list[dict]]:
+    """Whether the gate passes, the bad fraction and the quarantine list. A dataset-level
+    error always fails; per-image errors fail under `fail`, and under `quarantine` only
+    when more than `max_bad_fraction` of the images are bad."""
     bad = {
         key: reasons
         for key, reasons in offenders.items()
@@ -279,28 +307,16 @@ def run_checks(
     passed = not errors or (
         policy == "quarantine" and not dataset_failed and fraction <= max_bad_fraction
     )
+    if policy != "quarantine":
+        return passed, fraction, []
     files = dict(zip(image_frame["key"], image_frame["file"], strict=True))
-    quarantined = (
-        [{"key": k, "file": files.get(k), "reasons": sorted(bad[k])} for k in sorted(bad)] + skipped
-        if policy == "quarantine"
-        else []
-    )
-    counts = {
-        c: {str(k): int(v) for k, v in g["class_id"].value_counts().sort_index().items()}
-        for c, g in box_frame.groupby("channel")
-    }
-    report = CheckReport(
-        passed=passed,
-        policy=policy,
-        images={c: len(d) for c, d in channels.items()},
-        boxes={c: d.num_boxes for c, d in channels.items()},
-        rules=list(rules.values()),
-        quarantined=quarantined,
-        bad_fraction=fraction,
-        class_counts=counts,
-        seconds=round(time.perf_counter() - start, 3),
-    )
-    if gx_project is not None:
+    quarantined = [{"key": k, "file": files.get(k), "reasons": sorted(bad[k])} for k in sorted(bad)]
+    return passed, fraction, quarantined + skipped
+
+
+def _publish(report: CheckReport, context: Any, out: Path | None, *, kept: bool) -> None:
+    """Data Docs (every site of a kept context, else sdod's own) and `report.json`."""
+    if kept:
         context.build_data_docs()  # every site of the kept context, its own local_site too
     elif out is not None:
         context.build_data_docs(site_names=["sdod_checks"])
@@ -308,7 +324,6 @@ def run_checks(
         report.data_docs = str(out / "data_docs" / "index.html")
         report.report_file = str(out / "report.json")
         atomic_write_json(out / "report.json", report.to_dict())
-    return report
 
 
 def validate_inputs(

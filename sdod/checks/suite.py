@@ -82,6 +82,10 @@ class SuiteParams:
 
 def expectations(params: SuiteParams) -> dict[str, list[Any]]:
     """The suite for this run: expectations per table (`images`, `boxes`)."""
+    return {"images": _image_expectations(params), "boxes": _box_expectations(params)}
+
+
+def _image_expectations(params: SuiteParams) -> list[Any]:
     import great_expectations as gx
     from great_expectations.expectations.row_conditions import Column
 
@@ -106,56 +110,64 @@ def expectations(params: SuiteParams) -> dict[str, list[Any]]:
                     meta=_meta("channels_not_empty"),
                 )
             )
-    if params.decoded:
-        images += [
-            e.ExpectColumnValuesToBeInSet(
-                column="decodes", value_set=[True], meta=_meta("image_decodes")
-            ),
+    if not params.decoded:
+        return images
+    three_channels = "error" if params.grayscale == "reject" else "warning"
+    return [
+        *images,
+        e.ExpectColumnValuesToBeInSet(
+            column="decodes", value_set=[True], meta=_meta("image_decodes")
+        ),
+        *(
             e.ExpectColumnPairValuesToBeEqual(
-                column_A="decoded_width",
-                column_B="declared_width",
+                column_A=f"decoded_{side}",
+                column_B=f"declared_{side}",
                 meta=_meta("image_size_matches"),
-            ),
-            e.ExpectColumnPairValuesToBeEqual(
-                column_A="decoded_height",
-                column_B="declared_height",
-                meta=_meta("image_size_matches"),
-            ),
-            e.ExpectColumnValuesToBeInSet(
-                column="mode",
-                value_set=["RGB"],
-                meta=_meta(
-                    "three_channels", "error" if params.grayscale == "reject" else "warning"
-                ),
-            ),
-        ]
+            )
+            for side in ("width", "height")
+        ),
+        e.ExpectColumnValuesToBeInSet(
+            column="mode", value_set=["RGB"], meta=_meta("three_channels", three_channels)
+        ),
+    ]
+
+
+def _box_expectations(params: SuiteParams) -> list[Any]:
+    import great_expectations as gx
+    from great_expectations.expectations.row_conditions import Column
+
+    e = gx.expectations
     k = params.num_classes
     boxes: list[Any] = [
         e.ExpectColumnValuesToBeBetween(
             column="class_id", min_value=0, max_value=k - 1, meta=_meta("class_id_in_range")
         ),
-        e.ExpectColumnValuesToBeBetween(
-            column="box_width", min_value=0, strict_min=True, meta=_meta("box_positive_size")
-        ),
-        e.ExpectColumnValuesToBeBetween(
-            column="box_height", min_value=0, strict_min=True, meta=_meta("box_positive_size")
-        ),
+    ]
+    for side in ("box_width", "box_height"):
+        boxes.append(
+            e.ExpectColumnValuesToBeBetween(
+                column=side, min_value=0, strict_min=True, meta=_meta("box_positive_size")
+            )
+        )
+    boxes.append(
         e.ExpectColumnValuesToBeBetween(
             column="overflow", max_value=params.tolerance_px, meta=_meta("box_inside_image")
-        ),
-        e.ExpectColumnValuesToBeBetween(
-            column="box_width", min_value=params.min_box_px, meta=_meta("small_boxes")
-        ),
-        e.ExpectColumnValuesToBeBetween(
-            column="box_height", min_value=params.min_box_px, meta=_meta("small_boxes")
-        ),
+        )
+    )
+    for side in ("box_width", "box_height"):
+        boxes.append(
+            e.ExpectColumnValuesToBeBetween(
+                column=side, min_value=params.min_box_px, meta=_meta("small_boxes")
+            )
+        )
+    boxes.append(
         e.ExpectColumnDistinctValuesToContainSet(
             column="class_id",
             value_set=list(range(k)),
             row_condition=Column("channel") == "train",
             meta=_meta("train_has_every_class"),
-        ),
-    ]
+        )
+    )
     if "validation" in params.channels:
         boxes.append(
             e.ExpectColumnValuesToBeInSet(
@@ -165,4 +177,4 @@ def expectations(params: SuiteParams) -> dict[str, list[Any]]:
                 meta=_meta("validation_classes_in_train"),
             )
         )
-    return {"images": images, "boxes": boxes}
+    return boxes

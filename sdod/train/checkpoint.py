@@ -18,6 +18,7 @@ import torch
 
 from sdod.errors import DataError
 from sdod.faults import pause_point
+from sdod.train.result import FitResult
 
 FORMAT = 1
 NAME = "checkpoint.pt"
@@ -25,19 +26,27 @@ NAME = "checkpoint.pt"
 
 @dataclass
 class Checkpoint:
-    epoch: int  # epochs completed
     model: dict[str, torch.Tensor]
     optimizer: dict[str, Any]
-    best_map: float | None
-    best_epoch: int | None
-    best_state: dict[str, torch.Tensor]
-    history: list[dict[str, Any]]
+    result: FitResult  # epochs completed, best-so-far weights and mAP, history
     torch_rng: torch.Tensor
+
+    @property
+    def epoch(self) -> int:
+        """Epochs completed."""
+        return self.result.epochs_completed
 
 
 def save(path: Path, ckpt: Checkpoint) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": FORMAT, **{k: getattr(ckpt, k) for k in Checkpoint.__dataclass_fields__}}
+    payload = {
+        "format": FORMAT,
+        "epoch": ckpt.epoch,
+        "model": ckpt.model,
+        "optimizer": ckpt.optimizer,
+        "torch_rng": ckpt.torch_rng,
+        **ckpt.result.durable(),
+    }
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
@@ -61,4 +70,9 @@ def load(path: Path) -> Checkpoint:
         raise DataError(
             f"{path}: not an sdod checkpoint of format {FORMAT}; delete it to start over"
         )
-    return Checkpoint(**{k: payload[k] for k in Checkpoint.__dataclass_fields__})
+    return Checkpoint(
+        payload["model"],
+        payload["optimizer"],
+        FitResult.resumed(payload["epoch"], payload),
+        payload["torch_rng"],
+    )

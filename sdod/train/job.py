@@ -153,6 +153,35 @@ class _Resume:
     optimizer: torch.optim.Optimizer
 
 
+def _fetch_checkpoint(layout: JobLayout, spec: TrainingJobSpec) -> tuple[Path, str]:
+    """The job's checkpoint file and where it came from: a restarted job on another machine
+    fetches the one synced to CheckpointConfig.S3Uri (none there yet: a fresh start)."""
+    from sdod.train import checkpoint as ckpt
+    from sdod.transfer import sync_to_local
+
+    path = layout.checkpoint_dir / ckpt.NAME
+    source = str(path)
+    if spec.checkpoint_uri and not path.is_file():
+        with contextlib.suppress(UserError):
+            sync_to_local(spec.checkpoint_uri, layout.checkpoint_dir, progress=False)
+            source = spec.checkpoint_uri.rstrip("/") + "/" + ckpt.NAME
+    return path, source
+
+
+def _checkpoint_writer(path: Path, spec: TrainingJobSpec) -> Callable[..., None]:
+    """The end-of-epoch hook: rewrite the checkpoint (and sync it to CheckpointConfig)."""
+    from sdod.storage import upload_file
+    from sdod.train import checkpoint as ckpt
+
+    def on_epoch_end(epoch: int, m: Any, opt: torch.optim.Optimizer, result: Any) -> None:
+        state = {k: v.detach().cpu() for k, v in m.state_dict().items()}
+        ckpt.save(path, ckpt.Checkpoint(state, opt.state_dict(), result, torch.get_rng_state()))
+        if spec.checkpoint_uri:
+            upload_file(path, spec.checkpoint_uri.rstrip("/") + "/" + ckpt.NAME)
+
+    return on_epoch_end
+
+
 def _resumable(
     layout: JobLayout,
     spec: TrainingJobSpec,
@@ -165,65 +194,31 @@ def _resumable(
 ) -> _Resume:
     """FitOptions that write a checkpoint after every epoch and, when one exists (locally or
     at CheckpointConfig.S3Uri), continue from it."""
-    from sdod.storage import upload_file
     from sdod.train import checkpoint as ckpt
-    from sdod.train.loop import FitOptions, FitResult
+    from sdod.train.loop import FitOptions
     from sdod.train.optim import make_optimizer
-    from sdod.transfer import sync_to_local
 
-    path = layout.checkpoint_dir / ckpt.NAME
-    source = str(path)
-    if spec.checkpoint_uri and not path.is_file():
-        # a restarted job on another machine fetches the synced checkpoint; none yet: fresh start
-        with contextlib.suppress(UserError):
-            sync_to_local(spec.checkpoint_uri, layout.checkpoint_dir, progress=False)
-            source = spec.checkpoint_uri.rstrip("/") + "/" + ckpt.NAME
+    path, source = _fetch_checkpoint(layout, spec)
     model.to(device)
     optimizer = make_optimizer(model, hp)
-    start, resume = 0, None
+    resume = None
     if path.is_file():
         saved = ckpt.load(path)
         model.load_state_dict(saved.model)
         optimizer.load_state_dict(saved.optimizer)
         torch.set_rng_state(saved.torch_rng)
-        start = saved.epoch
-        resume = FitResult(
-            saved.epoch,
-            False,
-            "",
-            saved.best_map,
-            saved.best_epoch,
-            saved.best_state,
-            saved.history,
-        )
+        resume = saved.result
         log(f"resuming from checkpoint {source}: {saved.epoch} epoch(s) done")
-
-    def on_epoch_end(epoch: int, m: Any, opt: torch.optim.Optimizer, result: Any) -> None:
-        state = {k: v.detach().cpu() for k, v in m.state_dict().items()}
-        saved = ckpt.Checkpoint(
-            epoch + 1,
-            state,
-            opt.state_dict(),
-            result.best_map,
-            result.best_epoch,
-            result.best_state,
-            result.history,
-            torch.get_rng_state(),
-        )
-        ckpt.save(path, saved)
-        if spec.checkpoint_uri:
-            target = spec.checkpoint_uri.rstrip("/") + "/" + ckpt.NAME
-            upload_file(path, target)
-
     train = spec.channel("train")
     opts = FitOptions(
         device=device,
         workers=data_workers(world, settings.data_workers),
         # ShuffleConfig.Seed of the train channel orders its records (reshuffled each epoch)
         seed=train.shuffle_seed if train is not None and train.shuffle_seed is not None else 0,
-        start_epoch=start,
+        start_epoch=resume.epochs_completed if resume else 0,
         resume=resume,
-        on_epoch_end=on_epoch_end if world.is_main else None,  # rank 0 keeps the checkpoints
+        # rank 0 keeps the checkpoints
+        on_epoch_end=_checkpoint_writer(path, spec) if world.is_main else None,
         world=world,
     )
     return _Resume(opts, optimizer)

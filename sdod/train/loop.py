@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from sdod.data.dataset import DetectionDataset
 from sdod.data.sample import Sample
 from sdod.evaluate.detect import detect, ground_truth
-from sdod.evaluate.voc import voc_map
+from sdod.evaluate.voc import BoxTable, voc_map
 from sdod.faults import pause_point
 from sdod.hyperparameters import Hyperparameters
 from sdod.model.loss import multibox_loss
@@ -26,6 +26,7 @@ from sdod.model.ssd import SSD
 from sdod.train import metrics
 from sdod.train.distributed import GlobalBatchSampler, World
 from sdod.train.optim import Schedule, make_optimizer
+from sdod.train.result import FitResult
 from sdod.train.stopping import (
     StopFlag,
     end_workers_at_exit,
@@ -36,18 +37,6 @@ from sdod.train.stopping import (
 GRAD_CLIP_NORM = 20.0
 MAX_WARMUP_ITERS = 300
 LOG_EVERY = 20
-
-
-@dataclass
-class FitResult:
-    epochs_completed: int
-    stopped: bool
-    stop_reason: str
-    best_map: float | None
-    best_epoch: int | None
-    best_state: dict[str, torch.Tensor]
-    history: list[dict] = field(default_factory=list)
-    early_stopped_at: int | None = None  # the epoch after which early stopping ended it
 
 
 def epochs_without_improvement(history: list[dict], tolerance: float) -> int:
@@ -141,6 +130,126 @@ def _parallel(model: SSD, world: World, device: torch.device) -> torch.nn.Module
     return DistributedDataParallel(model)
 
 
+@dataclass
+class _Epochs:
+    """One fit's moving parts: the loader, the optimiser and its schedule, the validation
+    ground truth; `train_epoch` and `validate` run one epoch's halves."""
+
+    model: SSD
+    net: torch.nn.Module  # the model, or its DDP wrapper
+    hp: Hyperparameters
+    validation: list[Sample]
+    loader: DataLoader
+    sampler: GlobalBatchSampler
+    optimizer: torch.optim.Optimizer
+    schedule: Schedule
+    stop: StopFlag
+    opts: FitOptions
+    log: Callable[[str], None]
+    gt: BoxTable | None
+
+    def should_stop(self) -> bool:  # agreed by every rank, so all stop at the same step
+        return self.opts.world.any(self.stop.is_set(), self.opts.device)
+
+    def train_epoch(self, epoch: int) -> bool:
+        """One pass over the training data; False when stopped part-way."""
+        self.model.train()
+        self.sampler.set_epoch(epoch)
+        started, seen, iters = time.perf_counter(), 0, len(self.loader)
+        for b, (images, cls_t, box_t) in enumerate(iter_with_stop_signals_blocked(self.loader)):
+            if self.should_stop():
+                return False
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.schedule(epoch * iters + b)
+            ce, l1 = self._step(images, cls_t, box_t)
+            seen += images.shape[0] * self.opts.world.size
+            if b % LOG_EVERY == 0 or b == iters - 1:
+                _check_finite(ce + l1, epoch, b, self.hp)
+                self.log(metrics.train_loss_line(epoch, b, "cross_entropy", round(ce, 6)))
+                self.log(metrics.train_loss_line(epoch, b, "smooth_l1", round(l1, 6)))
+        if self.should_stop():
+            return False
+        rate = round(seen / (time.perf_counter() - started), 3)
+        self.log(metrics.throughput_line(rate))
+        return True
+
+    def _step(
+        self, images: torch.Tensor, cls_t: torch.Tensor, box_t: torch.Tensor
+    ) -> tuple[float, float]:
+        device, world = self.opts.device, self.opts.world
+        images = images.to(device, non_blocking=True)
+        if device.type == "cuda":
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            cls, box = self.net(images)
+        pause_point("forward")
+        cls_t = cls_t.to(device, non_blocking=True)
+        normaliser = None
+        if world.size > 1:  # the global positive count, so DDP's mean is the global loss
+            positives = world.sum((cls_t > 0).sum().float())
+            normaliser = positives.clamp(min=1) / world.size
+        ce, l1 = multibox_loss(
+            cls, box, cls_t, box_t.to(device, non_blocking=True), normaliser=normaliser
+        )
+        self.optimizer.zero_grad(set_to_none=True)
+        (ce + l1).backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), GRAD_CLIP_NORM)
+        self.optimizer.step()
+        return ce.item(), l1.item()
+
+    def validate(self, epoch: int) -> float | None:
+        """Validation mAP (VOC07 at overlap_threshold); None when stopped part-way."""
+        assert self.gt is not None
+        hp = self.hp
+        det = detect(
+            self.model, self.validation, device=self.opts.device,
+            nms_threshold=hp.nms_threshold, should_stop=self.should_stop,
+        )  # fmt: skip
+        if det is None:
+            return None
+        found = voc_map(
+            det, self.gt, num_classes=hp.num_classes, iou_threshold=hp.overlap_threshold
+        )
+        value = 0.0 if found.map != found.map else found.map  # NaN (no ground truth) -> 0
+        self.log(metrics.validation_map_line(epoch, round(value, 6)))
+        return value
+
+
+def _prepare(
+    model: SSD,
+    hp: Hyperparameters,
+    train: list[Sample],
+    validation: list[Sample],
+    stop: StopFlag,
+    opts: FitOptions,
+    optimizer: torch.optim.Optimizer | None,
+    log: Callable[[str], None],
+) -> _Epochs:
+    device, world = opts.device, opts.world
+    model.to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    # mini_batch_size is one machine's batch, split over its processes; × machines in all
+    batch = min(hp.mini_batch_size * world.machines, len(train))
+    loader, sampler = _loader(train, model, hp, batch, opts)
+    iters = len(loader)
+    return _Epochs(
+        model, _parallel(model, world, device), hp, validation, loader, sampler,
+        optimizer or make_optimizer(model, hp), Schedule(hp, iters, min(MAX_WARMUP_ITERS, iters)),
+        stop, opts, log, ground_truth(validation) if validation else None,
+    )  # fmt: skip
+
+
+def _keep_if_best(result: FitResult, entry: dict, model: SSD, validated: bool) -> None:
+    result.history.append(entry)
+    result.epochs_completed = entry["epoch"] + 1
+    if not validated or result.best_map is None or entry["validation:mAP"] > result.best_map:
+        result.best_map, result.best_epoch = entry.get("validation:mAP"), entry["epoch"]
+        result.best_state = {
+            k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
+        }
+
+
 def fit(
     model: SSD,
     hp: Hyperparameters,
@@ -154,95 +263,25 @@ def fit(
 ) -> FitResult:
     """Train `model` in place for `hp.epochs` (or until `stop`); keep the best weights."""
     torch.manual_seed(opts.seed)
-    device = opts.device
-    model.to(device)
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
-    world = opts.world
-    # mini_batch_size is one machine's batch, split over its processes; × machines in all
-    batch = min(hp.mini_batch_size * world.machines, len(train))
-    loader, sampler = _loader(train, model, hp, batch, opts)
-    net = _parallel(model, world, device)
-    iters = len(loader)
-    optimizer = optimizer or make_optimizer(model, hp)
-    schedule = Schedule(hp, iters, min(MAX_WARMUP_ITERS, iters))
-    gt = ground_truth(validation) if validation else None
+    run = _prepare(model, hp, train, validation, stop, opts, optimizer, log)
     result = opts.resume or FitResult(
-        opts.start_epoch, False, "", None, None, copy.deepcopy(model.state_dict())
+        opts.start_epoch, best_state=copy.deepcopy(model.state_dict())
     )
-
-    def should_stop() -> bool:  # agreed by every rank, so all stop at the same step
-        return world.any(stop.is_set(), device)
-
     for epoch in range(opts.start_epoch, hp.epochs):
-        model.train()
-        sampler.set_epoch(epoch)
-        started, seen, halted = time.perf_counter(), 0, False
-        for b, (images, cls_t, box_t) in enumerate(iter_with_stop_signals_blocked(loader)):
-            if should_stop():
-                halted = True
-                break
-            for group in optimizer.param_groups:
-                group["lr"] = schedule(epoch * iters + b)
-            images = images.to(device, non_blocking=True)
-            if device.type == "cuda":
-                images = images.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                cls, box = net(images)
-            pause_point("forward")
-            cls_t = cls_t.to(device, non_blocking=True)
-            normaliser = None
-            if world.size > 1:  # the global positive count, so DDP's mean is the global loss
-                positives = world.sum((cls_t > 0).sum().float())
-                normaliser = positives.clamp(min=1) / world.size
-            ce, l1 = multibox_loss(
-                cls, box, cls_t, box_t.to(device, non_blocking=True), normaliser=normaliser
-            )
-            optimizer.zero_grad(set_to_none=True)
-            (ce + l1).backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP_NORM)
-            optimizer.step()
-            seen += images.shape[0] * world.size
-            if b % LOG_EVERY == 0 or b == iters - 1:
-                _check_finite(ce.item() + l1.item(), epoch, b, hp)
-                log(metrics.train_loss_line(epoch, b, "cross_entropy", round(ce.item(), 6)))
-                log(metrics.train_loss_line(epoch, b, "smooth_l1", round(l1.item(), 6)))
-        if halted or should_stop():
+        entry: dict = {"epoch": epoch}
+        completed = run.train_epoch(epoch)
+        if completed and run.gt is not None:
+            score = run.validate(epoch)
+            completed = score is not None
+            entry["validation:mAP"] = score
+        if not completed:
             result.stopped, result.stop_reason = True, stop.reason or "stopped by another rank"
             break
-        log(metrics.throughput_line(round(seen / (time.perf_counter() - started), 3)))
-        entry: dict = {"epoch": epoch}
-        if gt is not None:
-            det = detect(
-                model,
-                validation,
-                device=device,
-                nms_threshold=hp.nms_threshold,
-                should_stop=should_stop,
-            )
-            if det is None:
-                result.stopped, result.stop_reason = True, stop.reason or "stopped by another rank"
-                break
-            score = voc_map(
-                det, gt, num_classes=hp.num_classes, iou_threshold=hp.overlap_threshold
-            ).map
-            score = 0.0 if score != score else score  # NaN (no ground truth) -> 0
-            entry["validation:mAP"] = score
-            log(metrics.validation_map_line(epoch, round(score, 6)))
-        result.history.append(entry)
-        result.epochs_completed = epoch + 1
-        improved = (
-            gt is None or result.best_map is None or entry["validation:mAP"] > result.best_map
-        )
-        if improved:
-            result.best_map, result.best_epoch = entry.get("validation:mAP"), epoch
-            result.best_state = {
-                k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
-            }
+        _keep_if_best(result, entry, model, validated=run.gt is not None)
         log(metrics.progress_line(round(100.0 * (epoch + 1) / hp.epochs, 2)))
         if opts.on_epoch_end is not None:
-            opts.on_epoch_end(epoch, model, optimizer, result)
-        if gt is not None and early_stop_due(hp, result):
+            opts.on_epoch_end(epoch, model, run.optimizer, result)
+        if run.gt is not None and early_stop_due(hp, result):
             result.early_stopped_at = epoch
             log(
                 f"early stopping after epoch {epoch}: validation mAP has not improved by more "

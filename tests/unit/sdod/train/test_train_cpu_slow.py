@@ -11,11 +11,8 @@ from sdod import stages
 from sdod.artifact import read_artifact
 from sdod.config import spec_from_form
 from sdod.demo.dataset import make_sample_data
+from sdod.demo.recipe import DEMO_HYPERPARAMETERS as DEMO_HP
 
-DEMO_HP = {"base_network": "mobilenet-v3", "use_pretrained_model": "0", "num_classes": "3",
-           "num_training_samples": "240", "epochs": "30", "mini_batch_size": "8", "optimizer": "adam",
-           "learning_rate": "0.002", "lr_scheduler_step": "22,27", "lr_scheduler_factor": "0.1",
-           "augmentation": "light"}  # fmt: skip
 
 
 @pytest.mark.slow
