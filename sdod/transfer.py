@@ -147,6 +147,33 @@ def _fetcher(uri: str, s3: S3Options | None, single: bool) -> Callable[[str, Pat
     return lambda rel, tmp: shutil.copyfile(root if single else root / rel, tmp)
 
 
+def _listing(
+    uri: str, s3: S3Options | None, manifest: bool
+) -> tuple[dict[str, ObjectInfo], str, bool]:
+    """The objects to copy (relative name -> info), the URI they are under, and whether
+    `uri` names one object itself; with `manifest`, those its ManifestFile names."""
+    if manifest:
+        (objects, source), single = manifest_listing(uri, s3), False
+    else:
+        (objects, single), source = _list(uri, s3), uri
+    if not objects:
+        raise UserError(f"{uri}: matches no objects; check the bucket and prefix")
+    return objects, source, single
+
+
+def _copy_all(
+    todo: list[str], transfer: Callable[[str], int], workers: int, bar: Any = None
+) -> int:
+    """Run `transfer` over `todo` on a thread pool; the bytes moved."""
+    moved = 0
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for size in pool.map(transfer, todo):
+            moved += size
+            if bar is not None:
+                bar.update()
+    return moved
+
+
 def sync_to_local(
     uri: str,
     dest: str | os.PathLike[str],
@@ -168,13 +195,7 @@ def sync_to_local(
 
     start = time.perf_counter()
     dest = Path(dest)
-    source = uri
-    if manifest:
-        (objects, source), single = manifest_listing(uri, s3), False
-    else:
-        objects, single = _list(uri, s3)
-    if not objects:
-        raise UserError(f"{uri}: matches no objects; check the bucket and prefix")
+    objects, source, single = _listing(uri, s3, manifest)
     dest.mkdir(parents=True, exist_ok=True)
     state_path = _state_file(dest)
     state = json.loads(state_path.read_text()) if state_path.is_file() else {}
@@ -203,30 +224,26 @@ def sync_to_local(
             raise
         return objects[rel].size
 
-    moved = 0
     bar = tqdm(total=len(todo), desc=f"sync {uri}", unit="file", disable=None if progress else True)
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for size in pool.map(transfer, todo):
-            moved += size
-            bar.update()
+    moved = _copy_all(todo, transfer, workers, bar)
     bar.close()
+    removed = _prune_local(dest, objects)
+    atomic_write_json(state_path, {rel: info.version for rel, info in objects.items()})
+    return SyncResult(
+        uri, str(dest), len(objects), len(todo), len(objects) - len(todo), removed, moved,
+        round(time.perf_counter() - start, 3),
+    )  # fmt: skip
+
+
+def _prune_local(dest: Path, objects: dict[str, ObjectInfo]) -> int:
+    """Remove the files under `dest` that are not among `objects`; how many."""
     removed = 0
     for p in sorted(dest.rglob("*"), reverse=True):
         rel = p.relative_to(dest).as_posix()
         if p.is_file() and rel not in objects:
             p.unlink()
             removed += 1
-    atomic_write_json(state_path, {rel: info.version for rel, info in objects.items()})
-    return SyncResult(
-        uri,
-        str(dest),
-        len(objects),
-        len(todo),
-        len(objects) - len(todo),
-        removed,
-        moved,
-        round(time.perf_counter() - start, 3),
-    )
+    return removed
 
 
 def _md5(path: Path) -> str:
@@ -259,12 +276,7 @@ def copy_tree(
             src, local_path(dst), s3=s3, workers=workers, progress=progress, manifest=manifest
         )
     start = time.perf_counter()
-    if manifest:  # the objects a ManifestFile names, copied from under its prefix
-        (objects, src), single = manifest_listing(src, s3), False
-    else:
-        objects, single = _list(src, s3)
-    if not objects:
-        raise UserError(f"{src}: matches no objects; check the bucket and prefix")
+    objects, src, single = _listing(src, s3, manifest)
     fs = s3_filesystem(s3)
     base = dst[len("s3://") :].rstrip("/")
     try:
@@ -272,23 +284,14 @@ def copy_tree(
     except Exception as exc:
         raise _s3_errors(dst, exc) from exc
     present = {k[len(base) + 1 :]: v for k, v in there.items() if v.get("type") == "file"}
-    src_base = src[len("s3://") :].rstrip("/") if is_s3(src) else None
-    src_root = None if is_s3(src) else local_path(src)
-
-    def source_of(rel: str) -> str:
-        if src_base is not None:
-            return src_base if single else f"{src_base}/{rel}"
-        assert src_root is not None
-        return os.fspath(src_root if single else src_root / rel)
+    source = _Source(src, single)
 
     def unchanged(rel: str) -> bool:
         info = present.get(rel)
         if info is None or int(info["size"]) != objects[rel].size:
             return False
         theirs = str(info.get("ETag", "")).strip('"')
-        ours = (
-            objects[rel].version.strip('"') if src_base is not None else _md5(Path(source_of(rel)))
-        )
+        ours = objects[rel].version.strip('"') if source.in_s3 else _md5(Path(source.of(rel)))
         return theirs == ours
 
     todo = [rel for rel in objects if not unchanged(rel)]
@@ -296,16 +299,15 @@ def copy_tree(
     def transfer(rel: str) -> int:
         target = f"{base}/{rel}"
         try:
-            if src_base is not None:
-                with_retries(target, lambda: fs.copy(source_of(rel), target))
+            if source.in_s3:
+                with_retries(target, lambda: fs.copy(source.of(rel), target))
             else:
-                with_retries(target, lambda: fs.put_file(source_of(rel), target))
+                with_retries(target, lambda: fs.put_file(source.of(rel), target))
         except Exception as exc:
             raise _s3_errors(f"s3://{target}", exc) from exc
         return objects[rel].size
 
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        moved = sum(pool.map(transfer, todo))
+    moved = _copy_all(todo, transfer, workers)
     stale = [f"{base}/{rel}" for rel in present if rel not in objects]
     if stale:
         try:
@@ -316,6 +318,19 @@ def copy_tree(
         src, dst, len(objects), len(todo), len(objects) - len(todo), len(stale), moved,
         round(time.perf_counter() - start, 3),
     )  # fmt: skip
+
+
+class _Source:
+    """Where copy_tree reads an object: an S3 key (server-side copy) or a local file."""
+
+    def __init__(self, src: str, single: bool) -> None:
+        self.in_s3, self.single = is_s3(src), single
+        self.base = src[len("s3://") :].rstrip("/") if self.in_s3 else os.fspath(local_path(src))
+
+    def of(self, rel: str) -> str:
+        if self.single:
+            return self.base
+        return f"{self.base}/{rel}" if self.in_s3 else os.fspath(Path(self.base) / rel)
 
 
 def upload_tree(

@@ -161,15 +161,13 @@ def _reader_problems(
     skipped = []
     for channel, data in channels.items():
         for problem in data.problems:
-            result = (
-                rules[problem["rule"]] if problem["rule"] in rules else rules["annotation_valid"]
-            )
+            result = rules.get(problem.rule, rules["annotation_valid"])
             result.success = False
             result.count += 1
             if len(result.examples) < max_examples:
-                result.examples.append({"file": problem["file"], "message": problem["message"]})
+                result.examples.append({"file": problem.file, "message": problem.message})
             skipped.append(
-                {"key": None, "channel": channel, "file": problem["file"], "reasons": [result.rule]}
+                {"key": None, "channel": channel, "file": problem.file, "reasons": [result.rule]}
             )
     return skipped
 

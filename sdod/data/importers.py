@@ -98,7 +98,7 @@ def read_voc(
             problems.add(str(xml), f"not a VOC annotation ({exc})")
             continue
         except DataError as exc:
-            problems.items.append(str(exc))
+            problems.add_error(exc, str(xml), exc.rule or "annotation_valid")
             continue
         image = images_dir / (root.findtext("filename") or f"{xml.stem}.jpg")
         if not image.is_file():

@@ -59,12 +59,12 @@ def pack_job(
             continue
         data = read_channel(layout, spec, channel, strict=False)
         unlisted = [
-            p for p in data.problems if not quarantine.lists_file(relative_file(p["file"], cache))
+            p for p in data.problems if not quarantine.lists_file(relative_file(p.file, cache))
         ]
         if unlisted:  # the check stage fails on these unless it quarantined them
             first = unlisted[0]
             raise UserError(
-                f"channel {name}: {relative_file(first['file'], cache)}: {first['message']} "
+                f"channel {name}: {relative_file(first.file, cache)}: {first.message} "
                 "(run the annotation check first: it fails or quarantines such files)"
             )
         data.samples = [s for s in data.samples if not quarantine.drops(name, s.key)]

@@ -2,37 +2,47 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sdod.errors import DataError
 
 MAX_LISTED = 10
 
 
+@dataclass(frozen=True)
+class Problem:
+    """One file (or line, or record) a reader could not take: where, which rule, why."""
+
+    file: str
+    rule: str
+    message: str
+    names_file: bool = False  # the message already starts with where it is
+
+    def __str__(self) -> str:
+        return self.message if self.names_file else f"{self.file}: {self.message}"
+
+
 class Problems:
-    """Accumulates `where: what` messages; `raise_if_any` raises one DataError for all."""
+    """Accumulates Problems; `raise_if_any` raises one DataError for all of them."""
 
     def __init__(self, context: str) -> None:
         self.context = context
-        self.items: list[str] = []
-        self.records: list[
-            dict[str, str]
-        ] = []  # {"file", "rule", "message"}: for the gate's report
+        self.records: list[Problem] = []
 
     def add(self, where: str, what: str, rule: str = "annotation_valid") -> None:
-        self.items.append(f"{where}: {what}")
-        self.records.append({"file": where, "rule": rule, "message": what})
+        self.records.append(Problem(where, rule, what))
 
     def add_error(self, exc: Exception, where: str, rule: str = "annotation_valid") -> None:
         """An exception whose message already names the file."""
-        self.items.append(str(exc))
-        self.records.append({"file": where, "rule": rule, "message": str(exc)})
+        self.records.append(Problem(where, rule, str(exc), names_file=True))
 
     def __bool__(self) -> bool:
-        return bool(self.items)
+        return bool(self.records)
 
     def raise_if_any(self) -> None:
-        if not self.items:
+        if not self.records:
             return
-        shown = "; ".join(self.items[:MAX_LISTED])
-        more = len(self.items) - MAX_LISTED
+        shown = "; ".join(str(p) for p in self.records[:MAX_LISTED])
+        more = len(self.records) - MAX_LISTED
         tail = f"; and {more} more" if more > 0 else ""
-        raise DataError(f"{self.context}: {len(self.items)} problem(s): {shown}{tail}")
+        raise DataError(f"{self.context}: {len(self.records)} problem(s): {shown}{tail}")

@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from sdod.data.problems import Problem
+
 
 def _boxes(values: object) -> npt.NDArray[np.float32]:
     return np.asarray(values, dtype=np.float32).reshape(-1, 4)
@@ -60,8 +62,8 @@ class SampleSet:
 
     samples: list[Sample]
     categories: dict[int, str] = field(default_factory=dict)
-    # problems a non-strict reader skipped ({"file", "rule", "message"}); the gate reports them
-    problems: list[dict[str, str]] = field(default_factory=list)
+    # what a non-strict reader skipped (file, rule, message); the gate reports them
+    problems: list[Problem] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.samples)

@@ -10,11 +10,14 @@ from __future__ import annotations
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sdod.errors import UserError
 from sdod.storage import S3Options, atomic_write_json, is_s3, join_uri
 from sdod.transfer import upload_tree
+
+if TYPE_CHECKING:
+    from sdod.data.sample import Sample
 
 METRICS = ("voc07", "voc", "coco")
 
@@ -70,7 +73,6 @@ def evaluate(
     import torch
 
     from sdod.evaluate.detect import detect, ground_truth
-    from sdod.evaluate.report import write_files
     from sdod.evaluate.score import summary
     from sdod.evaluate.voc import voc_map
     from sdod.registry import resolve_model
@@ -94,32 +96,54 @@ def evaluate(
     names = info.names()
     voc_metric = metric if metric != "coco" else "voc07"
     voc = voc_map(det, gt, num_classes=info.num_classes, iou_threshold=iou, metric=voc_metric)
-    s = summary(voc, names)
-    coco = None
+    s, coco = summary(voc, names), None
     if metric == "coco":
-        from sdod.evaluate.coco import coco_map
-
-        sizes = [(smp.width, smp.height) for smp in samples]
-        result = coco_map(det, gt, sizes, info.num_classes)
-        coco = result.stats
-        s = {
-            "metric": "coco",
-            "iou_threshold": "0.50:0.95",
-            "per_class": {names[c]: ap for c, ap in result.ap.items()},
-            "mAP": result.map,
-            "coco": coco,
-        }
-    path, plots = None, []
-    if out:
-        remote = is_s3(out) or out.startswith("file://")
-        with tempfile.TemporaryDirectory(prefix="sdod-evaluate-") as tmp:
-            folder = Path(tmp) if remote else Path(out)
-            atomic_write_json(folder / "metrics.json", {**s, "images": len(samples)})
-            written = write_files(folder, s["per_class"], voc, det, samples, names, examples)
-            if remote:
-                upload_tree(folder, out, s3=s3)
-                plots = [join_uri(out, str(Path(p).relative_to(folder))) for p in written]
-                path = join_uri(out, "metrics.json")
-            else:
-                plots, path = written, str(folder / "metrics.json")
+        s, coco = _coco_summary(det, gt, samples, info.num_classes, names)
+    path, plots = _write_report(out, s, voc, det, samples, names, examples, s3)
     return EvaluateResult(metric, iou, len(samples), s["mAP"], s["per_class"], path, coco, plots)
+
+
+def _coco_summary(
+    det: Any, gt: Any, samples: list[Sample], num_classes: int, names: list[str]
+) -> tuple[dict, dict]:
+    """COCO's AP@[.5:.95] (faster-coco-eval) as the summary, and its 12 stats."""
+    from sdod.evaluate.coco import coco_map
+
+    sizes = [(smp.width, smp.height) for smp in samples]
+    result = coco_map(det, gt, sizes, num_classes)
+    summary = {
+        "metric": "coco",
+        "iou_threshold": "0.50:0.95",
+        "per_class": {names[c]: ap for c, ap in result.ap.items()},
+        "mAP": result.map,
+        "coco": result.stats,
+    }
+    return summary, result.stats
+
+
+def _write_report(
+    out: str | None,
+    summary: dict,
+    voc: Any,
+    det: Any,
+    samples: list[Sample],
+    names: list[str],
+    examples: int,
+    s3: S3Options | None,
+) -> tuple[str | None, list[str]]:
+    """metrics.json, the per-class table and the plots in `out` (a folder or a prefix):
+    where metrics.json and the plots are, or nothing without `out`."""
+    from sdod.evaluate.report import write_files
+
+    if not out:
+        return None, []
+    remote = is_s3(out) or out.startswith("file://")
+    with tempfile.TemporaryDirectory(prefix="sdod-evaluate-") as tmp:
+        folder = Path(tmp) if remote else Path(out)
+        atomic_write_json(folder / "metrics.json", {**summary, "images": len(samples)})
+        written = write_files(folder, summary["per_class"], voc, det, samples, names, examples)
+        if not remote:
+            return str(folder / "metrics.json"), written
+        upload_tree(folder, out, s3=s3)
+        plots = [join_uri(out, str(Path(p).relative_to(folder))) for p in written]
+        return join_uri(out, "metrics.json"), plots

@@ -14,19 +14,12 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from sdod.artifact import (
-    Artifact,
-    ModelConfig,
-    weights_bytes,
-    write_artifact,
-    write_artifact_files,
-)
 from sdod.config import Channel, TrainingJobSpec, load_job_spec
 from sdod.data.channels import read_channel
 from sdod.data.sample import SampleSet
@@ -37,22 +30,9 @@ from sdod.settings import RuntimeSettings
 from sdod.storage import atomic_write_bytes
 from sdod.train.distributed import OUTCOME_FILE, LaunchPlan, World, launch, plan_launch
 from sdod.train.init import initial_model
+from sdod.train.outputs import JobOutcome, deliver, upload_failure, write_model
 from sdod.train.slots import WaitTimeout, training_slot
 from sdod.train.stopping import StopFlag
-
-
-@dataclass
-class JobOutcome:
-    status: str
-    exit_code: int
-    job_root: str
-    artifact: str | None = None  # the local model.tar.gz
-    metrics: dict[str, Any] = field(default_factory=dict)
-    message: str = ""
-    model_uri: str | None = None  # S3OutputPath/<job>/output/model.tar.gz once uploaded
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def shared_channel(
@@ -98,44 +78,6 @@ def check_labels(data: SampleSet, hp: Hyperparameters, channel: str) -> None:
                 f"label_width={hp.label_width} fits {hp.max_objects}; "
                 f"raise label_width to at least {2 + 5 * sample.num_objects}"
             )
-
-
-def _write_model(
-    layout: JobLayout,
-    spec: TrainingJobSpec,
-    hp: Hyperparameters,
-    model: Any,
-    best_state: dict[str, torch.Tensor],
-    train: SampleSet,
-    metrics: dict[str, Any],
-) -> Path:
-    """model.tar.gz (in a SageMaker container: its files unpacked, SageMaker tars them) and
-    `output/metrics.json`."""
-    artifact = Artifact(
-        weights=weights_bytes(best_state),
-        hyperparams=hp.to_strings(),
-        config=ModelConfig(
-            hp.base_network,
-            hp.num_classes,
-            hp.image_shape,
-            tuple(_class_names(train, hp.num_classes)),
-            hp.nms_threshold,
-            int(model.anchors.shape[0]),
-            model.config.variant,
-        ).to_dict(),
-        metrics=metrics,
-    )
-    path = (
-        write_artifact_files(layout.model_dir, artifact)
-        if spec.container
-        else write_artifact(layout.model_dir / "model.tar.gz", artifact)
-    )
-    atomic_write_bytes(layout.output_dir / "metrics.json", json.dumps(metrics, indent=2).encode())
-    return path
-
-
-def _class_names(data: SampleSet, num_classes: int) -> list[str]:
-    return [data.categories.get(c, f"class_{c}") for c in range(num_classes)]
 
 
 def data_workers(world: World, configured: int | None = None) -> int:
@@ -258,23 +200,9 @@ def train_job(
             world.init()
             outcome = _run(layout, spec, log if world.is_main else _quiet, stop, world, settings)
         else:
-            max_wait = spec.max_wait_seconds
-            with training_slot(
-                spec.name, max_wait=max_wait, log=log, should_stop=stop.is_set,
-                slots=settings.training_slots, folder=settings.slot_dir,
-            ):  # fmt: skip
-                if stop.deadline is None:  # MaxRuntime from now; the whole job within MaxWait
-                    stop.deadline = time.monotonic() + spec.max_runtime_seconds
-                    if max_wait is not None:
-                        stop.deadline = min(stop.deadline, stop.start + max_wait)
-                plan = _launch_plan(
-                    layout, spec, nproc_per_node, rdzv_endpoint or settings.rdzv_endpoint
-                )
-                if plan.distributed:
-                    outcome = _launched(layout, plan, log, stop)
-                else:
-                    outcome = _run(layout, spec, log, stop, world, settings)
-            outcome = _deliver(spec, outcome, log)
+            outcome = _single_launcher(layout, spec, log, stop, settings, world, nproc_per_node,
+                                       rdzv_endpoint)  # fmt: skip
+            outcome = deliver(spec, outcome, log)
     except UserError as exc:
         message, code = str(exc), EXIT_USER
     except Exception as exc:  # an internal error (or no slot in time): the job fails
@@ -285,52 +213,52 @@ def train_job(
         return outcome
     finally:
         world.close()
+    return _failed(layout, world, spec, message, code, log)
+
+
+def _single_launcher(
+    layout: JobLayout,
+    spec: TrainingJobSpec,
+    log: Callable[[str], None],
+    stop: StopFlag,
+    settings: RuntimeSettings,
+    world: World,
+    nproc_per_node: int | None,
+    rdzv_endpoint: str | None,
+) -> JobOutcome:
+    """This machine's job: wait for a training slot, set the deadline (MaxRuntime from now,
+    the whole job within MaxWait), then train here or launch the job's processes."""
+    max_wait = spec.max_wait_seconds
+    with training_slot(
+        spec.name, max_wait=max_wait, log=log, should_stop=stop.is_set,
+        slots=settings.training_slots, folder=settings.slot_dir,
+    ):  # fmt: skip
+        if stop.deadline is None:
+            stop.deadline = time.monotonic() + spec.max_runtime_seconds
+            if max_wait is not None:
+                stop.deadline = min(stop.deadline, stop.start + max_wait)
+        plan = _launch_plan(layout, spec, nproc_per_node, rdzv_endpoint or settings.rdzv_endpoint)
+        if plan.distributed:
+            return _launched(layout, plan, log, stop)
+        return _run(layout, spec, log, stop, world, settings)
+
+
+def _failed(
+    layout: JobLayout,
+    world: World,
+    spec: TrainingJobSpec | None,
+    message: str,
+    code: int,
+    log: Callable[[str], None],
+) -> JobOutcome:
+    """Record a failed job as SageMaker does: `output/failure` here and beside the model."""
     if world.local_rank == 0:
         atomic_write_bytes(layout.output_dir / "failure", (message + "\n").encode())
     log(f"sdod train: job failed{'' if world.is_main else f' (rank {world.rank})'}: {message}")
     outcome = JobOutcome("Failed", code, str(layout.root), message=message)
     if spec is not None and world.size == 1:
-        _upload_failure(spec, message, log)
+        upload_failure(spec, message, log)
     _write_outcome(layout, world, outcome)
-    return outcome
-
-
-def _upload_failure(spec: TrainingJobSpec, message: str, log: Callable[[str], None]) -> None:
-    """`S3OutputPath/<job>/output/failure`, as SageMaker leaves it (best effort: the job has
-    failed already; an unreachable store must not hide why)."""
-    from sdod.storage import write_bytes
-    from sdod.workspace import output_uris
-
-    if spec.container:  # /opt/ml/output/failure is written already; SageMaker reports it
-        return
-    uri = output_uris(spec).failure
-    try:
-        write_bytes(uri, (message + "\n").encode())
-    except Exception as exc:
-        log(f"sdod train: could not write {uri} ({exc})")
-
-
-def _deliver(spec: TrainingJobSpec, outcome: JobOutcome, log: Callable[[str], None]) -> JobOutcome:
-    """Upload the job's model.tar.gz to `S3OutputPath/<job>/output/` (Completed and Stopped
-    jobs), or its failure reason beside it. The object appears whole or not at all: one S3
-    PUT (a multipart upload is invisible until completed), or a local rename."""
-    from sdod.storage import remove, upload_file
-    from sdod.workspace import output_uris
-
-    if outcome.status == "Failed":
-        _upload_failure(spec, outcome.message, log)
-        return outcome
-    if outcome.artifact is None or spec.container:
-        return outcome  # another machine's launcher (rank 0's uploads), or SageMaker uploads
-    uris = output_uris(spec)
-    try:
-        upload_file(outcome.artifact, uris.model)
-    except UserError as exc:
-        raise RuntimeError(f"the model was trained but could not be uploaded: {exc}") from None
-    with contextlib.suppress(Exception):  # an earlier attempt's failure no longer holds
-        remove(uris.failure)
-    outcome.model_uri = uris.model
-    log(f"sdod train: model.tar.gz uploaded to {uris.model}")
     return outcome
 
 
@@ -407,6 +335,45 @@ def _run(
     hp = parse_hyperparameters(spec.hyperparameters)
     if stop.deadline is None:
         stop.set_max_runtime(spec.max_runtime_seconds)
+    train, validation = _channels(layout, spec, hp, world, log)
+    model = initial_model(layout, spec, hp, log, settings)
+    device = world.device()
+    opts = _resumable(layout, spec, hp, model, device, log, world, settings)
+    log(
+        f"training {hp.base_network} SSD{hp.image_shape} on {device.type}"
+        + (f" × {world.size} processes" if world.size > 1 else "")
+        + f": {len(train)} train, {len(validation)} validation images"
+    )
+    started = time.monotonic()
+    result = fit(
+        model, hp, train.samples, validation.samples, stop=stop, opts=opts.fit,
+        optimizer=opts.optimizer, log=log,
+    )  # fmt: skip
+    metrics = _job_metrics(result, hp, time.monotonic() - started)
+    status, code = ("Stopped", EXIT_STOPPED) if result.stopped else ("Completed", EXIT_COMPLETED)
+    if not world.is_main:  # rank 0 writes the model
+        where = "this machine" if world.machines == 1 else "the first machine"
+        note = f"rank {world.rank}: rank 0 on {where} writes the model"
+        return JobOutcome(status, code, str(layout.root), None, metrics, note)
+    if world.size > 1:
+        metrics["processes"] = world.size
+    path = write_model(layout, spec, hp, model, result.best_state, train, metrics)
+    log(
+        f"sdod train: {status}"
+        + (f" ({result.stop_reason})" if result.stopped else "")
+        + f"; model: {path}"
+    )
+    return JobOutcome(status, code, str(layout.root), str(path), metrics)
+
+
+def _channels(
+    layout: JobLayout,
+    spec: TrainingJobSpec,
+    hp: Hyperparameters,
+    world: World,
+    log: Callable[[str], None],
+) -> tuple[SampleSet, SampleSet]:
+    """The train and validation channels' samples, their labels checked."""
     train_channel = spec.channel("train")
     if train_channel is None:
         raise UserError("the job has no 'train' channel")
@@ -420,26 +387,12 @@ def _run(
             f"warning: num_training_samples={hp.num_training_samples} "
             f"but the train channel holds {len(train)} images"
         )
-    model = initial_model(layout, spec, hp, log, settings)
-    device = world.device()
-    opts = _resumable(layout, spec, hp, model, device, log, world, settings)
-    log(
-        f"training {hp.base_network} SSD{hp.image_shape} on {device.type}"
-        + (f" × {world.size} processes" if world.size > 1 else "")
-        + f": {len(train)} train, {len(validation)} validation images"
-    )
-    started = time.monotonic()
-    result = fit(
-        model,
-        hp,
-        train.samples,
-        validation.samples,
-        stop=stop,
-        opts=opts.fit,
-        optimizer=opts.optimizer,
-        log=log,
-    )
-    metrics = {
+    return train, validation
+
+
+def _job_metrics(result: Any, hp: Hyperparameters, seconds: float) -> dict[str, Any]:
+    """The model's metrics.json: the best validation mAP, how the fit ended, its history."""
+    return {
         "validation:mAP": result.best_map,
         "best_epoch": result.best_epoch,
         "epochs_completed": result.epochs_completed,
@@ -448,20 +401,6 @@ def _run(
         "stop_reason": result.stop_reason,
         "early_stopped": result.early_stopped_at is not None,
         "early_stopping_epoch": result.early_stopped_at,
-        "train_seconds": round(time.monotonic() - started, 1),
+        "train_seconds": round(seconds, 1),
         "history": result.history,
     }
-    status, code = ("Stopped", EXIT_STOPPED) if result.stopped else ("Completed", EXIT_COMPLETED)
-    if not world.is_main:  # rank 0 writes the model
-        where = "this machine" if world.machines == 1 else "the first machine"
-        note = f"rank {world.rank}: rank 0 on {where} writes the model"
-        return JobOutcome(status, code, str(layout.root), None, metrics, note)
-    if world.size > 1:
-        metrics["processes"] = world.size
-    path = _write_model(layout, spec, hp, model, result.best_state, train, metrics)
-    log(
-        f"sdod train: {status}"
-        + (f" ({result.stop_reason})" if result.stopped else "")
-        + f"; model: {path}"
-    )
-    return JobOutcome(status, code, str(layout.root), str(path), metrics)

@@ -21,14 +21,14 @@ def test_an_annotation_without_its_image_is_annotation_pairing(tmp_path: Path) -
     make_sample_data(tmp_path, train=3, validation=1, seed=2)
     (tmp_path / "train" / "train_00001.jpg").unlink()
     data = read_image_json(tmp_path / "train", tmp_path / "train_annotation", strict=False)
-    rules = {p["file"].rsplit("/", 1)[-1]: p["rule"] for p in data.problems}
+    rules = {p.file.rsplit("/", 1)[-1]: p.rule for p in data.problems}
     assert rules["train_00001.json"] == "annotation_pairing"
     broken = tmp_path / "train_annotation" / "train_00002.json"
     obj = json.loads(broken.read_text())
     obj["annotations"][0]["width"] = "wide"
     broken.write_text(json.dumps(obj))
     data = read_image_json(tmp_path / "train", tmp_path / "train_annotation", strict=False)
-    rules = {p["file"].rsplit("/", 1)[-1]: p["rule"] for p in data.problems}
+    rules = {p.file.rsplit("/", 1)[-1]: p.rule for p in data.problems}
     assert rules["train_00002.json"] == "annotation_valid"  # a bad field, not a pairing
 
 
@@ -43,7 +43,7 @@ def test_a_record_with_broken_image_bytes_is_image_decodes() -> None:
     label = np.array([2, 5, 0, 0.1, 0.1, 0.5, 0.5], np.float32)
     items = [("d.rec", 0, 0, Record(7, label, 0, 0, b"\x00garbage"))]
     data = samples_from_records(items, "d.rec", strict=False)
-    assert [p["rule"] for p in data.problems] == ["image_decodes"]
+    assert [p.rule for p in data.problems] == ["image_decodes"]
     with pytest.raises(DataError) as info:
         samples_from_records(items, "d.rec")
     assert info.value.rule == "image_decodes"
