@@ -160,7 +160,23 @@ def publish(
     remove_tree(uri, s3=s3)  # leftovers of a publish that failed half-way
     upload_file(local, join_uri(uri, "model.tar.gz"), s3=s3)
     write_bytes(join_uri(uri, "metrics.json"), json.dumps(metrics, indent=2).encode(), s3=s3)
-    approval = {
+    forced = bool(force and previous is not None and score is not None and score < previous)
+    approval = _approval(group, number, score, source, metrics, training_map)
+    approval.update(
+        training_job=training_job, source_model=model, data=data or {},
+        previous_version=latest.number if latest else None, previous_mAP=previous, forced=forced,
+    )  # fmt: skip
+    write_bytes(join_uri(uri, APPROVAL), json.dumps(approval, indent=2).encode(), s3=s3)
+    return PublishResult(
+        True, uri, number, score, previous, "published", join_uri(uri, "model.tar.gz"), approval
+    )
+
+
+def _approval(
+    group: str, number: int, score: float | None, source: str, metrics: dict, training_map: Any
+) -> dict[str, Any]:
+    """The version's approval record (SageMaker's model package fields, then sdod's gate)."""
+    return {
         "ModelPackageGroupName": group.rstrip("/").rsplit("/", 1)[-1],
         "ModelPackageVersion": number,
         "ModelApprovalStatus": "Approved",
@@ -170,17 +186,7 @@ def publish(
         "metric": metrics.get("metric", "voc07"),
         "overlap_threshold": metrics.get("iou_threshold"),
         "training_mAP": training_map,
-        "training_job": training_job,
-        "source_model": model,
-        "data": data or {},
-        "previous_version": latest.number if latest else None,
-        "previous_mAP": previous,
-        "forced": bool(force and previous is not None and score is not None and score < previous),
     }
-    write_bytes(join_uri(uri, APPROVAL), json.dumps(approval, indent=2).encode(), s3=s3)
-    return PublishResult(
-        True, uri, number, score, previous, "published", join_uri(uri, "model.tar.gz"), approval
-    )
 
 
 def _cached(uri: str, s3: S3Options | None) -> Path:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import pytest
 import yaml
@@ -71,7 +72,38 @@ def test_airflow_services_and_minio_have_healthchecks(compose: dict[str, Any]) -
     assert {"airflow-init", "minio-init"} <= set(services)
     assert services["airflow-apiserver"]["command"] == "api-server"
     assert services["airflow-dag-processor"]["command"] == "dag-processor"
-    assert "mc mb --ignore-existing local/sdod" in services["minio-init"]["entrypoint"]
+
+
+def _shell_commands(script: str) -> list[list[str]]:
+    """The simple commands of a `/bin/sh -c "a && b"` entrypoint, as argv lists."""
+    words = shlex.split(script)
+    body = words[words.index("-c") + 1] if "-c" in words else script
+    return [shlex.split(part) for part in body.replace("&&", ";").split(";") if part.strip()]
+
+
+def test_minio_init_creates_the_bucket_the_work_and_registry_uris_name(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    env = compose["x-airflow-common"]["environment"]
+    buckets = {
+        env[k][len("s3://") :].split("/")[0] for k in ("SDOD_WORK_URI", "SDOD_MODEL_REGISTRY_URI")
+    }
+    commands = _shell_commands(services["minio-init"]["entrypoint"])
+    alias = next(c for c in commands if c[:3] == ["mc", "alias", "set"])
+    made = {
+        c[-1].split("/", 1)[1]
+        for c in commands
+        if c[:2] == ["mc", "mb"] and c[-1].startswith(f"{alias[3]}/")
+    }
+    assert buckets <= made, (buckets, made)
+    # the alias points at the minio service with its root credentials
+    minio = services["minio"]
+    assert urlparse(alias[4]).hostname == "minio"
+    assert alias[5:7] == [
+        minio["environment"]["MINIO_ROOT_USER"],
+        minio["environment"]["MINIO_ROOT_PASSWORD"],
+    ]
 
 
 def test_gpu_worker_reserves_nvidia_devices_and_serves_the_gpu_queue(
@@ -80,15 +112,60 @@ def test_gpu_worker_reserves_nvidia_devices_and_serves_the_gpu_queue(
     gpu = compose["services"]["airflow-worker-gpu"]
     devices = gpu["deploy"]["resources"]["reservations"]["devices"]
     assert devices == [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]
-    assert gpu["command"].split()[:4] == ["celery", "worker", "-q", "gpu"]
-    assert compose["services"]["airflow-worker"]["command"].endswith("-q default")
     env = compose["x-airflow-common"]["environment"]
-    assert env["SDOD_TRAIN_QUEUE"] == "gpu" and env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
-    assert "http://minio:9000" in env["AIRFLOW_CONN_AWS_DEFAULT"]
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    # training tasks go to SDOD_TRAIN_QUEUE, which only the GPU worker serves; every other
+    # task goes to Airflow's default queue, which the CPU worker serves
+    default_queue = env.get("AIRFLOW__OPERATORS__DEFAULT_QUEUE", "default")
+    assert _queues(gpu["command"]) == {env["SDOD_TRAIN_QUEUE"]} != {default_queue}
+    assert _queues(compose["services"]["airflow-worker"]["command"]) == {default_queue}
+
+
+def _queues(command: str) -> set[str]:
+    """The queues a `celery worker -q a,b` command serves."""
+    argv = shlex.split(command)
+    assert argv[:2] == ["celery", "worker"], argv
+    flag = next(i for i, w in enumerate(argv) if w in ("-q", "--queues"))
+    return set(argv[flag + 1].split(","))
+
+
+def test_the_aws_connection_reaches_minio_with_its_credentials(compose: dict[str, Any]) -> None:
+    env = compose["x-airflow-common"]["environment"]
+    conn = json.loads(env["AIRFLOW_CONN_AWS_DEFAULT"])
+    minio = compose["services"]["minio"]
+    endpoint = urlparse(conn["extra"]["endpoint_url"])
+    listen = shlex.split(minio["command"])
+    port = (
+        int(listen[listen.index("--address") + 1].rsplit(":", 1)[1])
+        if "--address" in listen
+        else 9000
+    )
+    assert (conn["conn_type"], endpoint.hostname, endpoint.port) == ("aws", "minio", port)
+    assert (conn["login"], conn["password"]) == (
+        minio["environment"]["MINIO_ROOT_USER"],
+        minio["environment"]["MINIO_ROOT_PASSWORD"],
+    )
 
 
 DOCKERFILE = COMPOSE.parent / "Dockerfile"
 BIN = Path(sys.executable).parent
+
+
+def _dockerfile_steps() -> list[tuple[str, Any]]:
+    """(instruction, its words) for each line of the Dockerfile (continuations joined)."""
+    text = DOCKERFILE.read_text().replace("\\\n", " ")
+    steps: list[tuple[str, Any]] = []
+    for line in text.splitlines():
+        verb, _, rest = line.strip().partition(" ")
+        if verb == "COPY":
+            steps.append((verb, shlex.split(rest)))
+        elif verb == "RUN":
+            steps.append((verb, rest))
+    return steps
+
+
+def argv_value(argv: list[str], flag: str) -> str | None:
+    return argv[argv.index(flag) + 1] if flag in argv else None
 
 
 def _entrypoint() -> list[str]:
@@ -122,9 +199,20 @@ def test_the_image_is_built_from_the_dockerfile_with_airflow_as_entrypoint(
     compose: dict[str, Any],
 ) -> None:
     assert compose["x-airflow-common"]["build"]["dockerfile"] == "Dockerfile"
-    text = DOCKERFILE.read_text()
-    assert "pip install --no-cache-dir -r requirements.txt -c requirements.lock" in text
-    assert "-e ." in text and _entrypoint() == ["airflow"]
+    steps = _dockerfile_steps()
+    copied = [w for verb, words in steps if verb == "COPY" for w in words[:-1]]
+    installs = [
+        shlex.split(words) for verb, words in steps if verb == "RUN" and "pip install" in words
+    ]
+    pins = next(argv for argv in installs if "-r" in argv)
+    # the pinned requirements, constrained by the lock, both copied in before the install
+    assert (
+        argv_value(pins, "-r") == "requirements.txt"
+        and argv_value(pins, "-c") == "requirements.lock"
+    )
+    assert {"requirements.txt", "requirements.lock", "sdod"} <= set(copied)
+    assert any(argv_value(argv, "-e") == "." for argv in installs)  # sdod itself, editable
+    assert _entrypoint() == ["airflow"]
     pins = (COMPOSE.parent / "requirements.txt").read_text()
     for need in ("apache-airflow-providers-celery==", "psycopg2-binary==", "redis==", "asyncpg=="):
         assert need in pins, need

@@ -235,17 +235,11 @@ def run_checks(
     out = Path(report_dir) if report_dir else None
     context = _gx_context(out, Path(gx_project) if gx_project else None)
     suites = expectations(params)
-    results = [
-        r
-        for t, f in (("images", image_frame), ("boxes", box_frame))
-        for r in _validate(context, t, f, suites[t]).results
-    ]
+    tables = (("images", image_frame), ("boxes", box_frame))
+    results = [r for t, f in tables for r in _validate(context, t, f, suites[t]).results]
     rules, offenders = _collect(results, max_examples)
     skipped = _reader_problems(channels, rules, max_examples)
-    missing = sorted(set(range(num_classes)) - set(train_classes))
-    if missing and "train_has_every_class" in rules:
-        rules["train_has_every_class"].examples = [{"missing_classes": missing}]
-        rules["train_has_every_class"].count = len(missing)
+    _name_missing_classes(rules, set(range(num_classes)) - set(train_classes))
     rules["class_balance"] = _class_balance(box_frame, max_class_ratio)
     passed, fraction, quarantined = _verdict(
         rules, offenders, skipped, image_frame, policy, max_bad_fraction
@@ -266,6 +260,13 @@ def run_checks(
     )
     _publish(report, context, out, kept=gx_project is not None)
     return report
+
+
+def _name_missing_classes(rules: dict[str, RuleResult], missing: set[int]) -> None:
+    """train_has_every_class's example: the class ids train lacks."""
+    if missing and "train_has_every_class" in rules:
+        rules["train_has_every_class"].examples = [{"missing_classes": sorted(missing)}]
+        rules["train_has_every_class"].count = len(missing)
 
 
 def _tables(channels: dict[str, SampleSet], decode: bool, workers: int) -> tuple[Any, Any]:

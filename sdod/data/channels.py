@@ -70,25 +70,7 @@ def read_channel(
         )
     recs = sorted(folder.rglob("*.rec"))
     if channel.content_type == "application/x-recordio" or recs:
-        from sdod.data.rec_samples import read_rec
-
-        if not recs:
-            raise UserError(
-                f"channel {channel.name}: ContentType is application/x-recordio "
-                f"but {folder} has no .rec file"
-            )
-        sets = [read_rec(rec, strict=strict) for rec in recs]
-        names = folder / "classes.json"  # written by `pack_job`: RecordIO carries no names
-        categories = (
-            {int(k): str(v) for k, v in json.loads(names.read_text()).items()}
-            if names.is_file()
-            else {}
-        )
-        return SampleSet(
-            [s for ss in sets for s in ss.samples],
-            categories,
-            [p for ss in sets for p in ss.problems],
-        )
+        return _read_recs(channel, folder, recs, strict)
     annotations = spec.channel(f"{channel.name}_annotation")
     if annotations is None:
         raise UserError(
@@ -98,3 +80,26 @@ def read_channel(
     from sdod.data.imagejson import read_image_json
 
     return read_image_json(folder, layout.channel_dir(annotations.name), strict=strict)
+
+
+def _read_recs(channel: Channel, folder: Path, recs: list[Path], strict: bool) -> SampleSet:
+    """A RecordIO channel: its `.rec` files' samples, class names from `classes.json`."""
+    from sdod.data.rec_samples import read_rec
+
+    if not recs:
+        raise UserError(
+            f"channel {channel.name}: ContentType is application/x-recordio "
+            f"but {folder} has no .rec file"
+        )
+    sets = [read_rec(rec, strict=strict) for rec in recs]
+    names = folder / "classes.json"  # written by `pack_job`: RecordIO carries no names
+    categories = (
+        {int(k): str(v) for k, v in json.loads(names.read_text()).items()}
+        if names.is_file()
+        else {}
+    )
+    return SampleSet(
+        [s for ss in sets for s in ss.samples],
+        categories,
+        [p for ss in sets for p in ss.problems],
+    )

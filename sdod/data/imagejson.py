@@ -75,59 +75,68 @@ def read_image_json(
         if not folder.is_dir():
             raise DataError(f"{name} channel {folder} does not exist or is not a folder")
     images = list_images(images_dir)
-    by_stem = {p.stem: p for p in images}
     problems = Problems(f"image format data in {images_dir} + {annotations_dir}")
-    samples: list[Sample] = []
-    categories: dict[int, str] = {}
-    used: dict[Path, Path] = {}
-    broken_stems: set[str] = set()  # their images are reported through the broken JSON
+    pairing = _Pairing(images_dir, images, problems)
     for json_path in sorted(annotations_dir.rglob("*.json")):
-        try:
-            obj = json.loads(json_path.read_text(encoding="utf-8"))
-            parsed = parse_annotation(obj, str(json_path))
-            image = _find_image(obj.get("file"), images_dir, json_path, by_stem)
-            names = parse_categories(obj.get("categories"), str(json_path))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            problems.add(str(json_path), f"not valid JSON ({exc})")
-            broken_stems.add(json_path.stem)
-            continue
-        except DataError as exc:
-            problems.add_error(exc, str(json_path), exc.rule or "annotation_valid")
-            broken_stems.add(json_path.stem)
-            continue
-        if image in used:
-            where, what = (
-                str(json_path),
-                f"image {image.name} is already annotated by {used[image]}",
-            )
-            problems.add(where, what, "unique_keys")
-            continue
-        clash = {
-            c: (categories[c], n)
-            for c, n in names.items()
-            if c in categories and categories[c] != n
-        }
-        if clash:
-            c, (before, now) = next(iter(clash.items()))
-            what = f"class {c} is named {now!r} here but {before!r} in another file"
-            problems.add(str(json_path), what, "category_names_agree")
-            broken_stems.add(json_path.stem)  # its image is reported through this annotation
-            continue
-        used[image] = json_path
-        categories.update(names)
-        key = image.relative_to(images_dir).with_suffix("").as_posix()
-        samples.append(
-            Sample(key, str(image), parsed.width, parsed.height, parsed.boxes, parsed.labels)
-        )
+        pairing.take(json_path)
     for image in images:
-        if image not in used and image.stem not in broken_stems:
+        if image not in pairing.used and image.stem not in pairing.broken_stems:
             what = "image has no annotation JSON (expected one with the same name)"
             problems.add(str(image), what, "annotation_pairing")
     if strict:
         problems.raise_if_any()
-    if not samples and not problems:
+    if not pairing.samples and not problems:
         raise DataError(f"no annotation JSON files found in {annotations_dir}")
-    return SampleSet(samples, categories, problems.records)
+    return SampleSet(pairing.samples, pairing.categories, problems.records)
+
+
+class _Pairing:
+    """Annotation files matched to their images one by one, problems collected."""
+
+    def __init__(self, images_dir: Path, images: list[Path], problems: Problems) -> None:
+        self.images_dir = images_dir
+        self.by_stem = {p.stem: p for p in images}
+        self.problems = problems
+        self.samples: list[Sample] = []
+        self.categories: dict[int, str] = {}
+        self.used: dict[Path, Path] = {}  # image -> its annotation
+        self.broken_stems: set[str] = set()  # their images are reported through the JSON
+
+    def take(self, json_path: Path) -> None:
+        try:
+            obj = json.loads(json_path.read_text(encoding="utf-8"))
+            parsed = parse_annotation(obj, str(json_path))
+            image = _find_image(obj.get("file"), self.images_dir, json_path, self.by_stem)
+            names = parse_categories(obj.get("categories"), str(json_path))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            self.problems.add(str(json_path), f"not valid JSON ({exc})")
+            self.broken_stems.add(json_path.stem)
+            return
+        except DataError as exc:
+            self.problems.add_error(exc, str(json_path), exc.rule or "annotation_valid")
+            self.broken_stems.add(json_path.stem)
+            return
+        if image in self.used:
+            what = f"image {image.name} is already annotated by {self.used[image]}"
+            self.problems.add(str(json_path), what, "unique_keys")
+            return
+        clash = {
+            c: (self.categories[c], n)
+            for c, n in names.items()
+            if c in self.categories and self.categories[c] != n
+        }
+        if clash:
+            c, (before, now) = next(iter(clash.items()))
+            what = f"class {c} is named {now!r} here but {before!r} in another file"
+            self.problems.add(str(json_path), what, "category_names_agree")
+            self.broken_stems.add(json_path.stem)  # its image is reported through this file
+            return
+        self.used[image] = json_path
+        self.categories.update(names)
+        key = image.relative_to(self.images_dir).with_suffix("").as_posix()
+        self.samples.append(
+            Sample(key, str(image), parsed.width, parsed.height, parsed.boxes, parsed.labels)
+        )
 
 
 def write_image_json(

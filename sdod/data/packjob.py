@@ -44,9 +44,6 @@ def pack_job(
     workers: int = 1,
     s3: S3Options | None = None,
 ) -> PackJobResult:
-    from sdod.checks.quarantine import relative_file
-    from sdod.data import pack as packing
-    from sdod.data.channels import read_channel
     from sdod.data.ingest import to_job_root
     from sdod.joblayout import JobLayout
 
@@ -57,31 +54,11 @@ def pack_job(
         channel = spec.channel(name)
         if channel is None:
             continue
-        data = read_channel(layout, spec, channel, strict=False)
-        unlisted = [
-            p for p in data.problems if not quarantine.lists_file(relative_file(p.file, cache))
-        ]
-        if unlisted:  # the check stage fails on these unless it quarantined them
-            first = unlisted[0]
-            raise UserError(
-                f"channel {name}: {relative_file(first.file, cache)}: {first.message} "
-                "(run the annotation check first: it fails or quarantines such files)"
-            )
-        data.samples = [s for s in data.samples if not quarantine.drops(name, s.key)]
         folder = cache / "packed" / name
-        result = packing.pack(
-            packing.items_from_samples(data, layout.channel_dir(name)),
-            folder / name,
-            workers=workers,
-            progress=False,
-        )
-        if data.categories:
-            atomic_write_json(
-                folder / "classes.json", {str(k): v for k, v in data.categories.items()}
-            )
+        records[name] = _pack_channel(layout, spec, channel, quarantine, folder, workers)
         target = join_uri(out_uri, name) + "/"
         upload_tree(folder, target, s3=s3)
-        records[name], files[name] = result.records, join_uri(target, f"{name}.rec")
+        files[name] = join_uri(target, f"{name}.rec")
         channels.append(
             {
                 "ChannelName": name,
@@ -97,3 +74,34 @@ def pack_job(
     if checkpoint_uri and not spec.checkpoint_uri:
         derived["CheckpointConfig"] = {"S3Uri": checkpoint_uri}
     return PackJobResult(spec.name, records, files, derived)
+
+
+def _pack_channel(
+    layout: Any, spec: TrainingJobSpec, channel: Any, quarantine: Quarantine, folder: Path,
+    workers: int,
+) -> int:  # fmt: skip
+    """One channel's good samples packed into `folder/<name>.rec` (+ `classes.json`); the
+    record count. A file the reader skipped must be on the quarantine list."""
+    from sdod.checks.quarantine import relative_file
+    from sdod.data import pack as packing
+    from sdod.data.channels import read_channel
+
+    name, cache = channel.name, layout.root
+    data = read_channel(layout, spec, channel, strict=False)
+    unlisted = [p for p in data.problems if not quarantine.lists_file(relative_file(p.file, cache))]
+    if unlisted:  # the check stage fails on these unless it quarantined them
+        first = unlisted[0]
+        raise UserError(
+            f"channel {name}: {relative_file(first.file, cache)}: {first.message} "
+            "(run the annotation check first: it fails or quarantines such files)"
+        )
+    data.samples = [s for s in data.samples if not quarantine.drops(name, s.key)]
+    result = packing.pack(
+        packing.items_from_samples(data, layout.channel_dir(name)),
+        folder / name,
+        workers=workers,
+        progress=False,
+    )
+    if data.categories:
+        atomic_write_json(folder / "classes.json", {str(k): v for k, v in data.categories.items()})
+    return result.records

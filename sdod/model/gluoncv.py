@@ -255,35 +255,18 @@ def import_gluoncv(
     data = file_bytes(params)  # read once: parsed, then hashed for the model's metrics
     arrays = read_params_bytes(data, params)
     num_classes = classes_in(arrays, net, params)
-    if classes is None and net.dataset == "voc" and num_classes == len(VOC_CLASSES):
-        classes = list(VOC_CLASSES)
-    if classes is not None and len(classes) != num_classes:
-        raise UserError(
-            f"--classes names {len(classes)} classes, but {params} was trained for "
-            f"{num_classes} (its class predictors have {num_classes + 1} outputs per anchor, "
-            "background first)"
-        )
+    classes = _class_names(classes, net, num_classes, params)
     config = ModelConfig(
-        net.base_network,
-        num_classes,
-        net.image_size,
-        tuple(classes or ()),
-        nms_threshold,
+        net.base_network, num_classes, net.image_size, tuple(classes or ()), nms_threshold,
         variant="gluoncv",
-    )
+    )  # fmt: skip
     with torch.device("cpu"):
         model = config.build().eval()
     load_gluoncv(model, arrays, params)
     hp = parse_hyperparameters(
-        {
-            "base_network": net.base_network,
-            "num_classes": num_classes,
-            "num_training_samples": 1,
-            "image_shape": net.image_size,
-            "nms_threshold": nms_threshold,
-            "use_pretrained_model": 0,
-        }
-    )
+        {"base_network": net.base_network, "num_classes": num_classes, "num_training_samples": 1,
+         "image_shape": net.image_size, "nms_threshold": nms_threshold, "use_pretrained_model": 0}
+    )  # fmt: skip
     digest = hashlib.sha256(data).hexdigest()
     artifact = Artifact(
         weights=weights_bytes(model.state_dict()),
@@ -301,3 +284,18 @@ def import_gluoncv(
         "classes": list(config.names()),
         "params_sha256": digest,
     }
+
+
+def _class_names(
+    classes: list[str] | None, net: GluonNetwork, num_classes: int, params: str
+) -> list[str] | None:
+    """`--classes` checked against the class predictors; VOC's names for a `*_voc` network."""
+    if classes is None and net.dataset == "voc" and num_classes == len(VOC_CLASSES):
+        return list(VOC_CLASSES)
+    if classes is not None and len(classes) != num_classes:
+        raise UserError(
+            f"--classes names {len(classes)} classes, but {params} was trained for "
+            f"{num_classes} (its class predictors have {num_classes + 1} outputs per anchor, "
+            "background first)"
+        )
+    return classes

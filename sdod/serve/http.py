@@ -38,72 +38,73 @@ def _options(query: str, header: str | None) -> dict[str, str]:
     return opts
 
 
+class _Handler(BaseHTTPRequestHandler):
+    """SageMaker's inference API: GET /ping, POST /invocations (one image, JSON out)."""
+
+    server_version = "sdod"
+    predictor: Predictor
+    max_bytes: int
+    lock: threading.Lock
+
+    def _reply(self, status: int, body: dict[str, Any] | None) -> None:
+        data = b"" if body is None else json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        if urlparse(self.path).path == "/ping":
+            self._reply(200, None)
+        else:
+            self._reply(
+                404, {"error": f"no such path {self.path}; use GET /ping or POST /invocations"}
+            )
+
+    def _refusal(self, path: str) -> tuple[int, str] | None:
+        """Why this request cannot be served (status, message), or None."""
+        if not INVOCATIONS.match(path):
+            return 404, (
+                f"no such path {path}; POST images to /invocations or "
+                "/endpoints/<EndpointName>/invocations"
+            )
+        ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if ctype not in CONTENT_TYPES:
+            return 415, f"Content-Type {ctype or '(none)'} is not one of {', '.join(CONTENT_TYPES)}"
+        length = self.headers.get("Content-Length")
+        if length is None or not length.isdigit():
+            return 411, "Content-Length is required"
+        if int(length) > self.max_bytes:
+            return 413, f"request body of {length} bytes is over the limit of {self.max_bytes}"
+        return None
+
+    def do_POST(self) -> None:
+        url = urlparse(self.path)
+        refusal = self._refusal(url.path)
+        if refusal is not None:
+            self._reply(refusal[0], {"error": refusal[1]})
+            return
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        try:
+            opts = _options(url.query, self.headers.get("X-Amzn-SageMaker-Custom-Attributes"))
+            threshold = float(opts.get("score_threshold", 0.0))
+            top_k = int(opts["top_k"]) if "top_k" in opts else None
+            with self.lock:
+                result = self.predictor.predict(body, score_threshold=threshold, top_k=top_k)
+        except (UserError, ValueError) as exc:
+            self._reply(400, {"error": str(exc)})
+            return
+        self._reply(200, result)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        sys.stderr.write(f"sdod serve: {self.address_string()} {format % args}\n")
+
+
 def make_handler(predictor: Predictor, max_bytes: int) -> type[BaseHTTPRequestHandler]:
-    lock = threading.Lock()
-
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "sdod"
-
-        def _reply(self, status: int, body: dict[str, Any] | None) -> None:
-            data = b"" if body is None else json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_GET(self) -> None:
-            if urlparse(self.path).path == "/ping":
-                self._reply(200, None)
-            else:
-                self._reply(
-                    404, {"error": f"no such path {self.path}; use GET /ping or POST /invocations"}
-                )
-
-        def do_POST(self) -> None:
-            url = urlparse(self.path)
-            if not INVOCATIONS.match(url.path):
-                self._reply(
-                    404,
-                    {
-                        "error": f"no such path {url.path}; POST images to /invocations or "
-                        "/endpoints/<EndpointName>/invocations"
-                    },
-                )
-                return
-            ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-            if ctype not in CONTENT_TYPES:
-                allowed = ", ".join(CONTENT_TYPES)
-                self._reply(
-                    415, {"error": f"Content-Type {ctype or '(none)'} is not one of {allowed}"}
-                )
-                return
-            length = self.headers.get("Content-Length")
-            if length is None or not length.isdigit():
-                self._reply(411, {"error": "Content-Length is required"})
-                return
-            if int(length) > max_bytes:
-                self._reply(
-                    413,
-                    {"error": f"request body of {length} bytes is over the limit of {max_bytes}"},
-                )
-                return
-            body = self.rfile.read(int(length))
-            try:
-                opts = _options(url.query, self.headers.get("X-Amzn-SageMaker-Custom-Attributes"))
-                threshold = float(opts.get("score_threshold", 0.0))
-                top_k = int(opts["top_k"]) if "top_k" in opts else None
-                with lock:
-                    result = predictor.predict(body, score_threshold=threshold, top_k=top_k)
-            except (UserError, ValueError) as exc:
-                self._reply(400, {"error": str(exc)})
-                return
-            self._reply(200, result)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            sys.stderr.write(f"sdod serve: {self.address_string()} {format % args}\n")
-
-    return Handler
+    """A handler class bound to `predictor` (one prediction at a time: the model is shared)."""
+    attrs = {"predictor": predictor, "max_bytes": max_bytes, "lock": threading.Lock()}
+    return type("Handler", (_Handler,), attrs)
 
 
 def make_server(

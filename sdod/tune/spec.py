@@ -162,17 +162,7 @@ def _range(kind: str, raw: Any, where: str, problems: list[str]) -> ParameterRan
         problems.append(f"{where}: {name} takes {TUNABLE[name]} or categorical ranges, not {kind}")
         return None
     if kind == "categorical":
-        values = raw.get("Values")
-        if not isinstance(values, list) or not values or len(values) > 30:
-            problems.append(f"{where}.Values: a list of 1 to 30 values")
-            return None
-        texts = tuple(str(v) for v in values)
-        for v in texts:
-            if (broken := _valid(name, v)) is not None:
-                problems.append(f"{where}.Values: {broken}")
-        if len(set(texts)) != len(texts):
-            problems.append(f"{where}.Values: a value is listed twice")
-        return ParameterRange(name, kind, values=texts)
+        return _categorical(name, raw.get("Values"), where, problems)
     integer = kind == "integer"
     low = _number(raw.get("MinValue"), f"{where}.MinValue", problems, integer)
     high = _number(raw.get("MaxValue"), f"{where}.MaxValue", problems, integer)
@@ -205,6 +195,19 @@ def _range(kind: str, raw: Any, where: str, problems: list[str]) -> ParameterRan
     if scaling == "ReverseLogarithmic" and not (low >= 0 and high < 1):
         problems.append(f"{where}: ReverseLogarithmic scaling needs 0 <= MinValue, MaxValue < 1")
     return ParameterRange(name, kind, low, high, scaling=scaling)
+
+
+def _categorical(name: str, values: Any, where: str, problems: list[str]) -> ParameterRange | None:
+    if not isinstance(values, list) or not values or len(values) > 30:
+        problems.append(f"{where}.Values: a list of 1 to 30 values")
+        return None
+    texts = tuple(str(v) for v in values)
+    for v in texts:
+        if (broken := _valid(name, v)) is not None:
+            problems.append(f"{where}.Values: {broken}")
+    if len(set(texts)) != len(texts):
+        problems.append(f"{where}.Values: a value is listed twice")
+    return ParameterRange(name, "categorical", values=texts)
 
 
 def _ranges(raw: Any, problems: list[str]) -> tuple[ParameterRange, ...]:
