@@ -285,16 +285,7 @@ def copy_tree(
         raise _s3_errors(dst, exc) from exc
     present = {k[len(base) + 1 :]: v for k, v in there.items() if v.get("type") == "file"}
     source = _Source(src, single)
-
-    def unchanged(rel: str) -> bool:
-        info = present.get(rel)
-        if info is None or int(info["size"]) != objects[rel].size:
-            return False
-        theirs = str(info.get("ETag", "")).strip('"')
-        ours = objects[rel].version.strip('"') if source.in_s3 else _md5(Path(source.of(rel)))
-        return theirs == ours
-
-    todo = [rel for rel in objects if not unchanged(rel)]
+    todo = [rel for rel in objects if not source.same_as(rel, objects[rel], present.get(rel))]
 
     def transfer(rel: str) -> int:
         target = f"{base}/{rel}"
@@ -326,6 +317,14 @@ class _Source:
     def __init__(self, src: str, single: bool) -> None:
         self.in_s3, self.single = is_s3(src), single
         self.base = src[len("s3://") :].rstrip("/") if self.in_s3 else os.fspath(local_path(src))
+
+    def same_as(self, rel: str, ours: ObjectInfo, theirs: dict | None) -> bool:
+        """Whether the object already at the destination (`theirs`, a listing entry) has
+        this one's size and content (ETag, or the local file's MD5)."""
+        if theirs is None or int(theirs["size"]) != ours.size:
+            return False
+        digest = ours.version.strip('"') if self.in_s3 else _md5(Path(self.of(rel)))
+        return str(theirs.get("ETag", "")).strip('"') == digest
 
     def of(self, rel: str) -> str:
         if self.single:

@@ -225,13 +225,10 @@ def run_checks(
     CheckPolicy(policy, max_bad_fraction, grayscale, max_class_ratio)  # refuses bad values
     start = time.perf_counter()
     image_frame, box_frame = _tables(channels, decode, workers)
-    train_classes = tuple(
-        sorted(set(box_frame.loc[box_frame["channel"] == "train", "class_id"].tolist()))
-    )
-    params = SuiteParams(
-        num_classes, label_width, tolerance_px, min_box_px, tuple(channels), train_classes,
-        decode, grayscale,
-    )  # fmt: skip
+    train_ids = box_frame.loc[box_frame["channel"] == "train", "class_id"].tolist()
+    train_classes = tuple(sorted(set(train_ids)))
+    params = SuiteParams(num_classes, label_width, tolerance_px, min_box_px, tuple(channels),
+                         train_classes, decode, grayscale)  # fmt: skip
     out = Path(report_dir) if report_dir else None
     context = _gx_context(out, Path(gx_project) if gx_project else None)
     suites = expectations(params)
