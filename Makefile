@@ -79,7 +79,7 @@ format: setup
 
 bench: setup
 	@ls bench/*.py >/dev/null 2>&1 || { echo "bench: no benchmarks yet"; exit 0; }
-	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	@for b in bench/[!_]*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
 	rm -rf $(STATE) .pytest_cache .mypy_cache .ruff_cache

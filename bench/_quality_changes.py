@@ -1,4 +1,4 @@
-"""The single changes of `docs/quality.md`, as patches over sdod (bench/quality_ablation.py).
+"""The single changes of `docs/quality.md`, as patches over sdod (bench/_quality_ablation.py).
 
 Rows measured before the fixes landed used `head_init`, `prior` and `c4` on the code of the
 time; they were not kept (docs/quality.md says why), so on today's code they apply as they did."""

@@ -12,8 +12,9 @@ validation images after every epoch; the best epoch counts (both keep their best
 - torchvision: `ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None)`, fed
   by sdod's augmentation with the same policy, stepped with its own loss.
 
-Run: `.venv/bin/python bench/quality.py` (3 seeds, budget = the recipe's whole run on this
-machine's cores; about 40 minutes on 2 cores). `--quick` checks that it runs (seconds).
+Run: `.venv/bin/python bench/quality.py` (3 seeds; torchvision's budget for a seed is what
+sdod's whole run of that seed took; about 40 minutes on 2 cores). `--quick` checks that it
+runs (seconds).
 Writes `bench/results/quality.json` and prints the table.
 """
 
@@ -173,7 +174,7 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2", help="training seeds (comma-separated)")
     ap.add_argument("--data-seed", type=int, default=0, help="make-sample-data --seed")
     ap.add_argument("--budget", type=float, default=0,
-                    help="seconds per run (default: sdod's whole first run)")  # fmt: skip
+                    help="seconds per run (default: what sdod took for that seed)")  # fmt: skip
     ap.add_argument("--only", choices=("sdod", "torchvision"), help="one detector only")
     ap.add_argument("--quick", action="store_true", help="one seed, 2 epochs: does it run")
     args = ap.parse_args()
@@ -188,11 +189,11 @@ def main() -> None:
     train = read_image_json(bucket / "train", bucket / "train_annotation").samples
     val = read_image_json(bucket / "validation", bucket / "validation_annotation").samples
     rows: list[dict] = []
-    budget = args.budget
     for seed in seeds:
+        budget = args.budget
         if args.only != "torchvision":
             rows.append(run_sdod(bucket, work, hp_raw, seed, budget or 3600))
-            budget = budget or rows[-1]["seconds"]
+            budget = budget or rows[-1]["seconds"]  # torchvision gets what sdod took
             print(rows[-1], flush=True)
         if args.only != "sdod":
             workers = min(2, os.cpu_count() or 1)

@@ -7,7 +7,7 @@ applies one patch of `_quality_changes.py` (unknown keys are labels only). Runs 
 (no job, no data workers) on `--threads` threads and appends one JSON line to `--out`:
 the validation mAP after every epoch, the best, the seconds.
 
-    .venv/bin/python bench/quality_ablation.py --hp epochs=12 --hp lr_scheduler_step=9,11 \
+    .venv/bin/python bench/_quality_ablation.py --hp epochs=12 --hp lr_scheduler_step=9,11 \
         --change prior=0.01 --out /tmp/rows.jsonl
 """
 
