@@ -57,8 +57,7 @@ def detect(
             if should_stop():
                 return None
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                inputs = batch.to(device, non_blocking=True)
-                cls, box = model(inputs.contiguous(memory_format=torch.channels_last))
+                cls, box = model(batch.to(device, non_blocking=True))
             dets = postprocess(cls, box, model.anchors, nms_threshold=nms_threshold)
             for i, det in zip(index.tolist(), dets, strict=True):
                 s = samples[i]

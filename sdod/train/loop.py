@@ -1,7 +1,6 @@
 """The training loop: SageMaker's hyperparameters on PyTorch.
 
-channels-last memory (oneDNN's and cuDNN's fast convolution layout: on a CPU it halves the
-light network's step time), bf16 autocast on GPU, linear warm-up, gradient clipping, validation mAP
+bf16 autocast and channels-last on GPU, linear warm-up, gradient clipping, validation mAP
 (VOC07 at `overlap_threshold`) after every epoch, the best weights kept, SageMaker's metric
 lines, and a stop check at every step boundary (StoppingCondition).
 """
@@ -178,7 +177,9 @@ class _Epochs:
         self, images: torch.Tensor, cls_t: torch.Tensor, box_t: torch.Tensor
     ) -> tuple[float, float]:
         device, world = self.opts.device, self.opts.world
-        images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        images = images.to(device, non_blocking=True)
+        if device.type == "cuda":
+            images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             cls, box = self.net(images)
         pause_point("forward")
@@ -226,7 +227,8 @@ def _prepare(
 ) -> _Epochs:
     device, world = opts.device, opts.world
     model.to(device)
-    model.to(memory_format=torch.channels_last)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
     # mini_batch_size is one machine's batch, split over its processes; × machines in all
     batch = min(hp.mini_batch_size * world.machines, len(train))
     loader, sampler = _loader(train, model, hp, batch, opts)
