@@ -22,25 +22,13 @@ from pathlib import Path
 import torch
 
 from sdod.demo.dataset import make_sample_data
+from sdod.demo.recipe import DEMO_HYPERPARAMETERS
 from sdod.hyperparameters import parse_hyperparameters
 from sdod.model.ssd import SSD, SSDConfig
 from sdod.train import loop
 from sdod.train.stopping import StopFlag
 
-DEMO = {
-    "base_network": "mobilenet-v3",
-    "use_pretrained_model": "0",
-    "num_classes": "3",
-    "num_training_samples": "240",
-    "epochs": "30",
-    "mini_batch_size": "8",
-    "optimizer": "adam",
-    "learning_rate": "0.002",
-    "lr_scheduler_step": "22,27",
-    "lr_scheduler_factor": "0.1",
-    "augmentation": "light",
-    "image_shape": "300",
-}
+DEMO = DEMO_HYPERPARAMETERS  # the recipe of the table (see the module docstring)
 
 
 def load(root: Path) -> tuple[list, list]:

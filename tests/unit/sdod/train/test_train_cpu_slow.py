@@ -14,7 +14,6 @@ from sdod.demo.dataset import make_sample_data
 from sdod.demo.recipe import DEMO_HYPERPARAMETERS as DEMO_HP
 
 
-
 @pytest.mark.slow
 def test_light_network_reaches_map_half_on_cpu_within_ten_minutes(tmp_path: Path) -> None:
     make_sample_data(tmp_path / "bucket")
