@@ -6,6 +6,7 @@ time; they were not kept (docs/quality.md says why), so on today's code they app
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 
 import torch
@@ -55,6 +56,119 @@ def apply(ch: dict) -> None:
             self.out_channels = [288, *self.out_channels[1:]]
 
         bb.MobileNetV3SSD.__init__ = init_c4
+    if "ema" in ch:
+        _ema(loop, float(ch["ema"]))
+    if "light_crop" in ch:  # "p,min_scale": the light policy's crop, how often and how small
+        _light_crop(*(float(x) for x in ch["light_crop"].split(",")))
+    if "dense" in ch:
+        widths = tuple(int(w) for w in ch["dense"].split(","))
+        orig_dense = bb.MobileNetV3SSD.__init__
+
+        def init_dense(self, image_size, weights=None, variant=""):  # type: ignore[no-untyped-def]
+            orig_dense(self, image_size, weights, variant)
+            self.c4, self.c5 = _dense_body(widths)
+            self.extras[0] = bb._expander(widths[-1], 256, trans=128)
+            self.out_channels = [widths[-2], widths[-1], *self.out_channels[2:]]
+
+        bb.MobileNetV3SSD.__init__ = init_dense
+
+
+def _light_crop(p: float, min_scale: float) -> None:
+    import sdod.data.augment as aug
+    import sdod.data.dataset as ds
+
+    def augment(image, boxes, labels, *, size, policy):  # type: ignore[no-untyped-def]
+        if policy == "light" and aug._rand() < p:
+            image, boxes, labels = aug.iou_crop(image, boxes.float(), labels, min_scale=min_scale)
+        return aug.augment(image, boxes, labels, size=size, policy="light-nocrop")
+
+    orig = aug.augment
+
+    def base(image, boxes, labels, *, size, policy):  # type: ignore[no-untyped-def]
+        if policy == "light-nocrop":  # flip, resize, colour: the light policy after its crop
+            boxes = boxes.float()
+            if aug._rand() < 0.5:
+                image, boxes = aug.hflip(image, boxes)
+            image, boxes = aug.resize(image, boxes, size)
+            image = aug.color_distort(image)
+            keep = ((boxes[:, 2] - boxes[:, 0]) >= 1) & ((boxes[:, 3] - boxes[:, 1]) >= 1)
+            return image.contiguous(), boxes[keep], labels[keep]
+        return orig(image, boxes, labels, size=size, policy=policy)
+
+    aug.augment = base
+    ds.augment = augment
+
+
+def _cbr(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
+    return [
+        nn.Conv2d(cin, cout, 3, stride, 1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    ]
+
+
+class _Basic(nn.Module):
+    """ResNet's basic block at constant width."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            *_cbr(c, c), nn.Conv2d(c, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c)
+        )
+
+    def forward(self, x):  # type: ignore[no-untyped-def]
+        return torch.relu(x + self.body(x))
+
+
+def _dense_body(widths: tuple[int, ...]) -> tuple[nn.Sequential, nn.Sequential]:
+    """A plain ResNet-like body: stride-2 conv per stage, then one basic block; the stride-16
+    and stride-32 stages are the two maps."""
+    layers: list[nn.Module] = [*_cbr(3, widths[0], 2)]
+    for cin, cout in itertools.pairwise(widths[:-1]):
+        layers += [*_cbr(cin, cout, 2), _Basic(cout)]
+    c5 = nn.Sequential(*_cbr(widths[-2], widths[-1], 2), _Basic(widths[-1]))
+    return nn.Sequential(*layers), c5
+
+
+def _ema(loop, decay: float) -> None:  # type: ignore[no-untyped-def]
+    """Validate and keep an exponential moving average of the weights (and BN buffers)."""
+    import copy
+
+    orig_step, orig_validate, orig_keep = (
+        loop._Epochs._step,
+        loop._Epochs.validate,
+        loop._keep_if_best,
+    )
+    state = {}
+
+    def step(self, *a):  # type: ignore[no-untyped-def]
+        out = orig_step(self, *a)
+        if "ema" not in state:
+            state["ema"], state["n"] = copy.deepcopy(self.model), 0
+        state["n"] += 1
+        d = min(decay, (1 + state["n"]) / (10 + state["n"]))
+        with torch.no_grad():
+            for e, m in zip(
+                state["ema"].state_dict().values(), self.model.state_dict().values(), strict=True
+            ):
+                if e.dtype.is_floating_point:
+                    e.mul_(d).add_(m.detach(), alpha=1 - d)
+                else:
+                    e.copy_(m)
+        return out
+
+    def validate(self, epoch):  # type: ignore[no-untyped-def]
+        live = self.model
+        self.model = state["ema"]
+        try:
+            return orig_validate(self, epoch)
+        finally:
+            self.model = live
+
+    def keep(result, entry, model, validated):  # type: ignore[no-untyped-def]
+        return orig_keep(result, entry, state.get("ema", model), validated)
+
+    loop._Epochs._step, loop._Epochs.validate, loop._keep_if_best = step, validate, keep
 
 
 class _NoRes(nn.Module):
@@ -66,8 +180,23 @@ class _NoRes(nn.Module):
         return self.block(x)
 
 
+def _sep_head(conv: nn.Conv2d) -> nn.Sequential:
+    """SSDlite's predictor: depthwise 3x3 + BatchNorm + ReLU6, then a 1x1 to the outputs."""
+    c = conv.in_channels
+    return nn.Sequential(
+        nn.Conv2d(c, c, 3, padding=1, groups=c, bias=False),
+        nn.BatchNorm2d(c, eps=0.001),
+        nn.ReLU6(inplace=True),
+        nn.Conv2d(c, conv.out_channels, 1),
+    )
+
+
 def after_model(model, ch: dict) -> None:  # type: ignore[no-untyped-def]
-    heads = list(model.class_heads) + list(model.box_heads)
+    if "sephead" in ch:
+        model.class_heads = nn.ModuleList(_sep_head(h) for h in model.class_heads)
+        model.box_heads = nn.ModuleList(_sep_head(h) for h in model.box_heads)
+    last = [h[-1] if isinstance(h, nn.Sequential) else h for h in model.class_heads]
+    heads = last + [h[-1] if isinstance(h, nn.Sequential) else h for h in model.box_heads]
     if "head_init" in ch:
         std = float(ch["head_init"])
         for h in heads:
@@ -80,7 +209,7 @@ def after_model(model, ch: dict) -> None:  # type: ignore[no-untyped-def]
     if "prior" in ch:
         p = float(ch["prior"])
         k = model.config.num_classes + 1
-        for h in model.class_heads:
+        for h in last:
             with torch.no_grad():
                 b = h.bias.view(-1, k)
                 b[:, 0] = math.log((1 - p) / p * (k - 1))

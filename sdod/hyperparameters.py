@@ -5,7 +5,9 @@ every message names the hyperparameter, the value and what is allowed. Unknown n
 errors (a typo must not silently train with a default).
 
 sdod extensions, documented as such: `base_network` also accepts `mobilenet-v3`, a light
-network that trains on a CPU in minutes, and `augmentation` picks the training
+network that trains on a CPU in minutes, and `resnet-lite`, a small dense ResNet that
+learns faster from scratch (the demo's; it has no ImageNet weights, so it needs
+`use_pretrained_model=0`); and `augmentation` picks the training
 augmentation: `ssd` (default: the paper's photometric distortion, zoom-out, IoU crop,
 flip), `light` (flip, colour, an occasional mild crop: short runs on small sets), `none`.
 """
@@ -20,7 +22,8 @@ from typing import Any
 
 from sdod.errors import UserError
 
-BASE_NETWORKS = ("vgg-16", "resnet-50", "mobilenet-v3")
+BASE_NETWORKS = ("vgg-16", "resnet-50", "mobilenet-v3", "resnet-lite")
+FROM_SCRATCH_ONLY = ("resnet-lite",)  # no ImageNet weights exist for these
 OPTIMIZERS = ("sgd", "adam", "rmsprop", "adadelta")
 KV_STORES = ("dist_sync", "dist_async")
 AUGMENTATIONS = ("ssd", "light", "none")
@@ -212,7 +215,14 @@ def parse_hyperparameters(raw: Mapping[str, Any]) -> Hyperparameters:
     missing = [name for name in REQUIRED if name not in values]
     if missing:
         raise UserError(f"hyperparameter(s) {', '.join(missing)} are required")
-    return Hyperparameters(**values, ignored=tuple(ignored))
+    hp = Hyperparameters(**values, ignored=tuple(ignored))
+    if hp.base_network in FROM_SCRATCH_ONLY and hp.use_pretrained_model:
+        raise UserError(
+            f"base_network={hp.base_network!r} has no ImageNet weights (it is sdod's own "
+            "network), but use_pretrained_model is 1 (SageMaker's default): set "
+            "use_pretrained_model=0 to train it from scratch"
+        )
+    return hp
 
 
 def hyperparameter_problems(raw: Mapping[str, Any]) -> list[str]:

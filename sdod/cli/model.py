@@ -10,6 +10,7 @@ from typing import Any
 
 from sdod.cli.base import EXIT_OK, Command
 from sdod.errors import UserError
+from sdod.hyperparameters import BASE_NETWORKS
 
 # --- train --------------------------------------------------------------------------
 
@@ -345,7 +346,7 @@ def _run_publish(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _configure_layers(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--base-network", required=True, choices=["vgg-16", "resnet-50", "mobilenet-v3"])
+    p.add_argument("--base-network", required=True, choices=BASE_NETWORKS)
     p.add_argument("--image-shape", type=int, default=300)
     p.add_argument("--pattern", help="show only the layers this freeze_layer_pattern matches")
 

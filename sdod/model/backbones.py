@@ -10,8 +10,12 @@
   `resnet50_v1` (stride and a bias on the bottlenecks' 1x1 convolutions), which GluonCV's
   weights fit (`sdod/model/gluoncv.py`; `tests/unit/sdod/model/test_gluoncv.py` proves the
   outputs equal GluonCV's).
-- `mobilenet-v3` (sdod extension): MobileNetV3-Small with the same six-map layout and
-  lighter expanders, so that CPU users and the demo can train in minutes.
+- `mobilenet-v3` (sdod extension): MobileNetV3-Small with the same six-map layout (the
+  stride-16 map taken at the expansion layer, as SSDlite) and lighter expanders, so that
+  CPU users can train in minutes.
+- `resnet-lite` (sdod extension): a small dense ResNet, the demo's network: as fast per
+  step on a CPU as `mobilenet-v3` and much quicker to learn from scratch; no ImageNet
+  weights.
 
 `Backbone.name_map()` (through `SSD.layer_names()`) maps MXNet-style names (`conv1_1`,
 `fc7`, `stage3_unit2_conv1`, ...) to parameters, for `freeze_layer_pattern`.
@@ -20,6 +24,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 from collections.abc import Callable
 from typing import TypeVar
@@ -194,7 +199,25 @@ class ResNet50SSD(Backbone):
         return out
 
 
+def _mobilenet_path(path: str) -> str:
+    """`c4.3.block.0.0` / `c4.9.0` / `c5.0.1.0` / `c5.2.block.1.0` -> the path in
+    torchvision's `features` (`3.block.0.0`, `9.block.0.0`, `9.block.1.0`, `11.block.1.0`), so
+    that layer names do not depend on where the maps are split."""
+    part, index, rest = [*path.split(".", 2), ""][:3]
+    i = int(index)
+    if part == "c4":
+        return f"9.block.0.{rest}" if i == 9 else f"{i}.{rest}"
+    if i == 0:
+        return f"9.block.{rest}"
+    return f"{i + 9}.{rest}"
+
+
 class MobileNetV3SSD(Backbone):
+    """MobileNetV3-Small with SSDlite's split: the stride-16 map is the 288-channel output of
+    the first stride-32 block's expansion (torchvision's `ssdlite320_mobilenet_v3_large`
+    takes the same point of its larger network), not the 48-channel stage output: the
+    smallest objects' predictors get the richer features (docs/quality.md, row 15)."""
+
     def __init__(self, image_size: int, weights: Weights = None, variant: str = "") -> None:
         super().__init__()
         # BN momentum 0.1 (torchvision uses 0.01 for long ImageNet runs): with 0.01 the
@@ -202,14 +225,15 @@ class MobileNetV3SSD(Backbone):
         # predictions are garbage while the training loss looks fine.
         norm = functools.partial(nn.BatchNorm2d, eps=0.001, momentum=0.1)
         features = _imagenet(mobilenet_v3_small(weights=None, norm_layer=norm), weights).features
-        self.c4 = features[:9]  # stride 16, 48 channels
-        self.c5 = features[9:]  # stride 32, 576 channels
+        split = features[9].block  # expand 1x1 | depthwise 5x5 stride 2 | SE | project
+        self.c4 = nn.Sequential(*features[:9], split[0])  # stride 16, 288 channels
+        self.c5 = nn.Sequential(split[1:], *features[10:])  # stride 32, 576 channels
         filters = [256, 256, 128, 128]
         cins = [576, *filters[:-1]]
         self.extras = nn.ModuleList(  # half-width transitions: light enough for a CPU
             _expander(c, f, trans=f // 2) for c, f in zip(cins, filters, strict=True)
         )
-        self.out_channels = [48, 576, *filters]
+        self.out_channels = [split[0].out_channels, 576, *filters]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         c4 = self.c4(x)
@@ -222,10 +246,81 @@ class MobileNetV3SSD(Backbone):
         out = {}
         for path, module in self.named_modules():
             if isinstance(module, nn.Conv2d | nn.BatchNorm2d) and path.startswith(("c4.", "c5.")):
-                out[path] = "block" + path.split(".", 1)[1].replace(".", "_")
+                out[path] = "block" + _mobilenet_path(path).replace(".", "_")
             m = re.fullmatch(r"extras\.(\d)\.(\d)", path)
             if m and isinstance(module, nn.Conv2d | nn.BatchNorm2d):
                 kind = "conv" if isinstance(module, nn.Conv2d) else "bn"
+                out[path] = f"extra{int(m[1]) + 1}_{kind}{1 if int(m[2]) < 3 else 2}"
+        return out
+
+
+def _conv_bn(cin: int, cout: int, stride: int = 1, relu: bool = True) -> list[nn.Module]:
+    layers = [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)]
+    return [*layers, nn.ReLU(inplace=True)] if relu else layers
+
+
+class _BasicBlock(nn.Module):
+    """ResNet's basic block at a constant width: two 3x3 convolutions and the identity."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(*_conv_bn(width, width), *_conv_bn(width, width, relu=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x + self.body(x))
+
+
+class ResNetLiteSSD(Backbone):
+    """`resnet-lite` (sdod extension): a small ResNet of dense 3x3 convolutions for training
+    from scratch on a CPU. A 3x3/2 stem to 16 channels, then four stages (a 3x3/2 convolution
+    to 32, 64, 128, 256 channels and one basic block each); the stride-16 and stride-32
+    stages are the first two maps, then mobilenet-v3's expanders. About as fast per step as
+    mobilenet-v3 on a CPU, but it learns far sooner from scratch, since depthwise and
+    squeeze-excite layers need long schedules (docs/quality.md). It has no ImageNet
+    weights: it trains from scratch only."""
+
+    WIDTHS = (16, 32, 64, 128, 256)
+
+    def __init__(self, image_size: int, weights: Weights = None, variant: str = "") -> None:
+        super().__init__()
+        if weights is not None:
+            raise ValueError("resnet-lite has no ImageNet weights; train it from scratch")
+        w = self.WIDTHS
+        self.stem = nn.Sequential(*_conv_bn(3, w[0], 2))
+        self.stages = nn.ModuleList(
+            nn.Sequential(*_conv_bn(cin, cout, 2), _BasicBlock(cout))
+            for cin, cout in itertools.pairwise(w)
+        )
+        filters = [256, 256, 128, 128]
+        cins = [w[-1], *filters[:-1]]
+        self.extras = nn.ModuleList(
+            _expander(c, f, trans=f // 2) for c, f in zip(cins, filters, strict=True)
+        )
+        self.out_channels = [w[-2], w[-1], *filters]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.stem(x)
+        for stage in self.stages[:-1]:
+            x = stage(x)
+        out = [x, self.stages[-1](x)]  # stride 16, stride 32
+        for block in self.extras:
+            out.append(block(out[-1]))
+        return out
+
+    def name_map(self) -> dict[str, str]:
+        out = {"stem.0": "conv0", "stem.1": "bn0"}
+        for path, module in self.named_modules():
+            kind = "conv" if isinstance(module, nn.Conv2d) else "bn"
+            if not isinstance(module, nn.Conv2d | nn.BatchNorm2d):
+                continue
+            m = re.fullmatch(r"stages\.(\d)\.(\d)", path)
+            if m:  # the stage's stride-2 entry
+                out[path] = f"stage{int(m[1]) + 1}_{kind}0"
+            m = re.fullmatch(r"stages\.(\d)\.3\.body\.(\d)", path)
+            if m:
+                out[path] = f"stage{int(m[1]) + 1}_unit1_{kind}{1 if int(m[2]) < 3 else 2}"
+            m = re.fullmatch(r"extras\.(\d)\.(\d)", path)
+            if m:
                 out[path] = f"extra{int(m[1]) + 1}_{kind}{1 if int(m[2]) < 3 else 2}"
         return out
 
@@ -234,4 +329,6 @@ BACKBONES: dict[str, Callable[..., Backbone]] = {
     "vgg-16": VGG16Atrous,
     "resnet-50": ResNet50SSD,
     "mobilenet-v3": MobileNetV3SSD,
+    "resnet-lite": ResNetLiteSSD,
 }
+NO_IMAGENET_WEIGHTS = ("resnet-lite",)

@@ -55,6 +55,11 @@ def _download(base_network: str, settings: RuntimeSettings) -> Path | None:
 def find_weights(base_network: str, settings: RuntimeSettings | None = None) -> Path:
     """The weights file for `base_network` (see the module docstring); `settings`: the
     environment's unless given."""
+    if base_network not in TORCHVISION_WEIGHTS:
+        raise UserError(
+            f"{base_network} has no ImageNet weights (it is sdod's own network): set "
+            "use_pretrained_model=0 to train it from scratch"
+        )
     settings = settings or RuntimeSettings.from_env()
     names = [
         *TORCHVISION_FILES.get(base_network, ()),

@@ -37,7 +37,7 @@ BAD = [
     (
         "base_network",
         "vgg-19",
-        "base_network='vgg-19' must be one of vgg-16, resnet-50, mobilenet-v3",
+        "base_network='vgg-19' must be one of vgg-16, resnet-50, mobilenet-v3, resnet-lite",
     ),
     ("use_pretrained_model", "yes", "use_pretrained_model='yes' must be 0 or 1"),
     ("epochs", "0", "epochs='0' must be an integer >= 1"),
@@ -82,3 +82,14 @@ def test_unknown_and_missing_hyperparameters() -> None:
         parse_hyperparameters({"num_classes": "3"})
     tuned = parse_hyperparameters({**REQUIRED, "_tuning_objective_metric": "validation:mAP"})
     assert tuned.ignored == ("_tuning_objective_metric",)
+
+
+def test_a_network_without_imagenet_weights_needs_use_pretrained_model_0() -> None:
+    with pytest.raises(
+        UserError, match=r"'resnet-lite' has no ImageNet weights.*use_pretrained_model=0"
+    ):
+        parse_hyperparameters({**REQUIRED, "base_network": "resnet-lite"})  # SageMaker's default 1
+    hp = parse_hyperparameters(
+        {**REQUIRED, "base_network": "resnet-lite", "use_pretrained_model": "0"}
+    )
+    assert hp.base_network == "resnet-lite" and hp.use_pretrained_model == 0

@@ -17,7 +17,7 @@ from sdod.model.ssd import SSD, SSDConfig, anchors_for
 @pytest.mark.parametrize(
     ("net", "size", "anchors"),
     [("vgg-16", 300, 8732), ("vgg-16", 512, 24564), ("resnet-50", 300, 2268),
-     ("resnet-50", 512, 6132), ("mobilenet-v3", 300, 2268)],
+     ("resnet-50", 512, 6132), ("mobilenet-v3", 300, 2268), ("resnet-lite", 300, 2268)],
 )  # fmt: skip
 def test_output_shapes(net: str, size: int, anchors: int) -> None:
     model = SSD(SSDConfig(net, num_classes=5, image_size=size)).eval()
@@ -25,6 +25,32 @@ def test_output_shapes(net: str, size: int, anchors: int) -> None:
         cls, box = model(torch.zeros(1, 3, size, size, dtype=torch.uint8))
     assert cls.shape == (1, anchors, 6) and box.shape == (1, anchors, 4)
     assert model.anchors.shape == (anchors, 4)
+
+
+@pytest.mark.parametrize("net", ["mobilenet-v3", "resnet-lite"])
+def test_every_parameter_of_the_light_networks_has_one_layer_name(net: str) -> None:
+    with torch.device("meta"):
+        model = SSD(SSDConfig(net, num_classes=2, image_size=300))
+    named = [id(p) for params in model.layer_names().values() for p in params]
+    assert sorted(named) == sorted(id(p) for p in model.parameters())
+
+
+def test_mobilenet_layer_names_are_torchvisions_wherever_the_maps_are_split() -> None:
+    """The stride-16 map is taken inside block 9 (SSDlite's split); freeze_layer_pattern
+    still sees MobileNet's own layer names, one per conv and BatchNorm."""
+    from torchvision.models import mobilenet_v3_small
+
+    features = mobilenet_v3_small(weights=None).features
+    theirs = {
+        "block" + path.replace(".", "_")
+        for path, m in features.named_modules()
+        if isinstance(m, torch.nn.Conv2d | torch.nn.BatchNorm2d)
+    }
+    model = SSD(SSDConfig("mobilenet-v3", num_classes=2, image_size=300))
+    ours = {name for name in model.layer_names() if name.startswith("block")}
+    assert ours == theirs
+    assert model.backbone.out_channels[0] == 288  # the expansion of block 9, not block 8's 48
+    assert [p.shape for p in model.layer_names()["block9_block_1_0"]] == [(288, 1, 5, 5)]
 
 
 def test_encode_decode_round_trip() -> None:
