@@ -1,11 +1,13 @@
 """One training run of sdod's fit on the sample data, with single changes patched in: the
 rows of `docs/quality.md`.
 
-`--hp name=value` overrides a hyperparameter of the demo recipe at the time of the table
-(30 epochs, Adam 0.002, steps 22/27, batch 8, light augmentation); `--change key[=value]`
-applies one patch of `_quality_changes.py` (unknown keys are labels only). Runs in-process
-(no job, no data workers) on `--threads` threads and appends one JSON line to `--out`:
-the validation mAP after every epoch, the best, the seconds.
+`--hp name=value` overrides a hyperparameter of the demo recipe (`sdod/demo/recipe.py`;
+rows 1-20 of the table ran the recipe of their time: `--hp base_network=mobilenet-v3
+--hp epochs=30 --hp lr_scheduler_step=22,27`); `--change key[=value]` applies one patch of
+`_quality_changes.py` (unknown keys are labels only). Runs in-process (no job, no data
+workers) on `--threads` threads and appends one JSON line to `--out`: the validation mAP
+after every epoch, the best, the seconds. `--save FILE` keeps the best weights for
+`_quality_diagnosis.py`; `--data` is a `make-sample-data` folder (made if missing).
 
     .venv/bin/python bench/_quality_ablation.py --hp epochs=12 --hp lr_scheduler_step=9,11 \
         --change prior=0.01 --out /tmp/rows.jsonl
@@ -51,6 +53,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--budget", type=float, default=0)
     ap.add_argument("--out", default="")
+    ap.add_argument("--save", default="", help="write the best weights here (torch.save)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     hp_raw = dict(DEMO)
@@ -82,6 +85,10 @@ def main() -> None:
         opts=loop.FitOptions(torch.device("cpu"), workers=0, seed=a.seed, on_epoch_end=on_end),
         log=lambda s: None,
     )
+    if a.save:
+        torch.save(
+            {"state": res.best_state, "config": model.config.to_dict(), "changes": changes}, a.save
+        )
     maps = [round(h.get("validation:mAP", 0), 3) for h in res.history]
     row = {
         "changes": changes,

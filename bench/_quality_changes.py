@@ -1,7 +1,10 @@
 """The single changes of `docs/quality.md`, as patches over sdod (bench/_quality_ablation.py).
 
-Rows measured before the fixes landed used `head_init`, `prior` and `c4` on the code of the
-time; they were not kept (docs/quality.md says why), so on today's code they apply as they did."""
+`head_init`, `prior`, `xavier`, `sephead` (the predictors); `bn_momentum`, `c4`, `dense`
+(mobilenet-v3's layout; `c4` and `dense` are in sdod now, as mobilenet-v3's split and as
+`resnet-lite`, so they reproduce rows 18-19 on the code of their time); `neg_ratio`,
+`warmup`, `anchors` (matching and schedule); `ema` (validate an average of the weights);
+`light_crop=p,min_scale` (the light policy's crop)."""
 
 from __future__ import annotations
 

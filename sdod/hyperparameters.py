@@ -197,8 +197,8 @@ PARSERS: dict[str, Callable[[str, str], Any]] = {
 REQUIRED = ("num_classes", "num_training_samples")
 
 
-def parse_hyperparameters(raw: Mapping[str, Any]) -> Hyperparameters:
-    """Validate SageMaker's string map; numbers are accepted too (JSON configs)."""
+def _parse_each(raw: Mapping[str, Any]) -> Hyperparameters:
+    """Each value on its own (names, types, ranges, the required ones)."""
     values: dict[str, Any] = {}
     ignored = []
     for name, value in raw.items():
@@ -215,13 +215,26 @@ def parse_hyperparameters(raw: Mapping[str, Any]) -> Hyperparameters:
     missing = [name for name in REQUIRED if name not in values]
     if missing:
         raise UserError(f"hyperparameter(s) {', '.join(missing)} are required")
-    hp = Hyperparameters(**values, ignored=tuple(ignored))
+    return Hyperparameters(**values, ignored=tuple(ignored))
+
+
+def _combination_problem(hp: Hyperparameters) -> str | None:
+    """What is wrong with valid values together, if anything."""
     if hp.base_network in FROM_SCRATCH_ONLY and hp.use_pretrained_model:
-        raise UserError(
+        return (
             f"base_network={hp.base_network!r} has no ImageNet weights (it is sdod's own "
             "network), but use_pretrained_model is 1 (SageMaker's default): set "
             "use_pretrained_model=0 to train it from scratch"
         )
+    return None
+
+
+def parse_hyperparameters(raw: Mapping[str, Any]) -> Hyperparameters:
+    """Validate SageMaker's string map; numbers are accepted too (JSON configs)."""
+    hp = _parse_each(raw)
+    problem = _combination_problem(hp)
+    if problem:
+        raise UserError(problem)
     return hp
 
 
@@ -232,10 +245,13 @@ def hyperparameter_problems(raw: Mapping[str, Any]) -> list[str]:
         if name.startswith(IGNORED_PREFIXES):
             continue
         try:
-            parse_hyperparameters({**dict.fromkeys(REQUIRED, "1"), name: value})
+            _parse_each({**dict.fromkeys(REQUIRED, "1"), name: value})
         except UserError as exc:
             problems.append(str(exc))
     missing = [name for name in REQUIRED if name not in raw]
     if missing:
         problems.append(f"hyperparameter(s) {', '.join(missing)} are required")
+    if not problems:  # each value is valid: then they must also go together
+        combination = _combination_problem(_parse_each(raw))
+        problems += [combination] if combination else []
     return problems

@@ -93,3 +93,12 @@ def test_a_network_without_imagenet_weights_needs_use_pretrained_model_0() -> No
         {**REQUIRED, "base_network": "resnet-lite", "use_pretrained_model": "0"}
     )
     assert hp.base_network == "resnet-lite" and hp.use_pretrained_model == 0
+
+
+def test_validate_job_lists_the_combination_problem_only_for_the_whole_map() -> None:
+    from sdod.hyperparameters import hyperparameter_problems
+
+    fine = {**REQUIRED, "base_network": "resnet-lite", "use_pretrained_model": "0"}
+    assert hyperparameter_problems(fine) == []
+    (problem,) = hyperparameter_problems({**REQUIRED, "base_network": "resnet-lite"})
+    assert "has no ImageNet weights" in problem and "use_pretrained_model=0" in problem

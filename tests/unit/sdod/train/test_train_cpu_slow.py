@@ -1,5 +1,6 @@
-"""The light network learns the sample data on a CPU: validation mAP >= 0.5 within a
-10-minute StoppingCondition (the job's own MaxRuntimeInSeconds is the limit)."""
+"""The demo recipe learns the sample data on a CPU: validation mAP >= 0.75 within a
+10-minute StoppingCondition (the job's own MaxRuntimeInSeconds is the limit). The recipe
+reached 0.80-0.82 over four seeds in 400-440 s on the 2-core machine (docs/quality.md)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from sdod.demo.recipe import DEMO_HYPERPARAMETERS as DEMO_HP
 
 
 @pytest.mark.slow
-def test_light_network_reaches_map_half_on_cpu_within_ten_minutes(tmp_path: Path) -> None:
+def test_demo_recipe_reaches_map_075_on_cpu_within_ten_minutes(tmp_path: Path) -> None:
     make_sample_data(tmp_path / "bucket")
     spec = spec_from_form(job_name="slow-cpu", data_uri=str(tmp_path / "bucket"), output_uri=str(tmp_path / "out"),
                           hyperparameters=DEMO_HP, max_runtime_seconds=600)  # fmt: skip
@@ -24,4 +25,4 @@ def test_light_network_reaches_map_half_on_cpu_within_ten_minutes(tmp_path: Path
     metrics = read_artifact(outcome.artifact).metrics  # type: ignore[arg-type]
     print(f"best validation mAP {metrics['validation:mAP']:.4f} at epoch {metrics['best_epoch']}, "
           f"{metrics['epochs_completed']} epochs in {metrics['train_seconds']} s")  # fmt: skip
-    assert metrics["validation:mAP"] >= 0.5
+    assert metrics["validation:mAP"] >= 0.75
