@@ -34,7 +34,7 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
             root / "data" / channel.replace("validation", "train"), root / "data" / channel
         )
     hp = {  # memorise 4 images: confident, well-separated detections to compare backends on
-        "base_network": "mobilenet-v3",
+        "base_network": "resnet-lite",
         "use_pretrained_model": "0",
         "num_classes": "3",
         "num_training_samples": "4",
