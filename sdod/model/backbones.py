@@ -63,6 +63,23 @@ class Backbone(nn.Module):
         raise NotImplementedError
 
 
+def _with_extras(c4: torch.Tensor, c5: torch.Tensor, extras: nn.ModuleList) -> list[torch.Tensor]:
+    """The stride-16 and stride-32 maps, then each expander on the map before it."""
+    out = [c4, c5]
+    for block in extras:
+        out.append(block(out[-1]))
+    return out
+
+
+def _extra_name(path: str, module: nn.Module) -> str | None:
+    """`extras.K.I` (an `_expander`'s conv or BatchNorm) -> `extra{K+1}_{conv|bn}{1|2}`."""
+    m = re.fullmatch(r"extras\.(\d)\.(\d)", path)
+    if m is None or not isinstance(module, nn.Conv2d | nn.BatchNorm2d):
+        return None
+    kind = "conv" if isinstance(module, nn.Conv2d) else "bn"
+    return f"extra{int(m[1]) + 1}_{kind}{1 if int(m[2]) < 3 else 2}"
+
+
 # GluonCV's `vgg16_atrous` extras: (filters, kernel, stride, padding) pairs per block.
 VGG_EXTRAS_300 = [
     ((256, 1, 1, 0), (512, 3, 2, 1)),
@@ -178,10 +195,7 @@ class ResNet50SSD(Backbone):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         c4 = self.layer3(self.layer2(self.layer1(self.stem(x))))
-        out = [c4, self.layer4(c4)]
-        for block in self.extras:
-            out.append(block(out[-1]))
-        return out
+        return _with_extras(c4, self.layer4(c4), self.extras)
 
     def name_map(self) -> dict[str, str]:
         out = {"stem.0": "conv0", "stem.1": "bn0"}
@@ -192,10 +206,9 @@ class ResNet50SSD(Backbone):
             m = re.fullmatch(r"layer(\d)\.(\d+)\.downsample\.(\d)", path)
             if m:
                 out[path] = f"stage{m[1]}_unit{int(m[2]) + 1}_sc" + ("" if m[3] == "0" else "_bn")
-            m = re.fullmatch(r"extras\.(\d)\.(\d)", path)
-            if m and isinstance(module, nn.Conv2d | nn.BatchNorm2d):
-                kind = "conv" if isinstance(module, nn.Conv2d) else "bn"
-                out[path] = f"extra{int(m[1]) + 1}_{kind}{1 if int(m[2]) < 3 else 2}"
+            extra = _extra_name(path, module)
+            if extra:
+                out[path] = extra
         return out
 
 
@@ -216,7 +229,7 @@ class MobileNetV3SSD(Backbone):
     """MobileNetV3-Small with SSDlite's split: the stride-16 map is the 288-channel output of
     the first stride-32 block's expansion (torchvision's `ssdlite320_mobilenet_v3_large`
     takes the same point of its larger network), not the 48-channel stage output: the
-    smallest objects' predictors get the richer features (docs/quality.md, row 15)."""
+    smallest objects' predictors get the richer features (docs/quality.md, row 18)."""
 
     def __init__(self, image_size: int, weights: Weights = None, variant: str = "") -> None:
         super().__init__()
@@ -237,20 +250,16 @@ class MobileNetV3SSD(Backbone):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         c4 = self.c4(x)
-        out = [c4, self.c5(c4)]
-        for block in self.extras:
-            out.append(block(out[-1]))
-        return out
+        return _with_extras(c4, self.c5(c4), self.extras)
 
     def name_map(self) -> dict[str, str]:
         out = {}
         for path, module in self.named_modules():
             if isinstance(module, nn.Conv2d | nn.BatchNorm2d) and path.startswith(("c4.", "c5.")):
                 out[path] = "block" + _mobilenet_path(path).replace(".", "_")
-            m = re.fullmatch(r"extras\.(\d)\.(\d)", path)
-            if m and isinstance(module, nn.Conv2d | nn.BatchNorm2d):
-                kind = "conv" if isinstance(module, nn.Conv2d) else "bn"
-                out[path] = f"extra{int(m[1]) + 1}_{kind}{1 if int(m[2]) < 3 else 2}"
+            extra = _extra_name(path, module)
+            if extra:
+                out[path] = extra
         return out
 
 
@@ -302,26 +311,23 @@ class ResNetLiteSSD(Backbone):
         x = self.stem(x)
         for stage in self.stages[:-1]:
             x = stage(x)
-        out = [x, self.stages[-1](x)]  # stride 16, stride 32
-        for block in self.extras:
-            out.append(block(out[-1]))
-        return out
+        return _with_extras(x, self.stages[-1](x), self.extras)  # stride 16, stride 32
 
     def name_map(self) -> dict[str, str]:
         out = {"stem.0": "conv0", "stem.1": "bn0"}
         for path, module in self.named_modules():
-            kind = "conv" if isinstance(module, nn.Conv2d) else "bn"
             if not isinstance(module, nn.Conv2d | nn.BatchNorm2d):
                 continue
+            kind = "conv" if isinstance(module, nn.Conv2d) else "bn"
             m = re.fullmatch(r"stages\.(\d)\.(\d)", path)
             if m:  # the stage's stride-2 entry
                 out[path] = f"stage{int(m[1]) + 1}_{kind}0"
             m = re.fullmatch(r"stages\.(\d)\.3\.body\.(\d)", path)
             if m:
                 out[path] = f"stage{int(m[1]) + 1}_unit1_{kind}{1 if int(m[2]) < 3 else 2}"
-            m = re.fullmatch(r"extras\.(\d)\.(\d)", path)
-            if m:
-                out[path] = f"extra{int(m[1]) + 1}_{kind}{1 if int(m[2]) < 3 else 2}"
+            extra = _extra_name(path, module)
+            if extra:
+                out[path] = extra
         return out
 
 
@@ -331,4 +337,3 @@ BACKBONES: dict[str, Callable[..., Backbone]] = {
     "mobilenet-v3": MobileNetV3SSD,
     "resnet-lite": ResNetLiteSSD,
 }
-NO_IMAGENET_WEIGHTS = ("resnet-lite",)
