@@ -4,7 +4,9 @@
 (mobilenet-v3's layout; `c4` and `dense` are in sdod now, as mobilenet-v3's split and as
 `resnet-lite`, so they reproduce rows 18-19 on the code of their time); `neg_ratio`,
 `warmup`, `anchors` (matching and schedule); `ema` (validate an average of the weights);
-`light_crop=p,min_scale` (the light policy's crop)."""
+`light_crop=p,min_scale` (the light policy's crop); `s8=sizes` (resnet-lite's maps from
+stride 8: in sdod now as `resnet-lite`'s layout, so it reproduces rows 27-28 on the code of
+commit `ea21e6d` only)."""
 
 from __future__ import annotations
 
@@ -74,6 +76,9 @@ def apply(ch: dict) -> None:
             self.out_channels = [widths[-2], widths[-1], *self.out_channels[2:]]
 
         bb.MobileNetV3SSD.__init__ = init_dense
+
+    if "s8" in ch:  # resnet-lite's maps from stride 8 (38x38 at 300), sizes "s0,...,s6"
+        _stride8(tuple(float(x) for x in ch["s8"].split(",")))
 
 
 def _light_crop(p: float, min_scale: float) -> None:
@@ -217,3 +222,29 @@ def after_model(model, ch: dict) -> None:  # type: ignore[no-untyped-def]
                 b = h.bias.view(-1, k)
                 b[:, 0] = math.log((1 - p) / p * (k - 1))
                 b[:, 1:] = 0
+
+
+def _stride8(sizes: tuple[float, ...]) -> None:
+    """`resnet-lite` with its first map at stride 8 (the 64-channel stage) and three
+    expanders after stride 32 instead of four: six maps, the first four times as dense."""
+    import sdod.model.anchors as an
+    import sdod.model.backbones as bb
+
+    orig = bb.ResNetLiteSSD.__init__
+
+    def init(self, image_size, weights=None, variant=""):  # type: ignore[no-untyped-def]
+        orig(self, image_size, weights, variant)
+        self.extras = self.extras[:3]
+        self.out_channels = [self.WIDTHS[2], *self.out_channels[:5]]
+
+    def forward(self, x):  # type: ignore[no-untyped-def]
+        x = self.stages[0](self.stem(x))
+        c3 = self.stages[1](x)
+        c4 = self.stages[2](c3)
+        return [c3, *bb._with_extras(c4, self.stages[3](c4), self.extras)]
+
+    bb.ResNetLiteSSD.__init__ = init
+    bb.ResNetLiteSSD.forward = forward
+    an.PRESETS[("resnet-lite", 300)] = an.AnchorPreset(
+        300, sizes, (an.R3, an.R5, an.R5, an.R5, an.R3, an.R3), None
+    )

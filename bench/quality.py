@@ -180,12 +180,15 @@ def main() -> None:
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     hp_raw = dict(DEMO_HYPERPARAMETERS)
+    sizes: dict[str, int] = {}  # make-sample-data's defaults: the demo's sample set
     if args.quick:
         seeds, hp_raw["epochs"], hp_raw["lr_scheduler_step"] = seeds[:1], "2", "1"
+        sizes = {"train": 48, "validation": 12}
+        hp_raw["num_training_samples"] = "48"
     hp = parse_hyperparameters(hp_raw)
     work = Path(tempfile.mkdtemp(prefix="sdod-quality-"))
     bucket = work / "bucket"
-    make_sample_data(bucket, seed=args.data_seed)
+    make_sample_data(bucket, seed=args.data_seed, **sizes)
     train = read_image_json(bucket / "train", bucket / "train_annotation").samples
     val = read_image_json(bucket / "validation", bucket / "validation_annotation").samples
     rows: list[dict] = []

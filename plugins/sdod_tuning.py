@@ -58,8 +58,8 @@ def demo_tuning_request(data_uri: str, output_uri: str) -> dict[str, Any]:
         },
         "TrainingJobDefinition": {
             "StaticHyperParameters": {
-                "base_network": "mobilenet-v3", "use_pretrained_model": "0", "num_classes": "3",
-                "num_training_samples": "240", "epochs": "8", "mini_batch_size": "8",
+                "base_network": "resnet-lite", "use_pretrained_model": "0", "num_classes": "3",
+                "num_training_samples": "960", "epochs": "3", "mini_batch_size": "8",
                 "augmentation": "light", "image_shape": "300",
             },
             "AlgorithmSpecification": {"TrainingImage": "sdod", "TrainingInputMode": "File"},

@@ -16,7 +16,7 @@ from sdod.errors import UserError
 def _configure_sample_data(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="folder to write the dataset into")
     p.add_argument("--format", default="image-json", choices=["image-json", "manifest"])
-    p.add_argument("--train", type=int, default=240, help="training images (default 240)")
+    p.add_argument("--train", type=int, default=960, help="training images (default 960)")
     p.add_argument("--validation", type=int, default=60, help="validation images (default 60)")
     p.add_argument("--classes", type=int, default=3, help="shape classes, 1..8 (default 3)")
     p.add_argument("--seed", type=int, default=0, help="same seed, same bytes (default 0)")

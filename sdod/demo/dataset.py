@@ -63,7 +63,7 @@ def make_sample_data(
     out: str | Path,
     *,
     fmt: str = "image-json",
-    train: int = 240,
+    train: int = 960,
     validation: int = 60,
     num_classes: int = 3,
     seed: int = 0,

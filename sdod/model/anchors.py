@@ -53,11 +53,15 @@ RESNET50_512 = AnchorPreset(
 RESNET50_300 = AnchorPreset(
     300, VGG16_300.sizes, RESNET50_512.ratios, None
 )  # sdod: GluonCV has none
+# sdod: resnet-lite's maps start at stride 8 (38x38), with anchors from 21 pixels: smaller
+# objects than ResNet-50's stride-16 first map with 30-pixel anchors can match (docs/quality.md)
+RESNET_LITE_300 = AnchorPreset(300, (21, 45, 90, 150, 210, 270, 315), VGG16_300.ratios, None)
 PRESETS = {
     ("vgg-16", 300): VGG16_300,
     ("vgg-16", 512): VGG16_512,
     ("resnet-50", 300): RESNET50_300,
     ("resnet-50", 512): RESNET50_512,
+    ("resnet-lite", 300): RESNET_LITE_300,
 }
 
 
@@ -67,7 +71,7 @@ def preset_for(base_network: str, image_size: int) -> AnchorPreset:
         return PRESETS[(base_network, image_size)]
     candidates = [p for (net, _), p in PRESETS.items() if net == base_network] or [VGG16_300]
     if base_network not in {net for net, _ in PRESETS}:
-        candidates = [RESNET50_300]  # light networks share ResNet's six-map layout
+        candidates = [RESNET50_300]  # mobilenet-v3 shares ResNet-50's six-map layout
     nearest = min(candidates, key=lambda p: abs(p.image_size - image_size))
     scale = image_size / nearest.image_size
     return AnchorPreset(image_size, tuple(s * scale for s in nearest.sizes), nearest.ratios, None)

@@ -282,11 +282,12 @@ class _BasicBlock(nn.Module):
 class ResNetLiteSSD(Backbone):
     """`resnet-lite` (sdod extension): a small ResNet of dense 3x3 convolutions for training
     from scratch on a CPU. A 3x3/2 stem to 16 channels, then four stages (a 3x3/2 convolution
-    to 32, 64, 128, 256 channels and one basic block each); the stride-16 and stride-32
-    stages are the first two maps, then mobilenet-v3's expanders. About as fast per step as
-    mobilenet-v3 on a CPU, but it learns far sooner from scratch, since depthwise and
-    squeeze-excite layers need long schedules (docs/quality.md). It has no ImageNet
-    weights: it trains from scratch only."""
+    to 32, 64, 128, 256 channels and one basic block each); the stride-8, -16 and -32 stages
+    are the first three maps, then three of mobilenet-v3's expanders: six maps, 38x38 to 2x2
+    at 300, with anchors from 21 pixels (`anchors.RESNET_LITE_300`). About as fast per step
+    as mobilenet-v3 on a CPU, but it learns far sooner from scratch, since depthwise and
+    squeeze-excite layers need long schedules; the stride-8 map is what finds small objects
+    (docs/quality.md, rows 21-27). It has no ImageNet weights: it trains from scratch only."""
 
     WIDTHS = (16, 32, 64, 128, 256)
 
@@ -300,18 +301,17 @@ class ResNetLiteSSD(Backbone):
             nn.Sequential(*_conv_bn(cin, cout, 2), _BasicBlock(cout))
             for cin, cout in itertools.pairwise(w)
         )
-        filters = [256, 256, 128, 128]
+        filters = [256, 256, 128]
         cins = [w[-1], *filters[:-1]]
         self.extras = nn.ModuleList(
             _expander(c, f, trans=f // 2) for c, f in zip(cins, filters, strict=True)
         )
-        self.out_channels = [w[-2], w[-1], *filters]
+        self.out_channels = [w[-3], w[-2], w[-1], *filters]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.stem(x)
-        for stage in self.stages[:-1]:
-            x = stage(x)
-        return _with_extras(x, self.stages[-1](x), self.extras)  # stride 16, stride 32
+        c3 = self.stages[1](self.stages[0](self.stem(x)))  # stride 8
+        c4 = self.stages[2](c3)
+        return [c3, *_with_extras(c4, self.stages[3](c4), self.extras)]
 
     def name_map(self) -> dict[str, str]:
         out = {"stem.0": "conv0", "stem.1": "bn0"}

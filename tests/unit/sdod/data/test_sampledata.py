@@ -14,6 +14,7 @@ from PIL import Image
 from sdod.data.imagejson import read_image_json
 from sdod.data.manifest import read_manifest
 from sdod.demo.dataset import make_sample_data
+from sdod.demo.scenes import generate_split
 from sdod.errors import UserError
 
 
@@ -79,6 +80,13 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path: Path) -> None:
     assert a == b
     assert len(a) == 14
     assert a != c
+
+
+def test_images_drawn_in_processes_are_the_bytes_one_process_draws() -> None:
+    one = [(g.sample.key, g.jpeg) for g in generate_split(5, 0, 10, 3, "train", workers=1)]
+    two = [(g.sample.key, g.jpeg) for g in generate_split(5, 0, 10, 3, "train", workers=2)]
+    assert one == two
+    assert [k for k, _ in two] == [f"train_{i:05d}" for i in range(10)]
 
 
 def test_rerun_replaces_output_without_stale_files(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from sdod.model.ssd import SSD, SSDConfig, anchors_for
 @pytest.mark.parametrize(
     ("net", "size", "anchors"),
     [("vgg-16", 300, 8732), ("vgg-16", 512, 24564), ("resnet-50", 300, 2268),
-     ("resnet-50", 512, 6132), ("mobilenet-v3", 300, 2268), ("resnet-lite", 300, 2268)],
+     ("resnet-50", 512, 6132), ("mobilenet-v3", 300, 2268), ("resnet-lite", 300, 8744)],
 )  # fmt: skip
 def test_output_shapes(net: str, size: int, anchors: int) -> None:
     model = SSD(SSDConfig(net, num_classes=5, image_size=size)).eval()

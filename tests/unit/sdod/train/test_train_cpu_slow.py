@@ -1,6 +1,7 @@
-"""The demo recipe learns the sample data on a CPU: validation mAP >= 0.75 within a
-10-minute StoppingCondition (the job's own MaxRuntimeInSeconds is the limit). The recipe
-reached 0.80-0.82 over four seeds in 400-440 s on the 2-core machine (docs/quality.md)."""
+"""The demo recipe learns the sample data on a CPU: validation mAP >= 0.88 within a
+15-minute StoppingCondition (the job's own MaxRuntimeInSeconds is the limit). The recipe
+(960 training images, 8 epochs) reached FIGURES on the 2-core machine
+(docs/quality.md, bench/quality.py)."""
 
 from __future__ import annotations
 
@@ -16,13 +17,14 @@ from sdod.demo.recipe import DEMO_HYPERPARAMETERS as DEMO_HP
 
 
 @pytest.mark.slow
-def test_demo_recipe_reaches_map_075_on_cpu_within_ten_minutes(tmp_path: Path) -> None:
+@pytest.mark.timeout(1500)
+def test_demo_recipe_reaches_map_088_on_cpu_within_fifteen_minutes(tmp_path: Path) -> None:
     make_sample_data(tmp_path / "bucket")
     spec = spec_from_form(job_name="slow-cpu", data_uri=str(tmp_path / "bucket"), output_uri=str(tmp_path / "out"),
-                          hyperparameters=DEMO_HP, max_runtime_seconds=600)  # fmt: skip
+                          hyperparameters=DEMO_HP, max_runtime_seconds=900)  # fmt: skip
     outcome = stages.train(job_spec=spec, job_root=str(tmp_path / "job"))
     assert outcome.status in ("Completed", "Stopped"), outcome.message
     metrics = read_artifact(outcome.artifact).metrics  # type: ignore[arg-type]
     print(f"best validation mAP {metrics['validation:mAP']:.4f} at epoch {metrics['best_epoch']}, "
           f"{metrics['epochs_completed']} epochs in {metrics['train_seconds']} s")  # fmt: skip
-    assert metrics["validation:mAP"] >= 0.75
+    assert metrics["validation:mAP"] >= 0.88
