@@ -13,7 +13,7 @@ validation images after every epoch; the best epoch counts (both keep their best
   by sdod's augmentation with the same policy, stepped with its own loss.
 
 Run: `.venv/bin/python bench/quality.py` (3 seeds; torchvision's budget for a seed is what
-sdod's whole run of that seed took; about 40 minutes on 2 cores). `--quick` checks that it
+sdod's whole run of that seed took; 40-80 minutes on 2 cores). `--quick` checks that it
 runs (seconds).
 Writes `bench/results/quality.json` and prints the table.
 """
