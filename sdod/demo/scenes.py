@@ -208,7 +208,7 @@ def generate_split(
         raise ValueError(f"num_classes must be in [1, {MAX_CLASSES}], got {num_classes}")
     draw = functools.partial(_generate_indexed, seed, split, num_classes, prefix)
     if workers is None:
-        workers = min(os.cpu_count() or 1, 8) if count >= PARALLEL_FROM else 1
+        workers = min(len(os.sched_getaffinity(0)), 8) if count >= PARALLEL_FROM else 1
     if workers <= 1:
         yield from map(draw, range(count))
         return
