@@ -10,9 +10,7 @@ from __future__ import annotations
 import os
 from datetime import datetime
 
-from airflow.sdk import DAG, Asset
-from airflow.timetables.assets import AssetOrTimeSchedule
-from airflow.timetables.trigger import CronTriggerTimetable
+from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable
 from sdod_pipeline import STATE, pipeline_params, sdod_pipeline
 
 ANNOTATIONS = Asset(name="sdod_annotations")
