@@ -7,9 +7,12 @@ import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from sdod.train.outputs import JobOutcome
 
 AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -90,3 +93,34 @@ def load_dag(dag_id: str, s3_endpoint: S3Endpoint, cache: Path) -> Any:
     bag = DagBag(dag_folder=str(repo / "dags" / f"{dag_id}.py"))
     assert bag.import_errors == {}
     return bag.dags[dag_id]
+
+
+def train_memoriser(root: Path, *, num_classes: int, epochs: int, seed: int) -> JobOutcome:
+    """A real training job that learns 4 sample images by heart (validation = train, so the
+    best-by-validation weights are the memorised ones), from fixed initial weights
+    (`SDOD_SEED`) however the suite runs. Data in `root/data`, the job in `root/job`; returns
+    the job's outcome."""
+    import shutil
+
+    from sdod import stages
+    from sdod.config import spec_from_form
+    from sdod.demo.dataset import make_sample_data
+
+    data = root / "data"
+    make_sample_data(data, train=4, validation=1, num_classes=num_classes, seed=11)
+    for channel in ("validation", "validation_annotation"):
+        shutil.rmtree(data / channel)
+        shutil.copytree(data / channel.replace("validation", "train"), data / channel)
+    hp = {
+        "base_network": "resnet-lite", "use_pretrained_model": "0",
+        "num_classes": str(num_classes), "num_training_samples": "4", "epochs": str(epochs),
+        "mini_batch_size": "4", "optimizer": "adam", "learning_rate": "0.002",
+        "augmentation": "none",
+    }  # fmt: skip
+    spec = spec_from_form(
+        job_name="memorise", data_uri=str(data), output_uri=str(root / "memorised"),
+        hyperparameters=hp, max_runtime_seconds=600,
+    )  # fmt: skip
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("SDOD_SEED", str(seed))
+        return stages.train(job_spec=spec, job_root=str(root / "job"), log=lambda _: None)

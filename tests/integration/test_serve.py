@@ -14,9 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from sdod import stages
-from sdod.config import spec_from_form
-from sdod.demo.dataset import make_sample_data
+from tests.integration.conftest import train_memoriser
 
 pytestmark = pytest.mark.integration
 MX = Path(__file__).resolve().parents[1] / "fixtures" / "mxnet"
@@ -25,35 +23,8 @@ MX = Path(__file__).resolve().parents[1] / "fixtures" / "mxnet"
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("serve")
-    make_sample_data(root / "data", train=4, validation=1, seed=11)
-    for channel in ("validation", "validation_annotation"):  # validate on the memorised images, so
-        shutil.rmtree(
-            root / "data" / channel
-        )  # the best-by-validation weights are the memorised ones
-        shutil.copytree(
-            root / "data" / channel.replace("validation", "train"), root / "data" / channel
-        )
-    hp = {  # memorise 4 images: confident, well-separated detections to compare backends on
-        "base_network": "resnet-lite",
-        "use_pretrained_model": "0",
-        "num_classes": "3",
-        "num_training_samples": "4",
-        "epochs": "150",
-        "mini_batch_size": "4",
-        "optimizer": "adam",
-        "learning_rate": "0.002",
-        "augmentation": "none",
-    }
-    spec = spec_from_form(
-        job_name="serve",
-        data_uri=str(root / "data"),
-        output_uri=str(root / "out"),
-        hyperparameters=hp,
-        max_runtime_seconds=600,
-    )
-    with pytest.MonkeyPatch.context() as env:  # the same initial weights however the suite runs
-        env.setenv("SDOD_SEED", "0")
-        outcome = stages.train(job_spec=spec, job_root=str(root / "job"), log=lambda _: None)
+    # memorise 4 images: confident, well-separated detections to compare backends on
+    outcome = train_memoriser(root, num_classes=3, epochs=150, seed=0)
     assert outcome.status == "Completed", outcome.message
     result = subprocess.run(
         [sys.executable, "-m", "sdod", "export-onnx", "--model", str(outcome.artifact)],

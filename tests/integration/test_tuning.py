@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +14,7 @@ from typing import Any
 import pytest
 
 from sdod import stages
-from sdod.config import spec_from_form
-from sdod.demo.dataset import make_sample_data
+from tests.integration.conftest import train_memoriser
 
 pytestmark = pytest.mark.integration
 CHANNELS = ("train", "validation", "train_annotation", "validation_annotation")
@@ -26,24 +24,7 @@ CHANNELS = ("train", "validation", "train_annotation", "validation_annotation")
 def base(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """4 images (validation = train) and a model that has memorised them (mAP > 0.4)."""
     root = tmp_path_factory.mktemp("tuning")
-    make_sample_data(root / "data", train=4, validation=1, num_classes=2, seed=11)
-    for channel in ("validation", "validation_annotation"):
-        shutil.rmtree(root / "data" / channel)
-        shutil.copytree(
-            root / "data" / channel.replace("validation", "train"), root / "data" / channel
-        )
-    hp = {
-        "base_network": "resnet-lite", "use_pretrained_model": "0", "num_classes": "2",
-        "num_training_samples": "4", "epochs": "60", "mini_batch_size": "4",
-        "optimizer": "adam", "learning_rate": "0.002", "augmentation": "none",
-    }  # fmt: skip
-    spec = spec_from_form(
-        job_name="memorise", data_uri=str(root / "data"), output_uri=str(root / "base"),
-        hyperparameters=hp, max_runtime_seconds=600,
-    )  # fmt: skip
-    with pytest.MonkeyPatch.context() as env:  # the same initial weights however the suite runs
-        env.setenv("SDOD_SEED", "1")
-        outcome = stages.train(job_spec=spec, job_root=str(root / "job"), log=lambda _: None)
+    outcome = train_memoriser(root, num_classes=2, epochs=60, seed=1)
     assert outcome.status == "Completed" and outcome.metrics["validation:mAP"] > 0.4
     return {"root": root, "data": root / "data", "model": Path(str(outcome.artifact))}
 
