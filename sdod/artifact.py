@@ -1,10 +1,13 @@
 """model.tar.gz: write, read safely, validate.
 
-Members: `model.safetensors` (weights), `hyperparams.json` (SageMaker's string map),
-`model_config.json` (base network, image shape, classes, anchors), `metrics.json`, and
-optionally `model.onnx`. Reading never unpickles and never writes outside its target:
-absolute names, `..`, links, devices, unknown or oversized members are refused with a
-message that names the member.
+Members, each once and all at the archive's root: `model.safetensors` (weights),
+`hyperparams.json` (SageMaker's string map), `model_config.json` (base network, image
+shape, classes, anchors), `metrics.json`, and optionally `model.onnx`. Reading never
+unpickles and never extracts: absolute names, `..`, subfolders, duplicates, links,
+devices, sparse files and unknown members are refused with a message naming the member.
+Sizes are bounded before a byte is read: each member by its kind (the weights by what the
+configured network holds), the archive in total, extended tar headers, and the
+decompressed stream itself, so a bomb with a lying header stops at the cap.
 """
 
 from __future__ import annotations
@@ -14,18 +17,99 @@ import json
 import os
 import tarfile
 import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
+from sdod import archive
 from sdod.errors import DataError
+from sdod.hyperparameters import BASE_NETWORKS, MAX_IMAGE_SHAPE, MAX_NMS_TOPK, MAX_NUM_CLASSES
 
 FORMAT_VERSION = 1
 REQUIRED = ("model.safetensors", "hyperparams.json", "model_config.json", "metrics.json")
 OPTIONAL = ("model.onnx",)
-MAX_MEMBER_BYTES = 2 << 30  # 2 GiB: far above any SSD's weights
-MAX_JSON_BYTES = 16 << 20
+MAX_ANCHORS = 131072  # the largest network at MAX_IMAGE_SHAPE has 98,276
+MAX_CLASS_NAME = 256
+VARIANTS = ("", "gluoncv", "sagemaker")
+# float32 state-dict bytes of each network, fixed + per_class * (num_classes + 1): 10% over
+# the most any image shape or variant holds (tests/unit/sdod/test_artifact.py measures it;
+# SageMaker's own MXNet networks hold a little more than sdod's)
+WEIGHT_BYTES = {
+    "vgg-16": (107_000_000, 660_000),
+    "resnet-50": (141_000_000, 980_000),
+    "mobilenet-v3": (10_000_000, 350_000),
+    "resnet-lite": (13_000_000, 230_000),
+}
+WEIGHTS_SLACK = 4 << 20  # safetensors' JSON header
+ONNX_SLACK = 32 << 20  # the graph, anchors and constants beside the weights
+MAX_JSON_BYTES = 4 << 20
 PICKLE_PREFIXES = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05", b"PK\x03\x04")
+RULE = "model_archive_valid"
+
+
+def weights_limit(base_network: str, num_classes: int) -> int:
+    """The most bytes `model.safetensors` may hold for this network (float32 weights)."""
+    fixed, per_class = WEIGHT_BYTES[base_network]
+    return fixed + per_class * (num_classes + 1) + WEIGHTS_SLACK
+
+
+MAX_WEIGHTS_BYTES = max(weights_limit(net, MAX_NUM_CLASSES) for net in WEIGHT_BYTES)
+MAX_ONNX_BYTES = MAX_WEIGHTS_BYTES + ONNX_SLACK
+MAX_TOTAL_BYTES = MAX_WEIGHTS_BYTES + MAX_ONNX_BYTES + 3 * MAX_JSON_BYTES
+MAX_STREAM_BYTES = MAX_TOTAL_BYTES + (1 << 20)  # tar headers, padding and end blocks
+
+
+def _refuse(where: str, what: str, member: str | None = None) -> DataError:
+    return DataError(f"{where}: {what}", rule=RULE, where=f"{where}:{member}" if member else where)
+
+
+def _config_error(where: str, key: str, what: str) -> DataError:
+    return _refuse(where, f"model_config.json field {key!r} {what}", f"model_config.json:{key}")
+
+
+def _integer(value: Any, key: str, lo: int, hi: int, where: str) -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise _config_error(where, key, f"is {value!r}; it must be an integer in [{lo}, {hi}]")
+    return value
+
+
+def _choice(value: Any, key: str, options: tuple[str, ...], where: str) -> str:
+    if value not in options:
+        shown = ", ".join(repr(o) for o in options)
+        raise _config_error(where, key, f"is {value!r}; it must be one of {shown}")
+    return str(value)
+
+
+def _class_names(raw: dict[str, Any], num_classes: int, where: str) -> tuple[str, ...]:
+    names = raw.get("class_names", [])
+    if not isinstance(names, list) or not all(
+        isinstance(n, str) and len(n) <= MAX_CLASS_NAME for n in names
+    ):
+        what = f"must be a list of names of at most {MAX_CLASS_NAME} characters"
+        raise _config_error(where, "class_names", what)
+    if names and len(names) != num_classes:
+        what = f"lists {len(names)} names for num_classes={num_classes}; give one per class or none"
+        raise _config_error(where, "class_names", what)
+    return tuple(names)
+
+
+def _nms_threshold(raw: dict[str, Any], where: str) -> float:
+    value = raw.get("nms_threshold", 0.45)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise _config_error(where, "nms_threshold", f"is {value!r}; it must be a number in (0, 1]")
+    return float(value)
+
+
+def _anchor_count(raw: dict[str, Any], where: str) -> int | None:
+    anchors = raw.get("anchors")
+    if anchors is None:
+        return None
+    if not isinstance(anchors, dict) or "count" not in anchors:
+        raise _config_error(where, "anchors", f"is {anchors!r}; it must be an object with a count")
+    return _integer(anchors["count"], "anchors.count", 1, MAX_ANCHORS, where)
 
 
 @dataclass(frozen=True)
@@ -40,6 +124,9 @@ class ModelConfig:
     nms_threshold: float = 0.45
     anchor_count: int | None = None
     variant: str = ""  # "gluoncv": imported GluonCV weights (see sdod/model/gluoncv.py)
+    # variant "sagemaker": the SageMaker graph it is built from (sdod/model/sagemaker.py)
+    network: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    nms_topk: int = 400  # the most detections an image keeps (hyperparameter nms_topk)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -48,31 +135,39 @@ class ModelConfig:
             "image_shape": self.image_shape,
             "class_names": list(self.class_names),
             "nms_threshold": self.nms_threshold,
+            "nms_topk": self.nms_topk,
         }
         if self.variant:
             out["variant"] = self.variant
         if self.anchor_count is not None:
             out["anchors"] = {"count": self.anchor_count, "format": "cx,cy,w,h input pixels"}
+        if self.network is not None:
+            out["network"] = self.network
         return out
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], where: str = "model_config.json") -> ModelConfig:
+    def from_dict(cls, raw: Any, where: str = "model_config.json") -> ModelConfig:
+        """Validate `model_config.json`: every value within the range its hyperparameter
+        allows (num_classes and image_shape also capped), DataError naming the field."""
+        if not isinstance(raw, dict):
+            raise _refuse(where, "model_config.json must be a JSON object", "model_config.json")
         for key in ("base_network", "num_classes", "image_shape"):
             if key not in raw:
-                raise DataError(f"{where}: model_config.json has no {key!r}")
-        try:
-            anchors = raw.get("anchors") or {}
-            return cls(
-                str(raw["base_network"]),
-                int(raw["num_classes"]),
-                int(raw["image_shape"]),
-                tuple(str(n) for n in raw.get("class_names", [])),
-                float(raw.get("nms_threshold", 0.45)),
-                int(anchors["count"]) if "count" in anchors else None,
-                str(raw.get("variant", "")),
-            )
-        except (TypeError, ValueError) as exc:
-            raise DataError(f"{where}: model_config.json has a bad value ({exc})") from None
+                raise _config_error(where, key, "is missing")
+        if "format_version" in raw:
+            _integer(raw["format_version"], "format_version", 1, FORMAT_VERSION, where)
+        num_classes = _integer(raw["num_classes"], "num_classes", 1, MAX_NUM_CLASSES, where)
+        return cls(
+            _choice(raw["base_network"], "base_network", BASE_NETWORKS, where),
+            num_classes,
+            _integer(raw["image_shape"], "image_shape", 300, MAX_IMAGE_SHAPE, where),
+            _class_names(raw, num_classes, where),
+            _nms_threshold(raw, where),
+            _anchor_count(raw, where),
+            _choice(raw.get("variant", ""), "variant", VARIANTS, where),
+            raw.get("network") if isinstance(raw.get("network"), dict) else None,
+            _integer(raw.get("nms_topk", 400), "nms_topk", 1, MAX_NMS_TOPK, where),
+        )
 
     def names(self) -> list[str]:
         """Class names, or the class ids as text when the model has none."""
@@ -80,6 +175,10 @@ class ModelConfig:
 
     def build(self, backbone_weights: Any = None) -> Any:
         """The (untrained) SSD this config describes."""
+        if self.variant == "sagemaker":  # built from its stored graph
+            from sdod.model.sagemaker import build_network
+
+            return build_network(self)
         from sdod.model.ssd import SSD, SSDConfig
 
         config = SSDConfig(self.base_network, self.num_classes, self.image_shape, self.variant)
@@ -117,14 +216,15 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 def _members(artifact: Artifact) -> dict[str, bytes]:
-    """The archive's members, name -> bytes."""
+    """The archive's members, name -> bytes; the config comes before the weights, so a
+    reader bounds the weights by the network before reading them."""
     members = {
-        "model.safetensors": artifact.weights,
         "hyperparams.json": json.dumps(artifact.hyperparams, indent=2, sort_keys=True).encode(),
         "model_config.json": json.dumps(
             {"format_version": FORMAT_VERSION, **artifact.config}, indent=2
         ).encode(),
         "metrics.json": json.dumps(artifact.metrics, indent=2).encode(),
+        "model.safetensors": artifact.weights,
     }
     if artifact.onnx is not None:
         members["model.onnx"] = artifact.onnx
@@ -148,7 +248,11 @@ def write_artifact(path: str | os.PathLike[str], artifact: Artifact) -> Path:
     members = _members(artifact)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
-        with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
+        # gzip level 1: float weights hardly compress (level 9 was 4 % smaller, 10x slower)
+        with (
+            os.fdopen(fd, "wb") as raw,
+            tarfile.open(fileobj=raw, mode="w:gz", compresslevel=1) as tar,
+        ):
             for name, data in members.items():
                 _add(tar, name, data)
         os.replace(tmp, target)
@@ -158,72 +262,165 @@ def write_artifact(path: str | os.PathLike[str], artifact: Artifact) -> Path:
     return target
 
 
-def _check_member(member: tarfile.TarInfo, where: str) -> None:
-    name = member.name
-    if name.startswith("/") or Path(name).is_absolute():
-        raise DataError(f"{where}: member {name!r} has an absolute path; refusing the archive")
-    if ".." in Path(name).parts:
-        raise DataError(f"{where}: member {name!r} points outside the archive ('..'); refusing it")
-    if member.issym() or member.islnk():
-        raise DataError(f"{where}: member {name!r} is a link; model archives hold plain files only")
-    if not member.isfile():
-        raise DataError(f"{where}: member {name!r} is not a regular file (device, fifo or folder)")
-    if member.size > MAX_MEMBER_BYTES:
-        raise DataError(
-            f"{where}: member {name!r} is {member.size} bytes, over the limit of {MAX_MEMBER_BYTES}"
-        )
-    base = Path(name).name
-    if base not in REQUIRED + OPTIONAL:
-        raise DataError(
-            f"{where}: unexpected member {name!r} (pickled weights such as .pt/.params are "
-            "not loaded); expected model.safetensors, hyperparams.json, model_config.json, "
-            "metrics.json"
-        )
-    if base.endswith(".json") and member.size > MAX_JSON_BYTES:
-        raise DataError(f"{where}: {name!r} is {member.size} bytes, too large for a JSON config")
+def member_limit(name: str, config: ModelConfig | None = None) -> int:
+    """The most bytes a member may hold: JSON small; the weights (and model.onnx) what the
+    configured network holds, or what the largest one allowed holds before the config is
+    known."""
+    if name.endswith(".json"):
+        return MAX_JSON_BYTES
+    if config is None:
+        return MAX_WEIGHTS_BYTES if name == "model.safetensors" else MAX_ONNX_BYTES
+    limit = weights_limit(config.base_network, config.num_classes)
+    return limit if name == "model.safetensors" else limit + ONNX_SLACK
+
+
+def _member_name(member: tarfile.TarInfo, seen: dict[str, bytes], where: str) -> str | None:
+    """The member's name at the root, None for the root folder itself (`tar -C dir .`);
+    DataError for anything but a known, plain, first-seen file at the root."""
+    name, path = member.name, PurePosixPath(member.name)
+    problem = None
+    if path.is_absolute():
+        problem = "has an absolute path; refusing the archive"
+    elif ".." in path.parts:
+        problem = "points outside the archive ('..'); refusing it"
+    elif member.issym() or member.islnk():
+        problem = "is a link; model archives hold plain files only"
+    elif member.isdir() and path == PurePosixPath("."):
+        return None
+    elif not member.isfile() or member.issparse():
+        problem = "is not a regular file (device, fifo, folder or sparse file)"
+    elif len(path.parts) != 1:
+        problem = "is not at the archive's root; model archives hold their members at the root only"
+    elif path.name not in REQUIRED + OPTIONAL:
+        what = f"unexpected member {name!r} (pickled weights such as .pt/.params are not loaded)"
+        raise _refuse(where, f"{what}; expected {', '.join(REQUIRED + OPTIONAL)}", name)
+    elif path.name in seen:
+        problem = "appears twice; an archive holds each member once"
+    if problem:
+        raise _refuse(where, f"member {name!r} {problem}", name)
+    return path.name
+
+
+def _json(data: bytes, name: str, where: str) -> Any:
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise _refuse(where, f"{name} does not parse as JSON ({exc})", name) from None
+
+
+class _Members(dict[str, bytes]):
+    """Members taken one by one, each size checked against its limit before it is read."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__()
+        self.where, self.total = where, 0
+        self.config: ModelConfig | None = None
+
+    def check_size(self, name: str, size: int) -> None:
+        limit = member_limit(name, self.config)
+        self.total += size
+        if size > limit:
+            what = f"member {name!r} is {size} bytes, over the limit of {limit} for this model"
+            raise _refuse(self.where, what, name)
+        if self.total > MAX_TOTAL_BYTES:
+            what = f"members add up to {self.total} bytes, over the limit of {MAX_TOTAL_BYTES}"
+            raise _refuse(self.where, what, name)
+
+    def add(self, name: str, data: bytes) -> None:
+        self[name] = data
+        if name == "model_config.json":
+            self.config = ModelConfig.from_dict(_json(self[name], name, self.where), self.where)
+
+
+def tar_members(
+    path: str | os.PathLike[str], where: str, wanted: Callable[[tarfile.TarInfo], bool]
+) -> Iterator[tuple[tarfile.TarInfo, bytes | None]]:
+    """`sdod.archive.tar_members` with a model archive's stream cap (MAX_STREAM_BYTES)."""
+    return archive.tar_members(path, where, wanted, max_stream_bytes=MAX_STREAM_BYTES)
+
+
+def _read_tar(path: str | os.PathLike[str], where: str) -> _Members:
+    taken = _Members(where)
+
+    def wanted(member: tarfile.TarInfo) -> bool:
+        name = _member_name(member, taken, where)
+        if name:
+            taken.check_size(name, member.size)
+        return name is not None
+
+    for member, data in tar_members(path, where, wanted):
+        if data is not None:
+            taken.add(PurePosixPath(member.name).name, data)
+    return taken
+
+
+def _read_folder(folder: Path, where: str) -> _Members:
+    """The unpacked files (SageMaker's /opt/ml/model), the config first."""
+    taken = _Members(where)
+    for name in sorted(REQUIRED + OPTIONAL, key=lambda n: n != "model_config.json"):
+        if (folder / name).is_file():
+            with (folder / name).open("rb") as f:
+                taken.check_size(name, os.fstat(f.fileno()).st_size)
+                taken.add(name, archive.read_all(f))
+    return taken
 
 
 def read_artifact(path: str | os.PathLike[str]) -> Artifact:
-    """Read and validate a model.tar.gz entirely in memory (nothing is extracted)."""
+    """Read and validate a model.tar.gz (or its unpacked folder) in memory: nothing is
+    extracted, every size is bounded before it is read."""
+    from sdod.model.sagemaker import converted_artifact  # SageMaker's own archive (issue 27)
+
+    path = converted_artifact(path) or path
     where = str(path)
-    members: dict[str, bytes] = {}
-    if Path(path).is_dir():  # the unpacked files (SageMaker's /opt/ml/model)
-        for name in (*REQUIRED, *OPTIONAL):
-            if (Path(path) / name).is_file():
-                members[name] = (Path(path) / name).read_bytes()
-        return _validated(members, where)
-    try:
-        with tarfile.open(path, mode="r:*") as tar:
-            for member in tar:
-                _check_member(member, where)
-                f = tar.extractfile(member)
-                members[Path(member.name).name] = f.read() if f else b""
-    except FileNotFoundError:
-        raise DataError(f"{where}: no such model archive") from None
-    except (tarfile.TarError, EOFError, OSError) as exc:
-        raise DataError(f"{where}: not a readable .tar.gz ({exc})") from None
-    return _validated(members, where)
-
-
-def _validated(members: dict[str, bytes], where: str) -> Artifact:
-    missing = [name for name in REQUIRED if name not in members]
+    taken = _read_folder(Path(path), where) if Path(path).is_dir() else _read_tar(path, where)
+    missing = [name for name in REQUIRED if name not in taken]
     if missing:
-        raise DataError(f"{where}: missing member(s) {', '.join(missing)}")
-    weights = members["model.safetensors"]
-    if weights.startswith(PICKLE_PREFIXES):
-        raise DataError(
-            f"{where}: model.safetensors holds a pickle or a zip, not safetensors; refusing it"
-        )
-    try:
-        parsed = {name: json.loads(members[name]) for name in REQUIRED[1:]}
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{where}: a JSON member does not parse ({exc})") from None
-    config = parsed["model_config.json"]
-    ModelConfig.from_dict(config, where)  # validates
+        raise _refuse(where, f"missing member(s) {', '.join(missing)}")
+    taken.total = 0  # the weights may come before the config: check them against it now
+    for name, data in taken.items():
+        taken.check_size(name, len(data))
+    _check_safetensors(taken["model.safetensors"], where)
+    parsed = {name: _json(taken[name], name, where) for name in REQUIRED[1:]}
+    _check_metrics(parsed, where)
     return Artifact(
-        weights,
+        taken["model.safetensors"],
         parsed["hyperparams.json"],
-        config,
+        parsed["model_config.json"],
         parsed["metrics.json"],
-        members.get("model.onnx"),
+        taken.get("model.onnx"),
     )
+
+
+def _check_safetensors(data: bytes, where: str) -> None:
+    """The weights are a safetensors file: a bounded JSON header, its tensors inside."""
+    if data.startswith(PICKLE_PREFIXES):
+        what = "model.safetensors holds a pickle or a zip, not safetensors; refusing it"
+        raise _refuse(where, what, "model.safetensors")
+    n = int.from_bytes(data[:8], "little") if len(data) >= 8 else -1
+    header = _json(data[8 : 8 + n], "model.safetensors", where) if 2 <= n <= len(data) - 8 else 0
+    body, tensors = len(data) - 8 - n, header.items() if isinstance(header, dict) else [("", 0)]
+    for key, info in tensors:
+        span = info.get("data_offsets") if isinstance(info, dict) else None
+        if key != "__metadata__" and not _span_inside(span, body):
+            what = f"model.safetensors is not a safetensors file (tensor {key!r} is unreadable)"
+            raise _refuse(where, what, "model.safetensors")
+
+
+def _span_inside(span: Any, size: int) -> bool:
+    pair = isinstance(span, list) and len(span) == 2 and all(type(o) is int for o in span)
+    return pair and 0 <= span[0] <= span[1] <= size
+
+
+def _check_metrics(parsed: dict[str, Any], where: str) -> None:
+    """hyperparams.json and metrics.json are objects; the mAP a number (or null)."""
+    for name in ("hyperparams.json", "metrics.json"):
+        if not isinstance(parsed[name], dict):
+            raise _refuse(where, f"{name} must be a JSON object", name)
+    score = parsed["metrics.json"].get("validation:mAP")
+    if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))):
+        what = f"metrics.json field 'validation:mAP' is {score!r}; it must be a number or null"
+        raise _refuse(where, what, "metrics.json:validation:mAP")
+    reason = parsed["metrics.json"].get("stop_reason", "")
+    if not isinstance(reason, str):
+        what = f"metrics.json field 'stop_reason' is {reason!r}; it must be text"
+        raise _refuse(where, what, "metrics.json:stop_reason")

@@ -24,8 +24,9 @@ __all__ = [
     "parse_job_spec",
 ]
 
-JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
-CHANNEL_NAME = re.compile(r"^[A-Za-z0-9\.\-_]{1,64}$")
+# fullmatch, never match: `$` also matches before a trailing newline ("job\n" is no name)
+JOB_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
+CHANNEL_NAME = re.compile(r"[A-Za-z0-9\.\-_]{1,64}")
 MAX_CHANNELS = 20
 MAX_HYPERPARAMETERS = 100
 MAX_HP_LENGTH = 256
@@ -133,8 +134,13 @@ def _hyperparameters(raw: Any) -> dict[str, str]:
 def _channel(raw: Any, i: int, default_mode: str = "File") -> Channel:
     where = f"InputDataConfig[{i}]"
     name = _get(raw, "ChannelName", where, str)
-    if not CHANNEL_NAME.match(name):
+    if not CHANNEL_NAME.fullmatch(name):
         raise UserError(f"{where}.ChannelName {name!r} must match [A-Za-z0-9.-_]{{1,64}}")
+    if set(name) == {"."}:  # SageMaker's pattern allows it; here it names a folder
+        raise UserError(
+            f"{where}.ChannelName {name!r} is only dots: it would name the channels' parent "
+            f"folder (input/data/{name}); use a name such as 'train' or 'validation'"
+        )
     source = _get(_get(raw, "DataSource", where, dict), "S3DataSource", f"{where}.DataSource", dict)
     s3_where = f"{where}.DataSource.S3DataSource"
     uri = _get(source, "S3Uri", s3_where, str)
@@ -206,7 +212,7 @@ class _Collector:
 
 def _name(raw: dict[str, Any]) -> str:
     name: str = _get(raw, "TrainingJobName", "spec", str)
-    if not JOB_NAME.match(name):
+    if not JOB_NAME.fullmatch(name):
         raise UserError(
             f"TrainingJobName {name!r} must be 1-63 letters, digits and hyphens, starting and "
             "ending with a letter or digit (pattern ^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62})"

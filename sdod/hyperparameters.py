@@ -25,7 +25,9 @@ from sdod.errors import UserError
 BASE_NETWORKS = ("vgg-16", "resnet-50", "mobilenet-v3", "resnet-lite")
 FROM_SCRATCH_ONLY = ("resnet-lite",)  # no ImageNet weights exist for these
 OPTIMIZERS = ("sgd", "adam", "rmsprop", "adadelta")
-KV_STORES = ("dist_sync", "dist_async")
+# MXNet's kvstore types: SageMaker documents the dist_ ones, its jobs log `device` (one
+# machine); every one but dist_async trains synchronously, as DDP does
+KV_STORES = ("local", "device", "dist_sync", "dist_device_sync", "dist_async")
 AUGMENTATIONS = ("ssd", "light", "none")
 # SageMaker's private keys (`_tuning_objective_metric` from the tuner, `_kvstore`, ...)
 IGNORED_PREFIXES = ("_",)
@@ -49,6 +51,7 @@ class Hyperparameters:
     image_shape: int = 300
     label_width: int = 350
     nms_threshold: float = 0.45
+    nms_topk: int = 400  # example/ssd's: the most detections an image keeps (not documented)
     overlap_threshold: float = 0.5
     freeze_layer_pattern: str = ""
     kv_store: str | None = None
@@ -84,7 +87,14 @@ def _clean(raw: str) -> str:
     return text
 
 
-def _int(lo: int | None = None) -> Callable[[str, str], int]:
+# SageMaker sets no upper bound on these; sdod does, the same one `read_artifact` enforces,
+# so that every model a job trains can be read back (sdod.artifact imports these)
+MAX_NUM_CLASSES = 1000
+MAX_IMAGE_SHAPE = 1024
+MAX_NMS_TOPK = 10000
+
+
+def _int(lo: int | None = None, hi: int | None = None) -> Callable[[str, str], int]:
     def parse(name: str, raw: str) -> int:
         try:
             value = int(_clean(raw))
@@ -92,6 +102,11 @@ def _int(lo: int | None = None) -> Callable[[str, str], int]:
             raise UserError(f"hyperparameter {name}={raw!r} must be an integer") from None
         if lo is not None and value < lo:
             raise UserError(f"hyperparameter {name}={raw!r} must be an integer >= {lo}")
+        if hi is not None and value > hi:
+            raise UserError(
+                f"hyperparameter {name}={raw!r} must be at most {hi} (a model.tar.gz with "
+                "more is refused when it is read)"
+            )
         return value
 
     return parse
@@ -170,7 +185,7 @@ def _regex(name: str, raw: str) -> str:
 
 
 PARSERS: dict[str, Callable[[str, str], Any]] = {
-    "num_classes": _int(1),
+    "num_classes": _int(1, MAX_NUM_CLASSES),
     "num_training_samples": _int(1),
     "base_network": _choice(BASE_NETWORKS),
     "use_pretrained_model": _flag,
@@ -182,16 +197,17 @@ PARSERS: dict[str, Callable[[str, str], Any]] = {
     "momentum": _float(0, 1),
     "weight_decay": _float(0, 1, hi_open=True),
     "mini_batch_size": _int(1),
-    "image_shape": _int(300),
+    "image_shape": _int(300, MAX_IMAGE_SHAPE),
     "label_width": _int(7),
     "nms_threshold": _float(0, 1),
+    "nms_topk": _int(1, MAX_NMS_TOPK),
     "overlap_threshold": _float(0, 1),
     "freeze_layer_pattern": _regex,
     "kv_store": _choice(KV_STORES),
     "early_stopping": _bool,
     "early_stopping_min_epochs": _int(1),
     "early_stopping_patience": _int(1),
-    "early_stopping_tolerance": _float(0, 1, lo_open=False, hi_open=True),
+    "early_stopping_tolerance": _float(0, 1, lo_open=False, hi_open=False),
     "augmentation": _choice(AUGMENTATIONS),
 }
 REQUIRED = ("num_classes", "num_training_samples")

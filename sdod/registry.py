@@ -4,20 +4,24 @@ In the spirit of SageMaker's Model Registry (a model package group with versions
 approval status), kept as plain objects in the store:
 
 ```
+<registry>/<group>/v<N>/metrics.json     the evaluation that gated it; written first and
+                                         create-only: it claims the number
 <registry>/<group>/v<N>/model.tar.gz     the artifact, as trained
-<registry>/<group>/v<N>/metrics.json     the evaluation that gated it
 <registry>/<group>/v<N>/approval.json    written last: the version exists once this does
 ```
 
-A version without `approval.json` (an upload that failed half-way) is invisible: nothing
-lists, resolves or serves it, and the next publish replaces its files. Each object is
-written whole (an S3 PUT, or a local temporary file and a rename), so `approval.json` is
-either absent or complete.
+Two publishers racing for one number: the create-only write (S3's `If-None-Match: *`, or
+`O_EXCL`) lets exactly one claim it; the other takes the next number, so every publish gets
+its own version and no model is overwritten. A version without `approval.json` (an upload
+that failed half-way) is invisible: nothing lists, resolves or serves it, and its number is
+not reused. Each object is written whole (an S3 PUT, or a local temporary file and a
+rename), so `approval.json` is either absent or complete.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -29,20 +33,21 @@ from sdod.errors import UserError
 from sdod.storage import (
     S3Options,
     cache_root,
+    create_only,
     exists,
     fetch_file,
     is_s3,
     join_uri,
     local_path,
     read_bytes,
-    remove_tree,
     upload_file,
     write_bytes,
 )
 from sdod.transfer import list_objects
 
 APPROVAL = "approval.json"
-VERSION = re.compile(r"^v([1-9][0-9]*)$")
+MAX_CLAIM_TRIES = 1000
+VERSION = re.compile(r"v([1-9][0-9]*)")
 
 
 @dataclass(frozen=True)
@@ -85,7 +90,7 @@ def _version_numbers(group: str, s3: S3Options | None) -> dict[int, set[str]]:
     found: dict[int, set[str]] = {}
     for rel in listing:
         head, _, rest = rel.partition("/")
-        m = VERSION.match(head)
+        m = VERSION.fullmatch(head)
         if m and rest:
             found.setdefault(int(m.group(1)), set()).add(rest)
     return found
@@ -112,8 +117,65 @@ def _evaluation_map(evaluation: str, s3: S3Options | None) -> tuple[float | None
         ) from None
     except json.JSONDecodeError as exc:
         raise UserError(f"evaluation {evaluation} is not JSON ({exc})") from None
-    score = metrics.get("mAP")
-    return (float(score) if score is not None else None), metrics
+    return _number(metrics.get("mAP")), metrics
+
+
+def _number(value: Any) -> float | None:
+    """A metric as a float; None when absent or not a number."""
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _usable(score: float | None) -> bool:
+    return score is not None and math.isfinite(score)
+
+
+def _gate(
+    score: float | None,
+    what: str,
+    group: str,
+    approved: list[Version],
+    *,
+    min_map: float | None,
+    force: bool,
+) -> tuple[Version | None, bool]:
+    """The version this one is held against (the newest with a usable mAP) and whether it
+    is forced past it; UserError when the gate refuses."""
+    if not _usable(score) and not force:
+        raise UserError(
+            f"{what} is not a usable score (a job stopped before its first validation, or "
+            f"no validation channel); nothing published to {group}. Evaluate the model "
+            "(`sdod evaluate --out`) and publish with --evaluation, or force it"
+        )
+    if min_map is not None and not (_usable(score) and score >= min_map):  # type: ignore[operator]
+        raise UserError(f"{what} is below min_map {min_map}; nothing published to {group}")
+    scored = [v for v in approved if _usable(v.map)]
+    held = scored[-1] if scored else None
+    below = held is not None and (not _usable(score) or score < held.map)  # type: ignore[operator]
+    if below and not force:
+        raise UserError(
+            f"{what} is below version v{held.number}'s {held.map} in {group}; nothing "  # type: ignore[union-attr]
+            "published (force it to publish anyway)"
+        )
+    return held, below
+
+
+def _claim_version(group: str, first: int, metrics: bytes, s3: S3Options | None) -> int:
+    """Claim the first free version number from `first` up: its `metrics.json` is written
+    create-only, so of two publishers racing for one number exactly one gets it and the
+    other takes the next. A claimed number is never reused (not even by a publish that
+    failed half-way: that version stays invisible)."""
+    number = first
+    for _ in range(MAX_CLAIM_TRIES):
+        if create_only(join_uri(group, f"v{number}", "metrics.json"), metrics, s3=s3):
+            return number
+        number += 1
+    raise UserError(
+        f"{group}: no free version number after {MAX_CLAIM_TRIES} tries from v{first}; "
+        "is another process publishing in a loop?"
+    )
 
 
 def publish(
@@ -130,9 +192,10 @@ def publish(
     """Promote `model` to the next version of `group` if it passes the gate.
 
     The gate is on the evaluation's mAP (`evaluation`: the evaluate stage's metrics.json;
-    without one, the training job's validation mAP, and the record says so): at least
-    `min_map`, and not below the latest approved version unless `force`. A refusal raises
-    UserError and writes nothing.
+    without one, the training job's validation mAP, and the record says so): a usable
+    score, at least `min_map`, and not below the newest approved version that has a score,
+    unless `force`. A refusal raises UserError and writes nothing. Concurrent publishers
+    each get their own version (see `_claim_version`).
     """
     from sdod.artifact import read_artifact
 
@@ -143,33 +206,26 @@ def publish(
         score, metrics = _evaluation_map(evaluation, s3)
         source = "evaluation"
     else:
-        score, metrics, source = training_map, dict(artifact.metrics), "training"
+        score, metrics, source = _number(training_map), dict(artifact.metrics), "training"
     what = f"{source} mAP {score}"
-    if min_map is not None and (score is None or score < min_map):
-        raise UserError(f"{what} is below min_map {min_map}; nothing published to {group}")
     approved = list_versions(group, s3=s3)
-    latest = approved[-1] if approved else None
-    previous = latest.map if latest else None
-    if previous is not None and score is not None and score < previous and not force:
-        raise UserError(
-            f"{what} is below version v{latest.number}'s {previous} in {group}; nothing "  # type: ignore[union-attr]
-            "published (force it to publish anyway)"
-        )
-    number = (latest.number if latest else 0) + 1
+    held, forced = _gate(score, what, group, approved, min_map=min_map, force=force)
+    claimed = max(_version_numbers(group, s3), default=0)
+    body = json.dumps(metrics, indent=2).encode()
+    number = _claim_version(group, claimed + 1, body, s3)
     uri = join_uri(group, f"v{number}") + "/"
-    remove_tree(uri, s3=s3)  # leftovers of a publish that failed half-way
     upload_file(local, join_uri(uri, "model.tar.gz"), s3=s3)
-    write_bytes(join_uri(uri, "metrics.json"), json.dumps(metrics, indent=2).encode(), s3=s3)
-    forced = bool(force and previous is not None and score is not None and score < previous)
     approval = _approval(group, number, score, source, metrics, training_map)
     approval.update(
         training_job=training_job, source_model=model, data=data or {},
-        previous_version=latest.number if latest else None, previous_mAP=previous, forced=forced,
+        previous_version=held.number if held else None,
+        previous_mAP=held.map if held else None, forced=forced,
     )  # fmt: skip
     write_bytes(join_uri(uri, APPROVAL), json.dumps(approval, indent=2).encode(), s3=s3)
     return PublishResult(
-        True, uri, number, score, previous, "published", join_uri(uri, "model.tar.gz"), approval
-    )
+        True, uri, number, score, held.map if held else None, "published",
+        join_uri(uri, "model.tar.gz"), approval,
+    )  # fmt: skip
 
 
 def _approval(
@@ -197,7 +253,8 @@ def _cached(uri: str, s3: S3Options | None) -> Path:
 def resolve_model(uri: str, *, s3: S3Options | None = None) -> Path:
     """A local model.tar.gz for any way of naming one: a local file, an object URI ending in
     `.tar.gz` (downloaded to the cache), a registry version (`<group>/v<N>/`, approved
-    only), or a group (its latest approved version)."""
+    only), a group (its latest approved version), or a local folder of a model's files
+    (sdod's, or SageMaker's `model_algo_1-*` unpacked)."""
     text = str(uri)
     if text.endswith(".tar.gz"):
         if not is_s3(text):
@@ -206,7 +263,7 @@ def resolve_model(uri: str, *, s3: S3Options | None = None) -> Path:
     base = text.rstrip("/")
     if exists(join_uri(base, APPROVAL), s3=s3):
         return resolve_model(join_uri(base, "model.tar.gz"), s3=s3)
-    if VERSION.match(base.rsplit("/", 1)[-1]):
+    if VERSION.fullmatch(base.rsplit("/", 1)[-1]):
         raise UserError(
             f"{uri}: no approved model version here (no {APPROVAL}: a publish that did not "
             "finish leaves none)"
@@ -218,9 +275,14 @@ def resolve_model(uri: str, *, s3: S3Options | None = None) -> Path:
         return local_path(base) / "model.tar.gz"
     if not is_s3(base) and (local_path(base) / "model.safetensors").is_file():
         return local_path(base)  # the unpacked files (SageMaker's /opt/ml/model)
+    if not is_s3(base) and local_path(base).is_dir():
+        from sdod.model.sagemaker import is_sagemaker_archive
+
+        if is_sagemaker_archive(local_path(base)):  # SageMaker's own model.tar.gz, unpacked
+            return local_path(base)
     raise UserError(
-        f"{uri}: not a model.tar.gz, a registry version (<group>/v<N>/) or a model group "
-        "with an approved version"
+        f"{uri}: not a model.tar.gz, the folder of its files, a registry version "
+        "(<group>/v<N>/) or a model group with an approved version"
     )
 
 
@@ -235,5 +297,5 @@ def approval_of(uri: str, *, s3: S3Options | None = None) -> dict[str, Any] | No
     if exists(marker, s3=s3):
         found: dict[str, Any] = json.loads(read_bytes(marker, s3=s3))
         return found
-    versions = list_versions(base, s3=s3) if not VERSION.match(base.rsplit("/", 1)[-1]) else []
+    versions = list_versions(base, s3=s3) if not VERSION.fullmatch(base.rsplit("/", 1)[-1]) else []
     return versions[-1].approval if versions else None

@@ -160,21 +160,21 @@ def train(
 ) -> JobOutcome:
     """A training job from a job root made by `ingest`, a spec (ingested into `job_root`,
     default `./jobs/<name>`) or, with neither, the SageMaker container's `/opt/ml`."""
-    from sdod.train.job import train_job
+    from sdod.train.job import job_root_spec, train_job
+    from sdod.train.names import claimed
 
-    spec = None
-    if job_spec is not None:
-        spec = parse_spec(job_spec)
+    spec = parse_spec(job_spec) if job_spec is not None else None
+    if spec is not None:
         job_root = job_root or str(Path("jobs") / spec.name)
-        ingest(job_spec=spec, job_root=job_root, s3=s3)
     elif job_root is None:  # inside a SageMaker training container (sdod.container)
         from sdod.container import container_job
 
         job_root, spec, rdzv_endpoint = container_job()
-    return train_job(
-        job_root, log=log, stop=stop, nproc_per_node=nproc_per_node, rdzv_endpoint=rdzv_endpoint,
-        spec=spec,
-    )  # fmt: skip
+    with claimed(spec or job_root_spec(job_root), new=job_spec is not None, s3=s3) as named:
+        if job_spec is not None:
+            ingest(job_spec=named, job_root=job_root, s3=s3)
+        return train_job(job_root, log=log, stop=stop, nproc_per_node=nproc_per_node,
+                         rdzv_endpoint=rdzv_endpoint, spec=named)  # fmt: skip
 
 
 def evaluate(*, model: str, **options: Any) -> EvaluateResult:

@@ -78,6 +78,67 @@ def join_uri(base: str | os.PathLike[str], *parts: str) -> str:
     return out
 
 
+def safe_relative(name: str, what: str = "object key") -> str:
+    """`name` (an object key below a prefix, an archive member, a list-file path: anything
+    read from outside) as a clean relative POSIX path, or DataError naming it.
+
+    Refused: empty names, absolute paths, `..`, `.` or empty components, and control
+    characters (NUL, newlines). S3 allows every one of these in a key; none may
+    become a file outside the folder it is synced, copied or extracted into."""
+    from sdod.errors import DataError
+
+    text = str(name)
+    parts = text.split("/")
+    reason = None
+    if not text:
+        reason = "is empty"
+    elif text.startswith("/"):
+        reason = "is an absolute path"
+    elif any(ord(ch) < 32 or ch == "\x7f" for ch in text):
+        reason = "holds a control character (NUL, newline, ...)"
+    elif any(part in ("", ".", "..") for part in parts):
+        reason = "has an empty, '.' or '..' component"
+    if reason:
+        raise DataError(
+            f"{what} {text!r} {reason}: it could name a file outside its folder; refusing it "
+            "(rename or delete that object)",
+            rule="unsafe_name",
+            where=text,
+            reason=reason,
+        )
+    return text
+
+
+def inside(root: str | os.PathLike[str], name: str, what: str = "object key") -> Path:
+    """The path of the untrusted relative `name` under the folder `root`: checked by
+    `safe_relative`, and refused (DataError) when a symbolic link already in `root` would
+    take it outside. The one way sdod turns a name from outside into a local path."""
+    from sdod.errors import DataError
+
+    base = Path(root)
+    target = base / safe_relative(name, what)
+    real_base = os.path.realpath(base)
+    real = os.path.realpath(target)
+    if os.path.commonpath([real_base, real]) != real_base:
+        raise DataError(
+            f"{what} {name!r} resolves outside {base} (through a symbolic link); refusing it",
+            rule="unsafe_name",
+            where=str(name),
+            reason="resolves outside its folder",
+        )
+    return target
+
+
+def temporary_sibling(target: Path) -> Path:
+    """A fresh, unique temporary name beside `target` (created empty, O_EXCL): two writers
+    of one file never share a temporary name; rename it over `target` when done."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    os.fchmod(fd, 0o644)  # mkstemp's 0600 would follow the file into place
+    os.close(fd)
+    return Path(tmp)
+
+
 def cache_root() -> Path:
     """This machine's cache for task inputs (`SDOD_CACHE_DIR`, else a folder in the system's
     temporary directory). Only caches live here: deleting it between tasks loses nothing."""
@@ -201,10 +262,12 @@ def upload_file(local: str | os.PathLike[str], uri: str, *, s3: S3Options | None
             raise _s3_errors(uri, exc) from exc
         return uri
     target = local_path(uri)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.part")
-    shutil.copyfile(local, tmp)
-    os.replace(tmp, target)
+    tmp = temporary_sibling(target)
+    try:
+        shutil.copyfile(local, tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
     return str(target)
 
 
@@ -231,6 +294,59 @@ def write_bytes(uri: str, data: bytes, *, s3: S3Options | None = None, fs: Any =
             raise _s3_errors(uri, exc) from exc
         return uri
     return str(atomic_write_bytes(local_path(uri), data))
+
+
+def create_only(uri: str, data: bytes, *, s3: S3Options | None = None) -> bool:
+    """Write `data` to `uri` only if nothing is there yet; whether this call created it.
+
+    The one way two writers agree on who "wins" a name: S3's conditional PutObject
+    (`If-None-Match: *`, honoured by AWS S3, MinIO and moto; a store that ignores it cannot
+    arbitrate), or `O_CREAT | O_EXCL` for a local file (then the data is written through
+    and renamed over the placeholder, so a reader sees it whole)."""
+    if is_s3(uri):
+        return _s3_create_only(uri, data, s3)
+    target = local_path(uri)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644))
+    except FileExistsError:
+        return False
+    atomic_write_bytes(target, data)
+    return True
+
+
+def _s3_create_only(uri: str, data: bytes, s3: S3Options | None) -> bool:
+    from botocore.exceptions import ClientError
+
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    client = s3_client(s3)
+    try:
+        with_retries(
+            uri, lambda: client.put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+        )
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409"):
+            return False  # there already, or another writer's conditional PUT is under way
+        raise _s3_errors(uri, exc) from exc
+    except Exception as exc:
+        raise _s3_errors(uri, exc) from exc
+    return True
+
+
+def s3_client(s3: S3Options | None = None) -> Any:
+    """A boto3 S3 client with the same settings as `s3_filesystem` (for the calls s3fs does
+    not expose, such as conditional writes)."""
+    import boto3  # type: ignore[import-untyped]
+
+    opts = s3 or S3Options()
+    session = boto3.session.Session(
+        aws_access_key_id=opts.access_key_id,
+        aws_secret_access_key=opts.secret_access_key,
+        aws_session_token=opts.session_token,
+        region_name=opts.region_name,
+    )
+    return session.client("s3", endpoint_url=opts.endpoint_url)
 
 
 @contextmanager
@@ -295,8 +411,7 @@ def remove(uri: str, *, s3: S3Options | None = None) -> None:
 def fetch_file(uri: str, dest: str | os.PathLike[str], *, s3: S3Options | None = None) -> Path:
     """Download one object (or copy one file) to `dest`, atomically (temporary name, rename)."""
     target = Path(dest)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.part")
+    tmp = temporary_sibling(target)
     try:
         if is_s3(uri):
             fs = s3_filesystem(s3)

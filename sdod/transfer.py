@@ -24,10 +24,13 @@ from sdod.storage import (
     S3Options,
     _s3_errors,
     atomic_write_json,
+    inside,
     is_s3,
     local_path,
     read_bytes,
     s3_filesystem,
+    safe_relative,
+    temporary_sibling,
     with_retries,
 )
 
@@ -126,6 +129,7 @@ def manifest_listing(uri: str, s3: S3Options | None = None) -> tuple[dict[str, O
     prefix = entries[0]["prefix"].rstrip("/")
     listing = {}
     for rel in entries[1:]:
+        safe_relative(rel, f"{uri} entry")
         found, _ = _list(f"{prefix}/{rel}", s3)
         if not found:
             raise UserError(f"{uri} lists {rel}, which is not under {prefix}/")
@@ -158,6 +162,8 @@ def _listing(
         (objects, single), source = _list(uri, s3), uri
     if not objects:
         raise UserError(f"{uri}: matches no objects; check the bucket and prefix")
+    for rel in objects:  # keys come from whoever can write the prefix (or the manifest)
+        safe_relative(rel, f"object key under {source}:")
     return objects, source, single
 
 
@@ -211,17 +217,17 @@ def sync_to_local(
     fetch = _fetcher(source, s3, single)
 
     def transfer(rel: str) -> int:
-        target = dest / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.part")
+        target = inside(dest, rel, f"object key under {source}:")
+        tmp = temporary_sibling(target)
         try:
             with_retries(f"{uri}/{rel}", lambda: fetch(rel, tmp), retries=retries)
             os.replace(tmp, target)
         except Exception as exc:
-            tmp.unlink(missing_ok=True)
             if is_s3(uri):
                 raise _s3_errors(f"{uri.rstrip('/')}/{rel}", exc) from exc
             raise
+        finally:
+            tmp.unlink(missing_ok=True)
         return objects[rel].size
 
     bar = tqdm(total=len(todo), desc=f"sync {uri}", unit="file", disable=None if progress else True)

@@ -25,7 +25,8 @@ SHARED_FIXTURES = REPO / "tests" / "fixtures"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    gpu_items = [item for item in items if "gpu" in item.keywords]
+    # the marker, not the keyword: a test under tests/gpu/ has "gpu" among its keywords
+    gpu_items = [item for item in items if item.get_closest_marker("gpu") is not None]
     if not gpu_items:
         return
     import torch

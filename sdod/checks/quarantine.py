@@ -88,10 +88,25 @@ def read_quarantine(uri: str | None, *, s3: Any = None) -> Quarantine:
 
     try:
         listed = json.loads(read_bytes(uri, s3=s3))
-    except (FileNotFoundError, UserError) as exc:
+    except (FileNotFoundError, UserError, ValueError, RecursionError) as exc:
         raise UserError(
             f"quarantine list {uri} cannot be read ({exc}); run the check first"
         ) from None
-    if not isinstance(listed, list) or not all(isinstance(q, dict) for q in listed):
-        raise UserError(f"{uri}: a quarantine list must be a JSON array of objects")
+    if not isinstance(listed, list) or not all(_entry_ok(q) for q in listed):
+        raise UserError(
+            f"{uri}: a quarantine list must be a JSON array of objects with 'key' and 'file' "
+            "(text or null) and 'reasons' (a list of rule ids); re-run the check"
+        )
     return Quarantine.of(listed)
+
+
+def _entry_ok(q: Any) -> bool:
+    text_or_null = (str, type(None))
+    reasons = q.get("reasons", []) if isinstance(q, dict) else None
+    return (
+        isinstance(q, dict)
+        and isinstance(q.get("key"), text_or_null)
+        and isinstance(q.get("file"), text_or_null)
+        and isinstance(reasons, list)
+        and all(isinstance(r, str) for r in reasons)
+    )

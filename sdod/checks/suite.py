@@ -43,6 +43,8 @@ RULES = {r.id: r for r in [
          "number classes from 0 to num_classes-1, or raise num_classes"),
     Rule("box_positive_size", "error", "boxes", True, "box width and height are > 0",
          "remove or fix boxes with zero or negative size"),
+    Rule("box_coordinates_finite", "error", "boxes", True, "box coordinates are finite numbers (not NaN or infinity)",
+         "fix or remove the box (its other rules cannot judge it)"),
     Rule("box_inside_image", "error", "boxes", True, "the box lies inside the image (within the tolerance)",
          "clip the box to the image or fix its coordinates"),
     Rule("small_boxes", "warning", "boxes", True, "boxes are at least min_box_px on each side",
@@ -141,6 +143,10 @@ def _box_expectations(params: SuiteParams) -> list[Any]:
     boxes: list[Any] = [
         e.ExpectColumnValuesToBeBetween(
             column="class_id", min_value=0, max_value=k - 1, meta=_meta("class_id_in_range")
+        ),
+        # the range rules below skip NaN as a missing value: this one does not
+        e.ExpectColumnValuesToBeInSet(
+            column="finite", value_set=[True], meta=_meta("box_coordinates_finite")
         ),
     ]
     for side in ("box_width", "box_height"):

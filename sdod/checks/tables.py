@@ -98,5 +98,6 @@ def box_table(channel: str, samples: list[Sample]) -> pd.DataFrame:
             "box_width": boxes[:, 2] - boxes[:, 0],
             "box_height": boxes[:, 3] - boxes[:, 1],
             "overflow": overflow,
+            "finite": np.isfinite(boxes).all(axis=1),
         }
     )

@@ -159,7 +159,9 @@ def _run_predict(args: argparse.Namespace) -> int:
             data = Path(image).read_bytes()
         except OSError as exc:
             raise UserError(f"{image}: cannot read ({exc.strerror})") from None
-        response = predictor.predict(data, score_threshold=args.score_threshold, top_k=args.top_k)
+        response = predictor.predict(
+            data, score_threshold=args.score_threshold, top_k=args.top_k, where=image
+        )
         print(
             json.dumps({"image": image, **response})
             if len(args.images) > 1
@@ -276,12 +278,20 @@ def _configure_serve(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default=None, help="(127.0.0.1; 0.0.0.0 for /opt/ml/model)")
     p.add_argument("--port", type=int, default=8080, help="(8080, as SageMaker containers)")
     p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"])
-    p.add_argument("--max-request-bytes", type=int, default=20 << 20)
+    p.add_argument("--max-request-bytes", type=int, help="(20 MiB; more: 413)")
+    p.add_argument("--max-pixels", type=int, help="pixels an image may declare (40 M; more: 413)")
+    p.add_argument("--timeout", type=float, help="seconds to send a whole request (30; then 408)")
+    p.add_argument(
+        "--max-connections", type=int, help="served at once (32; more: 503 with Retry-After)"
+    )
 
 
 def _run_serve(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from sdod import stages
-    from sdod.serve.http import make_server
+    from sdod.serve.http import Limits, make_server
+    from sdod.serve.images import DEFAULT_MAX_PIXELS
     from sdod.serve.predictor import Predictor
 
     if args.model is None:  # SageMaker hosting: the model's files in /opt/ml/model
@@ -290,13 +300,21 @@ def _run_serve(args: argparse.Namespace) -> int:
         args.model = str(sagemaker_root() / "model")
         args.host = args.host or "0.0.0.0"
     args.host = args.host or "127.0.0.1"
-    predictor = Predictor.load(stages.resolve_model(args.model), backend=args.backend)
+    given = {
+        "max_request_bytes": args.max_request_bytes,
+        "timeout": args.timeout,
+        "max_connections": args.max_connections,
+    }
+    limits = replace(Limits(), **{k: v for k, v in given.items() if v is not None})
+    pixels = DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels
+    model = stages.resolve_model(args.model)
+    predictor = Predictor.load(model, backend=args.backend, max_pixels=pixels)
     try:
-        server = make_server(predictor, args.host, args.port, args.max_request_bytes)
+        server = make_server(predictor, args.host, args.port, limits)
     except OSError as exc:
         raise UserError(f"cannot listen on {args.host}:{args.port} ({exc.strerror})") from None
-    print(f"sdod serve: {args.model} on http://{args.host}:{server.server_port} "
-          "(GET /ping, POST /invocations)", flush=True)  # fmt: skip
+    where = f"http://{args.host}:{server.server_port}"
+    print(f"sdod serve: {args.model} on {where} (GET /ping, POST /invocations)", flush=True)
     try:
         server.serve_forever()
     finally:
@@ -326,7 +344,9 @@ def _configure_publish(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--min-map", type=float, default=None, help="refuse below this mAP")
     p.add_argument(
-        "--force", action="store_true", help="publish even below the latest approved version"
+        "--force",
+        action="store_true",
+        help="publish even below the latest approved version, or without a usable mAP",
     )
 
 
@@ -469,3 +489,37 @@ COMMANDS: list[Command] = [
         _render_score,
     ),
 ]
+
+
+# --- import-sagemaker (SageMaker's own model.tar.gz; sdod/model/sagemaker.py) ---------
+
+
+def _configure_import_sagemaker(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model",
+        required=True,
+        help="SageMaker Object Detection model.tar.gz (model_algo_1-symbol.json, "
+        "model_algo_1-NNNN.params, hyperparams.json): a file, its unpacked folder or s3://…",
+    )
+    p.add_argument("--classes", help="class names, comma-separated, in the model's class order")
+    p.add_argument("--out", required=True, help="sdod model.tar.gz to write")
+
+
+def _run_import_sagemaker(args: argparse.Namespace) -> dict[str, Any]:
+    from sdod import stages
+    from sdod.model.sagemaker import import_sagemaker
+    from sdod.storage import is_s3
+
+    source = str(stages.resolve_model(args.model)) if is_s3(args.model) else args.model
+    classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+    return import_sagemaker(model=source, out=args.out, classes=classes)
+
+
+COMMANDS.append(
+    Command(
+        "import-sagemaker",
+        "an sdod model.tar.gz from a SageMaker Object Detection model.tar.gz, no MXNet needed",
+        _configure_import_sagemaker,
+        _run_import_sagemaker,
+    )
+)

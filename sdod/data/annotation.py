@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from numbers import Real
 from typing import Any
@@ -20,6 +21,8 @@ from sdod.data.sample import Sample
 from sdod.errors import DataError
 
 BOX_FIELDS = ("class_id", "left", "top", "width", "height")
+MAX_IMAGE_SIDE = 1 << 20  # pixels; larger is a typo (and overflows the checks' tables)
+MAX_CLASS_ID = 1 << 31
 
 
 @dataclass
@@ -32,9 +35,22 @@ class ParsedAnnotation:
 
 
 def _number(value: Any, where: str, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise DataError(f"{where}: field {name!r} must be a number, got {value!r}")
-    return float(value)
+    """A finite number (JSON also spells NaN and Infinity, and integers past any float)."""
+    try:
+        number = float(value) if isinstance(value, Real) and not isinstance(value, bool) else None
+    except OverflowError:
+        number = None
+    if number is None or not math.isfinite(number):
+        numeric = isinstance(value, Real) and not isinstance(value, bool)
+        big = numeric and isinstance(value, int)
+        shown = f"an integer of {value.bit_length()} bits" if big else repr(value)[:80]
+        finite_rule = numeric and name.startswith("annotations")
+        raise DataError(
+            f"{where}: field {name!r} must be a finite number, got {shown}",
+            rule="box_coordinates_finite" if finite_rule else None,
+            where=f"{where}:{name}",
+        )
+    return number
 
 
 def parse_image_size(value: Any, where: str) -> tuple[int, int, int]:
@@ -50,8 +66,11 @@ def parse_image_size(value: Any, where: str) -> tuple[int, int, int]:
         if name not in size:
             raise DataError(f"{where}: 'image_size' has no {name!r}")
         number = _number(size[name], where, f"image_size.{name}")
-        if number != int(number) or number <= 0:
-            raise DataError(f"{where}: image_size.{name} must be a positive integer, got {number}")
+        if number != int(number) or not 0 < number <= MAX_IMAGE_SIDE:
+            raise DataError(
+                f"{where}: image_size.{name} must be a positive integer up to "
+                f"{MAX_IMAGE_SIDE}, got {number}"
+            )
         dims.append(int(number))
     return dims[0], dims[1], dims[2]
 
@@ -76,12 +95,19 @@ def parse_annotation(obj: Any, where: str) -> ParsedAnnotation:
             rows[i, j] = _number(item[name], where, f"annotations[{i}].{name}")
         if rows[i, 0] != int(rows[i, 0]):
             raise DataError(f"{where}: annotations[{i}].class_id must be an integer")
-    boxes = np.stack(
-        [rows[:, 1], rows[:, 2], rows[:, 1] + rows[:, 3], rows[:, 2] + rows[:, 4]], axis=1
-    )
-    return ParsedAnnotation(
-        width, height, depth, boxes.astype(np.float32), rows[:, 0].astype(np.int64)
-    )
+    with np.errstate(over="ignore"):  # past float32 becomes inf, refused below
+        boxes = np.stack(
+            [rows[:, 1], rows[:, 2], rows[:, 1] + rows[:, 3], rows[:, 2] + rows[:, 4]], axis=1
+        ).astype(np.float32)
+    bad = np.flatnonzero(~np.isfinite(boxes).all(axis=1) | (np.abs(rows[:, 0]) > MAX_CLASS_ID))
+    if bad.size:
+        raise DataError(
+            f"{where}: annotations[{int(bad[0])}] is out of range (coordinates beyond float32, "
+            f"or a class_id past {MAX_CLASS_ID})",
+            rule="box_coordinates_finite",
+            where=f"{where}:annotations[{int(bad[0])}]",
+        )
+    return ParsedAnnotation(width, height, depth, boxes, rows[:, 0].astype(np.int64))
 
 
 def parse_categories(value: Any, where: str) -> dict[int, str]:
@@ -94,7 +120,10 @@ def parse_categories(value: Any, where: str) -> dict[int, str]:
     for i, cat in enumerate(value):
         if not isinstance(cat, dict) or "class_id" not in cat or "name" not in cat:
             raise DataError(f"{where}: categories[{i}] must have 'class_id' and 'name'")
-        out[int(cat["class_id"])] = str(cat["name"])
+        class_id = _number(cat["class_id"], where, f"categories[{i}].class_id")
+        if class_id != int(class_id) or abs(class_id) > MAX_CLASS_ID:
+            raise DataError(f"{where}: categories[{i}].class_id must be an integer class id")
+        out[int(class_id)] = str(cat["name"])
     return out
 
 

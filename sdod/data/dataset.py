@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2 as T
@@ -33,7 +33,10 @@ def decode_rgb(data: bytes, where: str) -> torch.Tensor:
         with Image.open(io.BytesIO(data)) as im:
             rgb = np.asarray(im.convert("RGB"))
     except Exception as exc:
-        reason = f"the image does not decode ({exc})"
+        # an unidentified image's message holds the buffer's repr and its address
+        unknown = isinstance(exc, UnidentifiedImageError)
+        detail = "not a format Pillow reads; use JPEG or PNG" if unknown else str(exc)
+        reason = f"the image does not decode ({detail})"
         raise DataError(
             f"{where}: {reason}", rule="image_decodes", where=where, reason=reason
         ) from None

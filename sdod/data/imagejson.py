@@ -108,7 +108,7 @@ class _Pairing:
             parsed = parse_annotation(obj, str(json_path))
             image = _find_image(obj.get("file"), self.images_dir, json_path, self.by_stem)
             names = parse_categories(obj.get("categories"), str(json_path))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             self.problems.add(str(json_path), f"not valid JSON ({exc})")
             self.broken_stems.add(json_path.stem)
             return

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from sdod.data.annotation import annotation_object, parse_annotation
+from sdod.data.annotation import ParsedAnnotation, annotation_object, parse_annotation
 from sdod.data.problems import Problems
 from sdod.data.sample import Sample, SampleSet
 from sdod.errors import DataError, UserError
@@ -38,8 +38,9 @@ def check_attribute_names(attribute_names: Sequence[str]) -> str:
 
 
 def _image_location(ref: object, manifest: Path, where: str, base: str | None = None) -> str:
-    if not isinstance(ref, str) or not ref:
-        raise DataError(f"{where}: 'source-ref' must be a non-empty string, got {ref!r}")
+    if not isinstance(ref, str) or not ref or "\0" in ref:
+        shown = repr(ref)[:200]
+        raise DataError(f"{where}: 'source-ref' must be a non-empty string, got {shown}")
     if ref.startswith("s3://"):
         return ref
     if ref.startswith("file://"):
@@ -65,6 +66,26 @@ def _class_map(meta: Any, where: str) -> dict[int, str]:
         raise DataError(f"{where}: class-map keys must be integer class ids ({exc})") from exc
 
 
+def _parse_line(
+    raw: bytes, where: str, label_attr: str, manifest: Path, base: str | None
+) -> tuple[str, ParsedAnnotation, dict[int, str]]:
+    """One manifest line: its image, its annotation and its class names; DataError if bad."""
+    try:
+        obj = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise DataError(f"{where}: not valid JSON ({exc})") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{where}: each line must be a JSON object")
+    if label_attr not in obj:
+        raise DataError(
+            f"{where}: no label attribute {label_attr!r} (the second of AttributeNames; "
+            f"the line has {list(obj)[:20]})"
+        )
+    image = _image_location(obj.get("source-ref"), manifest, where, base)
+    parsed = parse_annotation(obj[label_attr], where)
+    return image, parsed, _class_map(obj.get(f"{label_attr}-metadata"), where)
+
+
 def read_manifest(
     path: str | Path,
     attribute_names: Sequence[str] = DEFAULT_ATTRIBUTES,
@@ -85,29 +106,17 @@ def read_manifest(
     samples: list[Sample] = []
     categories: dict[int, str] = {}
     seen: dict[str, int] = {}
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            if not raw.strip():
                 continue
             where = f"{path}:{lineno}"
             try:
-                obj = json.loads(line)
-                if not isinstance(obj, dict):
-                    raise DataError(f"{where}: each line must be a JSON object")
-                if label_attr not in obj:
-                    raise DataError(
-                        f"{where}: no label attribute {label_attr!r} (AttributeNames says "
-                        f"{list(attribute_names)}; the line has {list(obj)})"
-                    )
-                image = _image_location(obj.get("source-ref"), path, where, base)
-                parsed = parse_annotation(obj[label_attr], where)
-                categories.update(_class_map(obj.get(f"{label_attr}-metadata"), where))
-            except json.JSONDecodeError as exc:
-                problems.add(where, f"not valid JSON ({exc})")
-                continue
+                image, parsed, names = _parse_line(raw, where, label_attr, path, base)
             except DataError as exc:
-                problems.add_error(exc, where)
+                problems.add_error(exc, where, exc.rule or "annotation_valid")
                 continue
+            categories.update(names)
             if image in seen:
                 problems.add(
                     where, f"image {image} already listed on line {seen[image]}", "unique_keys"

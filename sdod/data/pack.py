@@ -11,7 +11,6 @@ depend on the worker count.
 from __future__ import annotations
 
 import io
-import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -27,7 +26,7 @@ from sdod.data.rec_label import encode, format_lst_line, parse_lst_line
 from sdod.data.recordio import RecordWriter, frame_parts, record_head
 from sdod.data.sample import SampleSet
 from sdod.errors import DataError, UserError
-from sdod.storage import atomic_write_bytes
+from sdod.storage import atomic_write_bytes, inside
 
 
 @dataclass(frozen=True)
@@ -67,11 +66,20 @@ def items_from_lst(lst: str | Path, root: str | Path) -> list[PackItem]:
     if not lst.is_file():
         raise UserError(f".lst file {lst} does not exist")
     items = []
-    for lineno, line in enumerate(lst.read_text().splitlines(), start=1):
+    for lineno, line in enumerate(_lst_lines(lst), start=1):
         if line.strip():
             key, label, rel = parse_lst_line(line, f"{lst}:{lineno}")
-            items.append(PackItem(key, label, rel, os.path.join(root, rel), line.rstrip("\r\n")))
+            path = inside(root, rel, f"{lst}:{lineno}: image path")  # never outside --root
+            items.append(PackItem(key, label, rel, str(path), line.rstrip("\r\n")))
     return items
+
+
+def _lst_lines(lst: Path) -> list[str]:
+    """The `.lst`'s lines; DataError for bytes that are not UTF-8 text."""
+    try:
+        return lst.read_bytes().decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{lst}: a .lst is text, but byte {exc.start} is not UTF-8") from None
 
 
 def items_from_samples(sampleset: SampleSet, root: str | Path | None = None) -> list[PackItem]:

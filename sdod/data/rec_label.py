@@ -16,6 +16,7 @@ from sdod.errors import DataError
 
 HEADER_LEN = 2
 OBJECT_WIDTH = 5
+MAX_CLASS_ID = 1 << 31
 
 
 @dataclass(frozen=True)
@@ -42,19 +43,28 @@ def decode(label: npt.NDArray[np.float32], where: str) -> DetectionLabel:
             "probably made by im2rec without --pack-label: re-run im2rec with --pack-label "
             "(or use `sdod pack`)"
         )
-    header_len, width = int(label[0]), int(label[1])
-    if header_len < 2 or width < 5 or header_len > label.size:
+    head = label[:2]
+    if not (np.isfinite(head).all() and head[0] >= 2 and head[1] >= 5 and head[0] <= label.size):
         raise DataError(
             f"{where}: label header [{label[0]}, {label[1]}] is not a detection header "
-            "(expected header_len >= 2 and object width >= 5)"
+            "(expected header_len >= 2 and object width >= 5, within the label)"
         )
+    header_len, width = int(label[0]), int(label[1])
     body = label[header_len:]
     if body.size % width:
         raise DataError(
             f"{where}: {body.size} numbers after the header do not divide into objects of {width}"
         )
-    rows = body.reshape(-1, width)
-    rows = rows[~np.all(rows == -1, axis=1) & (rows[:, 0] >= 0)]
+    rows = body.reshape(-1, width) if body.size else np.zeros((0, 5), np.float32)
+    rows = rows[~np.all(rows == -1, axis=1) & ~(rows[:, 0] < 0)]  # padding; NaN stays
+    bad = np.flatnonzero(~np.isfinite(rows[:, :5]).all(axis=1) | (rows[:, 0] >= MAX_CLASS_ID))
+    if bad.size:
+        raise DataError(
+            f"{where}: object {int(bad[0])} has a non-finite or out-of-range class or coordinate "
+            f"({rows[bad[0], :5].tolist()}); labels hold finite numbers only",
+            rule="box_coordinates_finite",
+            where=where,
+        )
     return DetectionLabel(rows[:, 1:5].copy(), rows[:, 0].copy(), label[:header_len], rows[:, 5:])
 
 
@@ -79,7 +89,18 @@ def parse_lst_line(line: str, where: str) -> tuple[int, npt.NDArray[np.float32],
         raise DataError(f"{where}: expected 'idx<TAB>label...<TAB>path', got {line.strip()!r}")
     try:
         key = int(fields[0])
-        label = np.asarray([float(v) for v in fields[1:-1]], dtype=np.float32)
+        with np.errstate(over="ignore"):  # beyond float32 becomes inf, refused below
+            label = np.asarray([float(v) for v in fields[1:-1]], dtype=np.float32)
     except ValueError as exc:
         raise DataError(f"{where}: not a number in {line.strip()!r} ({exc})") from None
+    if not 0 <= key < 1 << 64:  # the IRHeader's id is a uint64
+        raise DataError(f"{where}: index {key} is not an integer in [0, 2^64)")
+    if not np.isfinite(label).all():  # NaN, inf, or beyond float32
+        raise DataError(
+            f"{where}: label value {int(np.flatnonzero(~np.isfinite(label))[0]) + 1} is "
+            f"{label[~np.isfinite(label)][0]} (from {line.strip()[:80]!r}); labels hold finite "
+            "float32 numbers only",
+            rule="box_coordinates_finite",
+            where=where,
+        )
     return key, label, fields[-1]

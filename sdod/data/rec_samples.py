@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from sdod.data.problems import Problems
 from sdod.data.rec_label import decode
@@ -131,7 +131,9 @@ def image_size(data: bytes, where: str) -> tuple[int, int]:
     try:
         with Image.open(io.BytesIO(data)) as im:
             return im.size
-    except (UnidentifiedImageError, OSError) as exc:
+    # Pillow's plugins raise more than OSError on hostile headers (DecompressionBombError,
+    # ValueError, struct.error, ...): any failure to read a header is the record's fault
+    except Exception as exc:
         raise DataError(
             f"{where}: the image bytes do not decode ({exc})", rule="image_decodes", where=where
         ) from None

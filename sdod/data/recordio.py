@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sdod.errors import DataError
+from sdod.storage import temporary_sibling
 
 MAGIC = 0xCED7230A
 MAGIC_BYTES = struct.pack("<I", MAGIC)
@@ -216,20 +217,38 @@ def iter_rec(path: str | Path) -> Iterator[tuple[int, bytes]]:
             yield offset, payload
 
 
+def _idx_pair(line: str) -> tuple[int, int] | None:
+    try:
+        key, offset = (int(f) for f in line.split("\t"))  # ValueError unless two fields
+    except ValueError:
+        return None
+    return (key, offset) if key >= 0 and offset >= 0 else None
+
+
 def read_idx(path: str | Path) -> list[tuple[int, int]]:
-    """`.idx` lines `key\\toffset` as (key, offset) pairs; DataError names a bad line."""
+    """`.idx` lines `key\\toffset` as (key, offset) pairs; DataError names a bad line, and
+    an offset listed twice (two keys for one record)."""
     path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: an .idx is text, but byte {exc.start} is not UTF-8") from None
     pairs = []
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+    lines: dict[int, int] = {}  # offset -> the line that lists it
+    for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        fields = line.split("\t")
-        try:
-            if len(fields) != 2:
-                raise ValueError
-            pairs.append((int(fields[0]), int(fields[1])))
-        except ValueError:
-            raise DataError(f"{path}:{lineno}: expected 'key<TAB>offset', got {line!r}") from None
+        pair = _idx_pair(line)
+        if pair is None:
+            raise DataError(f"{path}:{lineno}: expected 'key<TAB>offset', got {line!r}")
+        if pair[1] in lines:
+            raise DataError(
+                f"{path}:{lineno}: offset {pair[1]} is listed twice (also on line "
+                f"{lines[pair[1]]}): two keys for one record; rebuild the .idx with its .rec "
+                "(`sdod pack` writes both)"
+            )
+        lines[pair[1]] = lineno
+        pairs.append(pair)
     return pairs
 
 
@@ -243,10 +262,9 @@ class RecordWriter:
     def __init__(self, rec_path: str | Path, idx_path: str | Path | None = None) -> None:
         self.rec_path = Path(rec_path)
         self.idx_path = Path(idx_path) if idx_path else None
-        self._rec_tmp = self.rec_path.with_name(f".{self.rec_path.name}.tmp")
-        self._idx_tmp = (
-            self.idx_path.with_name(f".{self.idx_path.name}.tmp") if self.idx_path else None
-        )
+        # unique temporary names: two packers of one prefix never write into each other's
+        self._rec_tmp = temporary_sibling(self.rec_path)
+        self._idx_tmp = temporary_sibling(self.idx_path) if self.idx_path else None
         self.rec_path.parent.mkdir(parents=True, exist_ok=True)
         self._rec = self._rec_tmp.open("wb", buffering=0)  # records go out with one writev
         self._idx = self._idx_tmp.open("w") if self._idx_tmp else None

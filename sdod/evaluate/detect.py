@@ -1,4 +1,11 @@
-"""Run a model over Samples and collect detections and ground truth for the metrics."""
+"""Run a model over Samples and collect detections and ground truth for the metrics.
+
+A model that brings its own inference (`resize` and `detect`: SageMaker's networks,
+sdod/model/sagemaker_model.py) is evaluated as its endpoint serves it: its own resize of
+the whole decoded image, float32 (no autocast) and its own decoding, exactly as
+`sdod.serve.predictor.Predictor` does; every other model through sdod's resize and
+`postprocess`.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +13,13 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from sdod.data.dataset import DetectionDataset
 from sdod.data.sample import Sample
 from sdod.evaluate.voc import BoxTable
 from sdod.faults import pause_point
-from sdod.model.postprocess import postprocess
+from sdod.model.postprocess import ImageDetections, postprocess
 from sdod.model.ssd import SSD
 
 
@@ -30,6 +37,55 @@ def ground_truth(samples: list[Sample]) -> BoxTable:
     )
 
 
+class OwnResize(Dataset):
+    """Validation items `(image uint8 [3, S, S], index)` made by a model's own `resize`."""
+
+    def __init__(
+        self, samples: list[Sample], resize: Callable[[torch.Tensor], torch.Tensor], size: int
+    ) -> None:
+        self.base = DetectionDataset(
+            samples, image_size=size, anchors=torch.zeros(0, 4), train=False
+        )
+        self.resize = resize
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.resize(self.base.load(index).image), index
+
+
+def own_inference(model: SSD) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The model's own `resize` when it brings its own inference (`resize` and `detect`:
+    SageMaker's networks); None for sdod's."""
+    resize, decode = getattr(model, "resize", None), getattr(model, "detect", None)
+    return resize if callable(resize) and callable(decode) else None
+
+
+def _dataset(model: SSD, samples: list[Sample]) -> Dataset:
+    size = model.config.image_size
+    resize = own_inference(model)
+    if resize is not None:
+        return OwnResize(samples, resize, size)
+    return DetectionDataset(samples, image_size=size, anchors=model.anchors.cpu(), train=False)
+
+
+def _detections(
+    model: SSD, batch: torch.Tensor, device: torch.device, nms_threshold: float, nms_topk: int
+) -> list[ImageDetections]:
+    """Detections (boxes in input pixels) for one batch of uint8 images."""
+    decode = getattr(model, "detect", None) if own_inference(model) else None
+    autocast = device.type == "cuda" and decode is None  # the endpoint computes in float32
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+        cls, box = model(batch.to(device, non_blocking=True))
+    if decode is not None:
+        found: list[ImageDetections] = decode(cls, box)
+        return found
+    return postprocess(
+        cls, box, model.anchors, nms_threshold=nms_threshold, max_detections=nms_topk
+    )
+
+
 @torch.no_grad()
 def detect(
     model: SSD,
@@ -39,14 +95,18 @@ def detect(
     batch_size: int = 16,
     workers: int = 0,
     nms_threshold: float = 0.45,
+    nms_topk: int = 400,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> BoxTable | None:
     """Detections in original image pixels for every sample (a BoxTable); None if
-    stopped part-way."""
+    stopped part-way. `nms_threshold` and `nms_topk` (the most detections an image keeps)
+    are for sdod's own decoding (a model with its own `detect` applies its own)."""
     size = model.config.image_size
-    dataset = DetectionDataset(samples, image_size=size, anchors=model.anchors.cpu(), train=False)
     loader = DataLoader(
-        dataset, batch_size=batch_size, num_workers=workers, pin_memory=device.type == "cuda"
+        _dataset(model, samples),
+        batch_size=batch_size,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
     )
     was_training = model.training
     model.eval()
@@ -56,9 +116,7 @@ def detect(
             pause_point("validation")
             if should_stop():
                 return None
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                cls, box = model(batch.to(device, non_blocking=True))
-            dets = postprocess(cls, box, model.anchors, nms_threshold=nms_threshold)
+            dets = _detections(model, batch, device, nms_threshold, nms_topk)
             for i, det in zip(index.tolist(), dets, strict=True):
                 s = samples[i]
                 scale = torch.tensor([s.width / size, s.height / size] * 2, device=det.boxes.device)

@@ -88,8 +88,13 @@ def evaluate(
     if not 0 < iou <= 1:
         raise UserError(f"--overlap-threshold must be in (0, 1], got {iou}")
     info = predictor.info
+    cpu = torch.device("cpu")
     det = detect(
-        predictor.model, samples, device=torch.device("cpu"), nms_threshold=info.nms_threshold
+        predictor.model,
+        samples,
+        device=cpu,
+        nms_threshold=info.nms_threshold,
+        nms_topk=info.nms_topk,
     )
     assert det is not None
     gt = ground_truth(samples)

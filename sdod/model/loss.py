@@ -50,7 +50,8 @@ def multibox_loss(
     if normaliser is None:
         normaliser = num_pos.sum().clamp(min=1).float()
     cls_loss = (ce * (pos | neg)).sum() / normaliser
-    box_loss = F.smooth_l1_loss(
-        box_offsets.float()[pos], box_targets[pos], reduction="sum", beta=1.0
-    )
+    # positives picked by a mask, not by indexing: `x[pos]` makes the host wait for the GPU
+    # to count them, at every training step
+    box_loss = F.smooth_l1_loss(box_offsets.float(), box_targets, reduction="none", beta=1.0)
+    box_loss = torch.where(pos.unsqueeze(-1), box_loss, 0.0).sum()
     return cls_loss, box_loss / normaliser

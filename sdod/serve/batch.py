@@ -19,7 +19,16 @@ from typing import Any
 
 from sdod.errors import DataError, UserError
 from sdod.serve.predictor import Predictor
-from sdod.storage import S3Options, is_s3, read_bytes, s3_filesystem, write_bytes
+from sdod.storage import (
+    S3Options,
+    inside,
+    is_s3,
+    local_path,
+    read_bytes,
+    s3_filesystem,
+    safe_relative,
+    write_bytes,
+)
 from sdod.transfer import list_prefix
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -42,6 +51,27 @@ class BatchResult:
 
 def _join(base: str, rel: str) -> str:
     return base.rstrip("/") + "/" + rel
+
+
+def _output(dest: str, rel: str) -> str:
+    """Where the response for the input `rel` goes: under `dest`, never outside it."""
+    if is_s3(dest):
+        return _join(dest, safe_relative(rel, "input key"))
+    return str(inside(local_path(dest), rel, "input key"))
+
+
+def _safe_names(names: list[str], source: str, result: BatchResult, on_error: str) -> list[str]:
+    """The input keys that are safe to read and to name an output after; the others (`..`,
+    absolute, control characters) are counted as failed, or stop the run (`fail`)."""
+    safe = []
+    for rel in names:
+        try:
+            safe.append(safe_relative(rel, "input key"))
+        except DataError as exc:
+            if on_error == "fail":
+                raise
+            result.failed.append({"file": _join(source, rel), "error": str(exc)})
+    return safe
 
 
 def _chunks(items: list[str], n: int) -> Iterator[list[str]]:
@@ -69,6 +99,8 @@ def batch_predict(
     names = sorted(k for k in list_prefix(source, s3) if k.lower().endswith(IMAGE_SUFFIXES))
     if not names:
         raise UserError(f"{source}: no .jpg/.jpeg/.png images found")
+    result = BatchResult(source, dest, len(names), 0)
+    names = _safe_names(names, source, result, on_error)
     fs_in = s3_filesystem(s3) if is_s3(source) else None
     fs_out = s3_filesystem(s3) if is_s3(dest) else None
 
@@ -78,15 +110,16 @@ def batch_predict(
         except (OSError, UserError) as exc:
             return exc
 
-    result = BatchResult(source, dest, len(names), 0)
-    log(f"batch inference: {len(names)} images from {source} to {dest}")
+    log(f"batch inference: {result.images} images from {source} to {dest}")
     with ThreadPoolExecutor(max(1, workers)) as pool:
         for chunk in _chunks(names, CHUNK):
             for rel, data in zip(chunk, pool.map(fetch, chunk), strict=True):
                 try:
                     if isinstance(data, Exception):
                         raise DataError(f"cannot read ({data})")
-                    response = predictor.predict(data, score_threshold=score_threshold, top_k=top_k)
+                    response = predictor.predict(
+                        data, score_threshold=score_threshold, top_k=top_k, where=rel
+                    )
                 except DataError as exc:
                     message = exc.reason or str(exc)  # the file is named beside it
                     result.failed.append({"file": _join(source, rel), "error": message})
@@ -96,10 +129,10 @@ def batch_predict(
                             f"{result.written} outputs written)"
                         ) from None
                     continue
-                write_bytes(_join(dest, rel + suffix), json.dumps(response).encode(), fs=fs_out)
+                write_bytes(_output(dest, rel + suffix), json.dumps(response).encode(), fs=fs_out)
                 result.written += 1
             done = result.written + len(result.failed)
-            log(f"batch inference: {done}/{len(names)} images ({len(result.failed)} failed)")
+            log(f"batch inference: {done}/{result.images} images ({len(result.failed)} failed)")
     if result.failed:
         body = json.dumps(result.failed, indent=2).encode()
         write_bytes(_join(dest, "_failures.json"), body, fs=fs_out)

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from sdod.errors import UserError
 from sdod.model.ssd import SSD
 
 
@@ -52,7 +53,13 @@ def add_onnx(model: str | Path, out: str | Path | None = None) -> dict[str, Any]
     from safetensors.torch import load
 
     from sdod.artifact import read_artifact, write_artifact
+    from sdod.model.sagemaker import is_sagemaker_archive
 
+    if out is None and Path(model).exists() and is_sagemaker_archive(model):
+        raise UserError(
+            f"{model} is SageMaker's own model archive; export-onnx does not replace it "
+            "with an sdod one: name the new archive with --out (e.g. --out model-onnx.tar.gz)"
+        )
     artifact = read_artifact(model)
     network = artifact.model_config.build()
     network.load_state_dict(load(artifact.weights))

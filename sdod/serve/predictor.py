@@ -3,6 +3,11 @@
 `{"prediction": [[class_id, score, xmin, ymin, xmax, ymax], ...]}`, coordinates normalised
 to 0..1 of the input image, all numbers floats (as the built-in algorithm returns them),
 sorted by descending score.
+
+`predict` is `prepare` (check and decode the image, resize it: safe to run in many
+threads at once) then `forward` (the model: one call at a time when the model is shared).
+Images are decoded by `sdod.serve.images`: JPEG or PNG only, pixels bounded from the
+header, a large JPEG decoded at a reduced scale.
 """
 
 from __future__ import annotations
@@ -13,10 +18,11 @@ from typing import Any
 import torch
 
 from sdod.artifact import ModelConfig, read_artifact
-from sdod.data.dataset import decode_rgb, eval_transform
+from sdod.data.dataset import eval_transform
 from sdod.errors import DataError, UserError
 from sdod.model.postprocess import postprocess
 from sdod.model.ssd import SSD
+from sdod.serve.images import DEFAULT_MAX_PIXELS, decode_image
 
 BACKENDS = ("torch", "onnxruntime")
 
@@ -26,6 +32,7 @@ class Predictor:
 
     `backend="onnxruntime"` runs the artifact's `model.onnx` (add one with `sdod
     export-onnx`); pre- and post-processing are the same code for both backends.
+    `max_pixels` bounds the pixels an image may declare (see `sdod.serve.images`).
     """
 
     def __init__(
@@ -35,14 +42,31 @@ class Predictor:
         device: torch.device,
         runner: Any = None,
         hyperparams: dict[str, str] | None = None,
+        *,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
         self.model, self.info, self.device = model, info, device
         self.hyperparams = hyperparams or {}
+        if max_pixels < 1:
+            raise UserError(f"--max-pixels must be positive, got {max_pixels}")
+        self.max_pixels = max_pixels
         self.run = runner or model
         self.transform = eval_transform(info.image_shape)
+        # SageMaker's networks (sdod/model/sagemaker_model.py) bring example/ssd's own
+        # resize (OpenCV's, on the whole decoded image) and MultiBoxDetection decoding
+        self.decode_size: int | None = info.image_shape
+        if hasattr(model, "resize") and hasattr(model, "detect"):
+            self.transform, self.decode_size = model.resize, None
 
     @classmethod
-    def load(cls, path: str | Path, *, device: str = "cpu", backend: str = "torch") -> Predictor:
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        device: str = "cpu",
+        backend: str = "torch",
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> Predictor:
         from safetensors.torch import load
 
         artifact = read_artifact(path)
@@ -64,20 +88,28 @@ class Predictor:
             from sdod.serve.onnx import OnnxRunner
 
             runner, dev = OnnxRunner(artifact.onnx), torch.device("cpu")
-        return cls(model.to(dev).eval(), info, dev, runner, artifact.hyperparams)
+        model = model.to(dev).eval()
+        return cls(model, info, dev, runner, artifact.hyperparams, max_pixels=max_pixels)
+
+    def prepare(self, data: bytes, where: str = "request body") -> torch.Tensor:
+        """The model's input `[1, 3, S, S]` (uint8) from untrusted JPEG/PNG bytes."""
+        image = decode_image(data, where, max_pixels=self.max_pixels, min_size=self.decode_size)
+        return self.transform(image).unsqueeze(0)
 
     @torch.no_grad()
-    def predict(
-        self, data: bytes, *, score_threshold: float = 0.0, top_k: int | None = None
+    def forward(
+        self, batch: torch.Tensor, *, score_threshold: float = 0.0, top_k: int | None = None
     ) -> dict[str, Any]:
-        if not 0.0 <= score_threshold <= 1.0:
-            raise UserError(f"score threshold must be in [0, 1], got {score_threshold}")
-        if top_k is not None and top_k < 1:
-            raise UserError(f"top-k must be a positive integer, got {top_k}")
-        image = decode_rgb(data, "request body")
-        batch = self.transform(image).unsqueeze(0).to(self.device)
-        cls, box = self.run(batch)
-        det = postprocess(cls, box, self.model.anchors, nms_threshold=self.info.nms_threshold)[0]
+        """The SageMaker response for a batch of one prepared image."""
+        check_options(score_threshold, top_k)
+        cls, box = self.run(batch.to(self.device))
+        if self.decode_size is None:
+            det = self.model.detect(cls, box)[0]  # type: ignore[operator]
+        else:
+            nms, topk = self.info.nms_threshold, self.info.nms_topk
+            det = postprocess(cls, box, self.model.anchors, nms_threshold=nms, max_detections=topk)[
+                0
+            ]
         size = float(self.info.image_shape)
         keep = det.scores >= score_threshold
         boxes = (det.boxes[keep] / size).clamp(0.0, 1.0)
@@ -86,3 +118,24 @@ class Predictor:
         if top_k is not None:
             rows = rows[:top_k]
         return {"prediction": [[float(v) for v in row] for row in rows.tolist()]}
+
+    def predict(
+        self,
+        data: bytes,
+        *,
+        score_threshold: float = 0.0,
+        top_k: int | None = None,
+        where: str = "request body",
+    ) -> dict[str, Any]:
+        """The SageMaker response for one image's bytes (`where` names it in errors)."""
+        check_options(score_threshold, top_k)
+        batch = self.prepare(data, where)
+        return self.forward(batch, score_threshold=score_threshold, top_k=top_k)
+
+
+def check_options(score_threshold: float, top_k: int | None) -> None:
+    """Refuse a score threshold outside [0, 1] (or NaN) and a top-k below 1."""
+    if not 0.0 <= score_threshold <= 1.0:
+        raise UserError(f"score threshold must be in [0, 1], got {score_threshold}")
+    if top_k is not None and top_k < 1:
+        raise UserError(f"top-k must be a positive integer, got {top_k}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,8 @@ class Checkpoint:
     optimizer: dict[str, Any]
     result: FitResult  # epochs completed, best-so-far weights and mAP, history
     torch_rng: torch.Tensor
+    job: str = ""  # the TrainingJobName that wrote it ("" in checkpoints older than this)
+    hyperparameters: dict[str, str] = field(default_factory=dict)  # that job's, as strings
 
     @property
     def epoch(self) -> int:
@@ -45,6 +47,8 @@ def save(path: Path, ckpt: Checkpoint) -> Path:
         "model": ckpt.model,
         "optimizer": ckpt.optimizer,
         "torch_rng": ckpt.torch_rng,
+        "job": ckpt.job,
+        "hyperparameters": dict(ckpt.hyperparameters),
         **ckpt.result.durable(),
     }
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -75,4 +79,38 @@ def load(path: Path) -> Checkpoint:
         payload["optimizer"],
         FitResult.resumed(payload["epoch"], payload),
         payload["torch_rng"],
+        str(payload.get("job", "")),
+        {str(k): str(v) for k, v in (payload.get("hyperparameters") or {}).items()},
     )
+
+
+def check_identity(
+    ckpt: Checkpoint, *, job: str, hyperparameters: dict[str, str], where: str
+) -> None:
+    """Refuse (DataError) to resume a checkpoint another job wrote, or this job's name with
+    other hyperparameters: its weights and optimiser state belong to that training run."""
+    fix = (
+        "give this job a new TrainingJobName (or CheckpointConfig.S3Uri), or delete the "
+        "checkpoint to start over"
+    )
+    if ckpt.job and ckpt.job != job:
+        raise DataError(
+            f"checkpoint {where} was written by training job {ckpt.job!r}, not {job!r}; "
+            f"refusing to resume it: {fix}",
+            rule="checkpoint_job",
+            where=where,
+        )
+    # keys the checkpoint lacks are hyperparameters newer than the sdod that wrote it
+    keys = sorted(set(ckpt.hyperparameters) & set(hyperparameters))
+    changed = [
+        f"{k}: {ckpt.hyperparameters[k]} -> {hyperparameters[k]}"
+        for k in keys
+        if ckpt.hyperparameters[k] != hyperparameters[k]
+    ]
+    if changed:
+        raise DataError(
+            f"checkpoint {where} of job {job!r} was trained with other hyperparameters "
+            f"({'; '.join(changed)}); refusing to resume it: {fix}",
+            rule="checkpoint_hyperparameters",
+            where=where,
+        )

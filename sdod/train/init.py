@@ -20,10 +20,10 @@ from sdod.settings import RuntimeSettings
 
 def incremental_weights(
     layout: JobLayout, spec: TrainingJobSpec, hp: Hyperparameters
-) -> tuple[dict[str, torch.Tensor], Path, str] | None:
+) -> tuple[dict[str, torch.Tensor], Path, ModelConfig] | None:
     """Weights of the earlier model.tar.gz in the `model` channel (incremental training), its
-    path and network variant, or None without one. Its base_network and num_classes must
-    equal this job's."""
+    path and model config (a SageMaker archive is converted: sdod/model/sagemaker.py), or
+    None without one. Its base_network and num_classes must equal this job's."""
     channel = spec.channel("model")
     if channel is None:
         return None
@@ -48,7 +48,7 @@ def incremental_weights(
                 f"job's hyperparameters say {name}={ours}; incremental training needs the same "
                 "base_network and num_classes (train from scratch to change them)"
             )
-    return load(artifact.weights), archives[0], theirs_config.variant
+    return load(artifact.weights), archives[0], theirs_config
 
 
 def initial_model(
@@ -67,8 +67,15 @@ def initial_model(
         weights = load_weights(find_weights(hp.base_network, settings))
     if settings.seed is not None:  # reproducible initial weights; else each run draws its own
         torch.manual_seed(settings.seed)
-    variant = base[2] if base is not None else ""  # an imported GluonCV model keeps its layout
-    shape = ModelConfig(hp.base_network, hp.num_classes, hp.image_shape, variant=variant)
+    theirs = base[2] if base is not None else None  # an imported model keeps its layout
+    shape = ModelConfig(
+        hp.base_network,
+        hp.num_classes,
+        hp.image_shape,
+        nms_threshold=hp.nms_threshold,  # a SageMaker graph's decoding takes this job's
+        variant=theirs.variant if theirs else "",
+        network=theirs.network if theirs else None,
+    )
     model = shape.build(backbone_weights=weights)
     if base is not None:
         state, archive, _ = base

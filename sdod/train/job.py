@@ -8,7 +8,6 @@ the message, as in a SageMaker container.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import threading
@@ -104,20 +103,30 @@ def _fetch_checkpoint(layout: JobLayout, spec: TrainingJobSpec) -> tuple[Path, s
     path = layout.checkpoint_dir / ckpt.NAME
     source = str(path)
     if spec.checkpoint_uri and not path.is_file():
-        with contextlib.suppress(UserError):
+        try:
             sync_to_local(spec.checkpoint_uri, layout.checkpoint_dir, progress=False)
             source = spec.checkpoint_uri.rstrip("/") + "/" + ckpt.NAME
+        except DataError:
+            raise  # an unsafe key there: refused, not ignored
+        except UserError:
+            pass  # nothing there yet: a fresh start
     return path, source
 
 
-def _checkpoint_writer(path: Path, spec: TrainingJobSpec) -> Callable[..., None]:
-    """The end-of-epoch hook: rewrite the checkpoint (and sync it to CheckpointConfig)."""
+def _checkpoint_writer(
+    path: Path, spec: TrainingJobSpec, hp: Hyperparameters
+) -> Callable[..., None]:
+    """The end-of-epoch hook: rewrite the checkpoint (and sync it to CheckpointConfig). It
+    records the job's name and hyperparameters: only the same job may resume it."""
     from sdod.storage import upload_file
     from sdod.train import checkpoint as ckpt
 
     def on_epoch_end(epoch: int, m: Any, opt: torch.optim.Optimizer, result: Any) -> None:
         state = {k: v.detach().cpu() for k, v in m.state_dict().items()}
-        ckpt.save(path, ckpt.Checkpoint(state, opt.state_dict(), result, torch.get_rng_state()))
+        saved = ckpt.Checkpoint(
+            state, opt.state_dict(), result, torch.get_rng_state(), spec.name, hp.to_strings()
+        )
+        ckpt.save(path, saved)
         if spec.checkpoint_uri:
             upload_file(path, spec.checkpoint_uri.rstrip("/") + "/" + ckpt.NAME)
 
@@ -146,6 +155,7 @@ def _resumable(
     resume = None
     if path.is_file():
         saved = ckpt.load(path)
+        ckpt.check_identity(saved, job=spec.name, hyperparameters=hp.to_strings(), where=source)
         model.load_state_dict(saved.model)
         optimizer.load_state_dict(saved.optimizer)
         torch.set_rng_state(saved.torch_rng)
@@ -160,7 +170,7 @@ def _resumable(
         start_epoch=resume.epochs_completed if resume else 0,
         resume=resume,
         # rank 0 keeps the checkpoints
-        on_epoch_end=_checkpoint_writer(path, spec) if world.is_main else None,
+        on_epoch_end=_checkpoint_writer(path, spec, hp) if world.is_main else None,
         world=world,
     )
     return _Resume(opts, optimizer)
@@ -269,6 +279,12 @@ def _quiet(_line: str) -> None:
 def _write_outcome(layout: JobLayout, world: World, outcome: JobOutcome) -> None:
     if world.local_rank == 0 and world.size > 1:  # for this machine's launcher to report
         atomic_write_bytes(layout.output_dir / OUTCOME_FILE, json.dumps(outcome.to_dict()).encode())
+
+
+def job_root_spec(job_root: str | Path) -> TrainingJobSpec:
+    """The request of the job under `job_root` (written by `ingest`, or a SageMaker
+    container's `/opt/ml` layout); UserError when it is not a job root."""
+    return _load_spec(JobLayout(Path(job_root)))
 
 
 def _load_spec(layout: JobLayout) -> TrainingJobSpec:

@@ -161,9 +161,10 @@ class _Epochs:
                 return False
             for group in self.optimizer.param_groups:
                 group["lr"] = self.schedule(epoch * iters + b)
-            ce, l1 = self._step(images, cls_t, box_t)
+            ce_t, l1_t = self._step(images, cls_t, box_t)
             seen += images.shape[0] * self.opts.world.size
-            if b % LOG_EVERY == 0 or b == iters - 1:
+            if b % LOG_EVERY == 0 or b == iters - 1:  # the step's only reads from the GPU
+                ce, l1 = ce_t.item(), l1_t.item()
                 _check_finite(ce + l1, epoch, b, self.hp)
                 self.log(metrics.train_loss_line(epoch, b, "cross_entropy", round(ce, 6)))
                 self.log(metrics.train_loss_line(epoch, b, "smooth_l1", round(l1, 6)))
@@ -175,7 +176,9 @@ class _Epochs:
 
     def _step(
         self, images: torch.Tensor, cls_t: torch.Tensor, box_t: torch.Tensor
-    ) -> tuple[float, float]:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimiser step; the two loss terms stay on the device (reading them back
+        would make the host wait for the GPU at every step)."""
         device, world = self.opts.device, self.opts.world
         images = images.to(device, non_blocking=True)
         if device.type == "cuda":
@@ -195,7 +198,7 @@ class _Epochs:
         (ce + l1).backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), GRAD_CLIP_NORM)
         self.optimizer.step()
-        return ce.item(), l1.item()
+        return ce.detach(), l1.detach()
 
     def validate(self, epoch: int) -> float | None:
         """Validation mAP (VOC07 at overlap_threshold); None when stopped part-way."""
@@ -203,7 +206,7 @@ class _Epochs:
         hp = self.hp
         det = detect(
             self.model, self.validation, device=self.opts.device,
-            nms_threshold=hp.nms_threshold, should_stop=self.should_stop,
+            nms_threshold=hp.nms_threshold, nms_topk=hp.nms_topk, should_stop=self.should_stop,
         )  # fmt: skip
         if det is None:
             return None
@@ -229,6 +232,7 @@ def _prepare(
     model.to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
+        torch.backends.cudnn.benchmark = True  # fixed shapes: full batches of one size
     # mini_batch_size is one machine's batch, split over its processes; × machines in all
     batch = min(hp.mini_batch_size * world.machines, len(train))
     loader, sampler = _loader(train, model, hp, batch, opts)

@@ -57,6 +57,8 @@ def write_model(
             hp.nms_threshold,
             int(model.anchors.shape[0]),
             model.config.variant,
+            network=getattr(model, "network", None),  # a SageMaker graph (sdod/model/sagemaker.py)
+            nms_topk=hp.nms_topk,
         ).to_dict(),
         metrics=metrics,
     )

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import fcntl
 import os
+import stat
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from sdod.errors import UserError
 from sdod.settings import RuntimeSettings
 
 POLL_SECONDS = 0.25
@@ -26,8 +28,26 @@ class WaitTimeout(Exception):
     """No slot came free within MaxWaitTimeInSeconds (or the job was stopped waiting)."""
 
 
+def open_lock_file(path: Path) -> int:
+    """The slot's lock file, opened without following a symbolic link (the folder may be a
+    shared temporary one: a link planted there must not make us truncate its target)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as exc:  # ELOOP: a symbolic link; EACCES: someone else's file
+        raise UserError(
+            f"training slot lock {path} cannot be opened safely ({exc.strerror}); it must be "
+            "a regular file of this user: remove it, or set SDOD_SLOT_DIR to a private folder"
+        ) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UserError(
+            f"training slot lock {path} is not a regular file; remove it, or set SDOD_SLOT_DIR"
+        )
+    return fd
+
+
 def _try_lock(path: Path) -> int | None:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    fd = open_lock_file(path)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

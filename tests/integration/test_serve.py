@@ -121,6 +121,8 @@ def test_invocations_round_trip_against_a_real_server(model: Path) -> None:
         status, body = _request(f"{base}/invocations", b"hello", "text/plain")
         assert status == 415 and "Content-Type text/plain" in body["error"]
         status, body = _request(f"{base}/invocations", b"not an image at all", "image/jpeg")
+        assert status == 415 and "JPEG or PNG" in body["error"]
+        status, body = _request(f"{base}/invocations", jpeg[:300], "image/jpeg")
         assert status == 400 and "does not decode" in body["error"]
         status, body = _request(f"{base}/invocations", b"x" * 300000, "image/jpeg")
         assert status == 413 and "over the limit" in body["error"]
@@ -203,7 +205,7 @@ def test_batch_predict_over_a_folder_writes_one_response_per_image(
     src = tmp_path / "in"
     shutil.copytree(_data(model) / "train", src / "nested")
     (src / "notes.txt").write_text("not an image: ignored")
-    (src / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    (src / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     result = _batch(model, str(src), str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)

@@ -38,7 +38,7 @@ def _tar(tmp_path: Path, build) -> Path:  # type: ignore[no-untyped-def]
     with tarfile.open(path, "w") as tar:  # uncompressed is fine: the reader opens "r:*"
         good = _good()
         for name, data in (("hyperparams.json", b"{}"), ("metrics.json", b"{}"),
-                           ("model_config.json", b'{"base_network": "x", "num_classes": 1, "image_shape": 300}'),
+                           ("model_config.json", b'{"base_network": "mobilenet-v3", "num_classes": 1, "image_shape": 300}'),
                            ("model.safetensors", good.weights)):  # fmt: skip
             info = tarfile.TarInfo(name)
             info.size = len(data)
@@ -68,7 +68,7 @@ def _link(name: str, kind: bytes):  # type: ignore[no-untyped-def]
 def _huge(tar: tarfile.TarFile) -> None:
     info = tarfile.TarInfo("model.onnx")
     info.size = (2 << 30) + 1  # a header that claims 2 GiB: refused before any byte is read
-    tar.fileobj.write(info.tobuf(tarfile.GNU_FORMAT))  # type: ignore[union-attr]
+    tar.fileobj.write(info.tobuf(tarfile.GNU_FORMAT))
     tar.offset += 512
 
 
@@ -108,3 +108,20 @@ def test_not_an_archive_and_missing_members(tmp_path: Path) -> None:
         pass
     with pytest.raises(DataError, match="missing member"):
         read_artifact(tmp_path / "empty.tar.gz")
+
+
+def test_weight_limits_hold_every_network_with_little_room() -> None:
+    """`weights_limit` bounds each network's float32 state dict (every image shape and
+    variant) from above, by at most 20% and the safetensors header's slack."""
+    import torch
+
+    from sdod.artifact import WEIGHTS_SLACK, weights_limit
+    from sdod.model.ssd import SSD, SSDConfig
+
+    for net in ("vgg-16", "resnet-50", "mobilenet-v3", "resnet-lite"):
+        for size, variant, classes in ((300, "", 1), (512, "gluoncv", 20), (1024, "", 1000)):
+            with torch.device("meta"):
+                state = SSD(SSDConfig(net, classes, size, variant)).state_dict()
+            held = sum(t.numel() * t.element_size() for t in state.values())
+            room = weights_limit(net, classes) - WEIGHTS_SLACK
+            assert held <= room <= 1.2 * held, (net, size, variant, classes, held, room)

@@ -60,7 +60,7 @@ BAD = [
         "^(conv1_",
         "freeze_layer_pattern='\\^\\(conv1_' is not a valid regular",
     ),
-    ("kv_store", "local", "kv_store='local' must be one of dist_sync, dist_async"),
+    ("kv_store", "nccl", "kv_store='nccl' must be one of local, device, dist_sync"),
     ("augmentation", "heavy", "augmentation='heavy' must be one of ssd, light, none"),
 ]
 

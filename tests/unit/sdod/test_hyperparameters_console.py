@@ -34,7 +34,7 @@ def test_console_values_parse_as_sagemaker_means_them() -> None:
     ("name", "value", "says"),
     [
         ("early_stopping", "maybe", "must be True or False"),
-        ("early_stopping_tolerance", "1", "outside its valid range [0, 1)"),
+        ("early_stopping_tolerance", "1.5", "outside its valid range [0, 1]"),
         ("early_stopping_patience", "0", "must be an integer >= 1"),
         ("early_stoping", "True", "did you mean early_stopping"),
     ],

@@ -96,7 +96,9 @@ def test_a_publish_that_fails_half_way_leaves_no_visible_version(
         registry.resolve_model(str(group / "v2"))
     assert registry.resolve_model(str(group)) == group / "v1" / "model.tar.gz"
     again = stages.publish(model=str(model), to=str(group), evaluation=_evaluation(tmp_path, 0.9))
-    assert again.version == 2 and (group / "v2" / "approval.json").is_file()
+    # the dead publish keeps its claim on v2 (a number is never reused): the retry is v3
+    assert again.version == 3 and (group / "v3" / "approval.json").is_file()
+    assert [v.number for v in registry.list_versions(str(group))] == [1, 3]
 
 
 def test_cli_publish_refusal_is_one_line_and_exit_2(model: Path, tmp_path: Path) -> None:
