@@ -1,9 +1,8 @@
 """The pipeline's front door: one function per stage, called by the CLI and the DAGs.
 
-ingest -> check -> pack -> train -> evaluate -> publish: typed keyword arguments in, a
-small JSON-able result out; the machinery is imported inside (importing this is cheap).
-Stages read and write URIs; where each one's output lands is `sdod.workspace`.
-"""
+ingest -> check -> pack -> train -> evaluate -> publish: typed keyword arguments in, a small
+JSON-able result out, URIs read and written (where each output lands: `sdod.workspace`);
+the machinery is imported inside (importing this is cheap)."""
 
 from __future__ import annotations
 
@@ -170,7 +169,8 @@ def train(
         from sdod.container import container_job
 
         job_root, spec, rdzv_endpoint = container_job()
-    with claimed(spec or job_root_spec(job_root), new=job_spec is not None, s3=s3) as named:
+    spec = spec or job_root_spec(job_root)
+    with claimed(spec, new=job_spec is not None, job_root=job_root, s3=s3) as named:
         if job_spec is not None:
             ingest(job_spec=named, job_root=job_root, s3=s3)
         return train_job(job_root, log=log, stop=stop, nproc_per_node=nproc_per_node,

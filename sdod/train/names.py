@@ -16,6 +16,7 @@ checkpoint itself: it records the job's name and hyperparameters (`train.checkpo
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,7 +35,8 @@ class JobInUse(UserError):
 
 @contextmanager
 def running(name: str, *, folder: Path | None = None) -> Iterator[None]:
-    """Hold the job name on this machine for the body; JobInUse when another process does."""
+    """Hold the job name on this machine for the body; JobInUse when another process does.
+    (`name` is the job's name, or for a job of several machines, see `_lock_name`.)"""
     folder = folder or RuntimeSettings.from_env().slot_dir
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"job-{name}.lock"
@@ -72,11 +74,29 @@ def refuse_delivered(spec: TrainingJobSpec, *, s3: S3Options | None = None) -> N
 
 @contextmanager
 def claimed(
-    spec: TrainingJobSpec, *, new: bool, s3: S3Options | None = None
+    spec: TrainingJobSpec, *, new: bool, job_root: str | None = None, s3: S3Options | None = None
 ) -> Iterator[TrainingJobSpec]:
     """The job's name held for the body (see the module): refused when a job of that name
     runs on this machine, or, for a `new` job, when that name has delivered a model."""
+    if _torchrun_worker():  # the launcher on this machine holds the name for its workers
+        yield spec
+        return
     if new:
         refuse_delivered(spec, s3=s3)
-    with running(spec.name):
+    with running(_lock_name(spec, job_root)):
         yield spec
+
+
+def _lock_name(spec: TrainingJobSpec, job_root: str | None) -> str:
+    """What is held: the job's name; for a job of several machines (each runs the same
+    name; two may share a host, as in tests), the name and this machine's job root."""
+    if spec.instance_count == 1 or job_root is None:
+        return spec.name
+    root = os.path.realpath(job_root).encode()
+    return f"{spec.name}-{hashlib.sha1(root, usedforsecurity=False).hexdigest()[:12]}"
+
+
+def _torchrun_worker() -> bool:
+    """Whether this process is one of the job's torchrun workers (torchrun sets these; read
+    here rather than through `train.distributed.World`, which imports torch)."""
+    return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
