@@ -4,7 +4,9 @@ ingested or written:
 
 - a name already running on this machine: the job holds an exclusive `flock` on
   `<SDOD_SLOT_DIR>/job-<name>.lock` for its whole life (the kernel releases it however the
-  process ends, so a killed job's name is free again at once, for its rerun to resume);
+  process ends, so a killed job's name is free again at once, for its rerun to resume).
+  Its torchrun workers run under the launcher's hold; a job of several machines holds
+  its name per job root, since each machine runs the same name;
 - a new job (`sdod train --job-spec`) whose name has delivered a model already:
   `S3OutputPath/<job>/output/model.tar.gz` exists. (The Airflow operator renames such a job
   instead; a rerun from its job root, `--job-root`, resumes it.)
