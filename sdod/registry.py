@@ -98,8 +98,13 @@ def _version_numbers(group: str, s3: S3Options | None) -> dict[int, set[str]]:
 
 def list_versions(group: str, *, s3: S3Options | None = None) -> list[Version]:
     """The approved versions of a group, oldest first."""
+    return _approved(group, _version_numbers(group, s3), s3)
+
+
+def _approved(group: str, numbers: dict[int, set[str]], s3: S3Options | None) -> list[Version]:
+    """The approved versions among `numbers` (`_version_numbers`' listing), oldest first."""
     out = []
-    for number, names in sorted(_version_numbers(group, s3).items()):
+    for number, names in sorted(numbers.items()):
         if APPROVAL not in names:
             continue
         uri = join_uri(group, f"v{number}") + "/"
@@ -208,11 +213,12 @@ def publish(
     else:
         score, metrics, source = _number(training_map), dict(artifact.metrics), "training"
     what = f"{source} mAP {score}"
-    approved = list_versions(group, s3=s3)
-    held, forced = _gate(score, what, group, approved, min_map=min_map, force=force)
-    claimed = max(_version_numbers(group, s3), default=0)
+    numbers = _version_numbers(group, s3)  # one listing: the approved ones and every claim
+    held, forced = _gate(
+        score, what, group, _approved(group, numbers, s3), min_map=min_map, force=force
+    )
     body = json.dumps(metrics, indent=2).encode()
-    number = _claim_version(group, claimed + 1, body, s3)
+    number = _claim_version(group, max(numbers, default=0) + 1, body, s3)
     uri = join_uri(group, f"v{number}") + "/"
     upload_file(local, join_uri(uri, "model.tar.gz"), s3=s3)
     approval = _approval(group, number, score, source, metrics, training_map)

@@ -19,7 +19,7 @@ from sdod.data.dataset import DetectionDataset
 from sdod.data.sample import Sample
 from sdod.evaluate.voc import BoxTable
 from sdod.faults import pause_point
-from sdod.model.postprocess import ImageDetections, postprocess
+from sdod.model.postprocess import ImageDetections, detections, own_inference
 from sdod.model.ssd import SSD
 
 
@@ -55,13 +55,6 @@ class OwnResize(Dataset):
         return self.resize(self.base.load(index).image), index
 
 
-def own_inference(model: SSD) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """The model's own `resize` when it brings its own inference (`resize` and `detect`:
-    SageMaker's networks); None for sdod's."""
-    resize, decode = getattr(model, "resize", None), getattr(model, "detect", None)
-    return resize if callable(resize) and callable(decode) else None
-
-
 def _dataset(model: SSD, samples: list[Sample]) -> Dataset:
     size = model.config.image_size
     resize = own_inference(model)
@@ -74,16 +67,11 @@ def _detections(
     model: SSD, batch: torch.Tensor, device: torch.device, nms_threshold: float, nms_topk: int
 ) -> list[ImageDetections]:
     """Detections (boxes in input pixels) for one batch of uint8 images."""
-    decode = getattr(model, "detect", None) if own_inference(model) else None
-    autocast = device.type == "cuda" and decode is None  # the endpoint computes in float32
+    # a model with its own inference computes in float32, as its endpoint does
+    autocast = device.type == "cuda" and own_inference(model) is None
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
         cls, box = model(batch.to(device, non_blocking=True))
-    if decode is not None:
-        found: list[ImageDetections] = decode(cls, box)
-        return found
-    return postprocess(
-        cls, box, model.anchors, nms_threshold=nms_threshold, max_detections=nms_topk
-    )
+    return detections(model, cls, box, nms_threshold=nms_threshold, nms_topk=nms_topk)
 
 
 @torch.no_grad()

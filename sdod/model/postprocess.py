@@ -6,7 +6,9 @@ GluonCV's SSD defaults: score threshold 0.01, 400 candidates per class before NM
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torchvision.ops import batched_nms
@@ -49,3 +51,30 @@ def postprocess(
         kept = batched_nms(bx, sc, lb, nms_threshold)[:max_detections]
         out.append(ImageDetections(bx[kept], sc[kept], lb[kept]))
     return out
+
+
+def own_inference(model: Any) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The model's own `resize` when it brings its own inference (`resize` and `detect`:
+    SageMaker's networks, sdod/model/sagemaker_model.py); None for sdod's own networks."""
+    resize, decode = getattr(model, "resize", None), getattr(model, "detect", None)
+    return resize if callable(resize) and callable(decode) else None
+
+
+def detections(
+    model: Any,
+    cls_logits: torch.Tensor,
+    box_offsets: torch.Tensor,
+    *,
+    nms_threshold: float,
+    nms_topk: int,
+) -> list[ImageDetections]:
+    """Per-image detections as the model's endpoint decodes them: its own `detect` when it
+    brings one (which applies its own thresholds), else `postprocess` at `nms_threshold`,
+    keeping at most `nms_topk` per image."""
+    if own_inference(model) is not None:
+        found: list[ImageDetections] = model.detect(cls_logits, box_offsets)
+        return found
+    return postprocess(
+        cls_logits, box_offsets, model.anchors, nms_threshold=nms_threshold,
+        max_detections=nms_topk,
+    )  # fmt: skip

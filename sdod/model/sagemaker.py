@@ -42,6 +42,7 @@ HYPERPARAMS = "hyperparams.json"
 SUFFIXES = {"symbol": "symbol.json", "params": "NNNN.params"}
 MAX_PARAMS_BYTES = 1 << 30  # example/ssd's largest (resnet-50 at 512) holds ~200 MB
 MAX_JSON_BYTES = 16 << 20
+MAX_STREAM = MAX_PARAMS_BYTES + 4 * MAX_JSON_BYTES + (1 << 20)  # the tar, decompressed
 DEFAULT_IMAGE_SHAPE = 300  # SageMaker's default image_shape
 CONVERTER = "sdod-sagemaker-1"  # part of the cache key: bump when the conversion changes
 
@@ -107,8 +108,7 @@ def _tar_members(path: Path, where: str) -> dict[str, bytes]:
         members[base] = b""  # claimed: a second one is refused above
         return True
 
-    cap = MAX_PARAMS_BYTES + 4 * MAX_JSON_BYTES + (1 << 20)
-    for member, data in tar_members(path, where, wanted, max_stream_bytes=cap):
+    for member, data in tar_members(path, where, wanted, max_stream_bytes=MAX_STREAM):
         if data is not None:
             members[_member_name(member.name, where)] = data
     return members
@@ -286,9 +286,8 @@ def is_sagemaker_archive(path: str | os.PathLike[str]) -> bool:
     local = Path(path)
     if local.is_dir():
         return any(SYMBOL.fullmatch(f.name) for f in local.iterdir())
-    from sdod.artifact import tar_members  # bounded: extended-header and stream bombs stop
-
-    headers = tar_members(local, str(local), lambda member: False)  # headers only
+    # bounded: extended-header and stream bombs stop
+    headers = tar_members(local, str(local), lambda member: False, max_stream_bytes=MAX_STREAM)
     try:
         for _, (member, _data) in zip(range(3), headers, strict=False):  # in any order
             kind = _kind(PurePosixPath(member.name).name)

@@ -20,7 +20,7 @@ import torch
 from sdod.artifact import ModelConfig, read_artifact
 from sdod.data.dataset import eval_transform
 from sdod.errors import DataError, UserError
-from sdod.model.postprocess import postprocess
+from sdod.model.postprocess import detections, own_inference
 from sdod.model.ssd import SSD
 from sdod.serve.images import DEFAULT_MAX_PIXELS, decode_image
 
@@ -55,8 +55,9 @@ class Predictor:
         # SageMaker's networks (sdod/model/sagemaker_model.py) bring example/ssd's own
         # resize (OpenCV's, on the whole decoded image) and MultiBoxDetection decoding
         self.decode_size: int | None = info.image_shape
-        if hasattr(model, "resize") and hasattr(model, "detect"):
-            self.transform, self.decode_size = model.resize, None
+        resize = own_inference(model)
+        if resize is not None:
+            self.transform, self.decode_size = resize, None
 
     @classmethod
     def load(
@@ -103,13 +104,10 @@ class Predictor:
         """The SageMaker response for a batch of one prepared image."""
         check_options(score_threshold, top_k)
         cls, box = self.run(batch.to(self.device))
-        if self.decode_size is None:
-            det = self.model.detect(cls, box)[0]  # type: ignore[operator]
-        else:
-            nms, topk = self.info.nms_threshold, self.info.nms_topk
-            det = postprocess(cls, box, self.model.anchors, nms_threshold=nms, max_detections=topk)[
-                0
-            ]
+        info = self.info
+        det = detections(
+            self.model, cls, box, nms_threshold=info.nms_threshold, nms_topk=info.nms_topk
+        )[0]
         size = float(self.info.image_shape)
         keep = det.scores >= score_threshold
         boxes = (det.boxes[keep] / size).clamp(0.0, 1.0)
