@@ -1,4 +1,5 @@
-"""CLI commands for models: train, evaluate, score, predict, inspect, publish, layers."""
+"""CLI commands for models: train, evaluate, score, inspect, publish, layers, importers
+(inference: `sdod.cli.serve`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import sys
 from typing import Any
 
 from sdod.cli.base import EXIT_OK, Command
-from sdod.errors import UserError
 from sdod.hyperparameters import BASE_NETWORKS
 
 # --- train --------------------------------------------------------------------------
@@ -139,83 +139,6 @@ def _run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     ).to_dict()
 
 
-def _configure_predict(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help=MODEL_HELP)
-    p.add_argument("images", nargs="+", help="JPEG or PNG files")
-    p.add_argument("--score-threshold", type=float, default=0.0)
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"])
-
-
-def _run_predict(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from sdod import stages
-    from sdod.serve.predictor import Predictor
-
-    predictor = Predictor.load(stages.resolve_model(args.model), backend=args.backend)
-    for image in args.images:
-        try:
-            data = Path(image).read_bytes()
-        except OSError as exc:
-            raise UserError(f"{image}: cannot read ({exc.strerror})") from None
-        response = predictor.predict(
-            data, score_threshold=args.score_threshold, top_k=args.top_k, where=image
-        )
-        print(
-            json.dumps({"image": image, **response})
-            if len(args.images) > 1
-            else json.dumps(response)
-        )
-    return EXIT_OK
-
-
-def _configure_batch_predict(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help=MODEL_HELP)
-    p.add_argument("--input", required=True, help="folder or s3:// prefix of JPEG/PNG images")
-    p.add_argument("--output", required=True, help="folder or s3:// prefix for the responses")
-    p.add_argument("--score-threshold", type=float, default=0.0)
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"])
-    p.add_argument(
-        "--on-error",
-        default="skip",
-        choices=["skip", "fail"],
-        help="a bad image: count it and go on (skip, default; listed in _failures.json) or stop",
-    )
-    p.add_argument("--suffix", default=".out", help="appended to each image's name (.out)")
-
-
-def _run_batch_predict(args: argparse.Namespace) -> int:
-    import sys
-
-    from sdod import stages
-    from sdod.serve.batch import batch_predict
-    from sdod.serve.predictor import Predictor
-
-    predictor = Predictor.load(stages.resolve_model(args.model), backend=args.backend)
-    result = batch_predict(
-        predictor,
-        args.input,
-        args.output,
-        score_threshold=args.score_threshold,
-        top_k=args.top_k,
-        on_error=args.on_error,
-        suffix=args.suffix,
-        log=lambda line: print(line, file=sys.stderr, flush=True),
-    )
-    if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
-    else:
-        print(
-            f"{result.written} of {result.images} images predicted into {result.dest} "
-            f"in {result.seconds} s; {len(result.failed)} failed"
-        )
-        for failure in result.failed[:10]:
-            print(f"  {failure['file']}: {failure['error']}")
-    return EXIT_OK
-
-
 MODEL_HELP = (
     "model.tar.gz: a file, an s3:// object, a registry version (<registry>/<group>/v<N>/) "
     "or a model group (its latest approved version)"
@@ -268,69 +191,6 @@ def _render_inspect(r: dict[str, Any]) -> str:
             else []
         )
     )
-
-
-def _configure_serve(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--model",
-        help=MODEL_HELP + "; default: /opt/ml/model (a SageMaker container), on 0.0.0.0",
-    )
-    p.add_argument("--host", default=None, help="(127.0.0.1; 0.0.0.0 for /opt/ml/model)")
-    p.add_argument("--port", type=int, default=8080, help="(8080, as SageMaker containers)")
-    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"])
-    p.add_argument("--max-request-bytes", type=int, help="(20 MiB; more: 413)")
-    p.add_argument("--max-pixels", type=int, help="pixels an image may declare (40 M; more: 413)")
-    p.add_argument("--timeout", type=float, help="seconds to send a whole request (30; then 408)")
-    p.add_argument(
-        "--max-connections", type=int, help="served at once (32; more: 503 with Retry-After)"
-    )
-
-
-def _run_serve(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from sdod import stages
-    from sdod.serve.http import Limits, make_server
-    from sdod.serve.images import DEFAULT_MAX_PIXELS
-    from sdod.serve.predictor import Predictor
-
-    if args.model is None:  # SageMaker hosting: the model's files in /opt/ml/model
-        from sdod.container import sagemaker_root
-
-        args.model = str(sagemaker_root() / "model")
-        args.host = args.host or "0.0.0.0"
-    args.host = args.host or "127.0.0.1"
-    given = {
-        "max_request_bytes": args.max_request_bytes,
-        "timeout": args.timeout,
-        "max_connections": args.max_connections,
-    }
-    limits = replace(Limits(), **{k: v for k, v in given.items() if v is not None})
-    pixels = DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels
-    model = stages.resolve_model(args.model)
-    predictor = Predictor.load(model, backend=args.backend, max_pixels=pixels)
-    try:
-        server = make_server(predictor, args.host, args.port, limits)
-    except OSError as exc:
-        raise UserError(f"cannot listen on {args.host}:{args.port} ({exc.strerror})") from None
-    where = f"http://{args.host}:{server.server_port}"
-    print(f"sdod serve: {args.model} on {where} (GET /ping, POST /invocations)", flush=True)
-    try:
-        server.serve_forever()
-    finally:
-        server.server_close()
-    return EXIT_OK
-
-
-def _configure_export_onnx(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="model.tar.gz to add model.onnx to")
-    p.add_argument("--out", help="write the new archive here instead of replacing --model")
-
-
-def _run_export_onnx(args: argparse.Namespace) -> dict[str, Any]:
-    from sdod import stages
-
-    return stages.export_onnx(model=args.model, out=args.out)
 
 
 def _configure_publish(p: argparse.ArgumentParser) -> None:
@@ -453,13 +313,6 @@ COMMANDS: list[Command] = [
         _configure_evaluate,
         _run_evaluate,
     ),
-    Command("predict", "SageMaker response JSON for each image", _configure_predict, _run_predict),
-    Command(
-        "batch-predict",
-        "Batch Transform: one response per image under a folder or S3 prefix",
-        _configure_batch_predict,
-        _run_batch_predict,
-    ),
     Command(
         "inspect-model",
         "validate a model.tar.gz and print its config",
@@ -468,10 +321,6 @@ COMMANDS: list[Command] = [
         _render_inspect,
     ),
     Command("publish", "gated upload of a model.tar.gz", _configure_publish, _run_publish),
-    Command("serve", "HTTP endpoint: GET /ping, POST /invocations", _configure_serve, _run_serve),
-    Command(
-        "export-onnx", "add model.onnx to a model.tar.gz", _configure_export_onnx, _run_export_onnx
-    ),
     Command(
         "import-gluoncv",
         "a model.tar.gz from GluonCV SSD weights (.params), no MXNet needed",

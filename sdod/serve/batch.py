@@ -5,7 +5,8 @@ Transform names its outputs.
 
 A bad image does not stop the run: it is counted, named in the summary and in
 `_failures.json` next to the outputs (policy `skip`, the default); policy `fail` stops at
-the first one. Images are fetched by a small thread pool ahead of the model.
+the first one. A small thread pool reads and decodes images ahead of the model, which
+takes them `batch_size` at a time in one forward pass (as `sdod serve` batches).
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import torch
+
 from sdod.errors import DataError, UserError
-from sdod.serve.predictor import Predictor
+from sdod.serve.predictor import Predictor, check_options
 from sdod.storage import (
     S3Options,
     inside,
@@ -79,6 +82,17 @@ def _chunks(items: list[str], n: int) -> Iterator[list[str]]:
         yield items[i : i + n]
 
 
+def _failed(result: BatchResult, source: str, rel: str, exc: Exception, on_error: str) -> None:
+    """Count a bad image (named in the summary); with `fail`, stop the run here."""
+    message = getattr(exc, "reason", None) or str(exc)  # the file is named beside it
+    result.failed.append({"file": _join(source, rel), "error": message})
+    if on_error == "fail":
+        raise DataError(
+            f"{_join(source, rel)}: {message} (--on-error fail stops here; "
+            f"{result.written} outputs written)"
+        ) from None
+
+
 def batch_predict(
     predictor: Predictor,
     source: str,
@@ -89,12 +103,16 @@ def batch_predict(
     on_error: str = "skip",
     suffix: str = ".out",
     workers: int = 8,
+    batch_size: int = 8,
     s3: S3Options | None = None,
     log: Callable[[str], None] = print,
 ) -> BatchResult:
     """Predict every image under `source` (folder or s3:// prefix) into `dest`."""
     if on_error not in ON_ERROR:
         raise UserError(f"--on-error must be one of {', '.join(ON_ERROR)}, got {on_error!r}")
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be a positive integer, got {batch_size}")
+    check_options(score_threshold, top_k)
     started = time.monotonic()
     names = sorted(k for k in list_prefix(source, s3) if k.lower().endswith(IMAGE_SUFFIXES))
     if not names:
@@ -104,33 +122,29 @@ def batch_predict(
     fs_in = s3_filesystem(s3) if is_s3(source) else None
     fs_out = s3_filesystem(s3) if is_s3(dest) else None
 
-    def fetch(rel: str) -> bytes | Exception:
+    def fetch(rel: str) -> torch.Tensor | Exception:
+        """The image read and prepared for the model (in the pool), or why not."""
         try:
-            return read_bytes(_join(source, rel), fs=fs_in)
+            return predictor.prepare(read_bytes(_join(source, rel), fs=fs_in), rel)
         except (OSError, UserError) as exc:
-            return exc
+            return DataError(f"cannot read ({exc})") if isinstance(exc, OSError) else exc
 
     log(f"batch inference: {result.images} images from {source} to {dest}")
+    options = (score_threshold, top_k)
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        for chunk in _chunks(names, CHUNK):
-            for rel, data in zip(chunk, pool.map(fetch, chunk), strict=True):
-                try:
-                    if isinstance(data, Exception):
-                        raise DataError(f"cannot read ({data})")
-                    response = predictor.predict(
-                        data, score_threshold=score_threshold, top_k=top_k, where=rel
-                    )
-                except DataError as exc:
-                    message = exc.reason or str(exc)  # the file is named beside it
-                    result.failed.append({"file": _join(source, rel), "error": message})
-                    if on_error == "fail":
-                        raise DataError(
-                            f"{_join(source, rel)}: {message} (--on-error fail stops here; "
-                            f"{result.written} outputs written)"
-                        ) from None
-                    continue
-                write_bytes(_output(dest, rel + suffix), json.dumps(response).encode(), fs=fs_out)
-                result.written += 1
+        for chunk in _chunks(names, max(CHUNK, batch_size)):
+            ready: list[tuple[str, torch.Tensor]] = []
+            for rel, image in zip(chunk, pool.map(fetch, chunk), strict=True):
+                if isinstance(image, Exception):
+                    _failed(result, source, rel, image, on_error)
+                else:
+                    ready.append((rel, image))
+            for batch in _chunks(ready, batch_size):
+                images = torch.cat([image for _, image in batch])
+                answers = predictor.forward_many(images, [options] * len(batch))
+                for (rel, _), answer in zip(batch, answers, strict=True):
+                    write_bytes(_output(dest, rel + suffix), json.dumps(answer).encode(), fs=fs_out)
+                    result.written += 1
             done = result.written + len(result.failed)
             log(f"batch inference: {done}/{result.images} images ({len(result.failed)} failed)")
     if result.failed:

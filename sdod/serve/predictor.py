@@ -5,7 +5,9 @@ to 0..1 of the input image, all numbers floats (as the built-in algorithm return
 sorted by descending score.
 
 `predict` is `prepare` (check and decode the image, resize it: safe to run in many
-threads at once) then `forward` (the model: one call at a time when the model is shared).
+threads at once) then `forward` (the model: one call at a time when the model is shared);
+`forward_many` runs a batch of prepared images in one pass (the server's dynamic batches,
+batch transform), each image with its own threshold and top-k.
 Images are decoded by `sdod.serve.images`: JPEG or PNG only, pixels bounded from the
 header, a large JPEG decoded at a reduced scale.
 """
@@ -97,25 +99,37 @@ class Predictor:
         image = decode_image(data, where, max_pixels=self.max_pixels, min_size=self.decode_size)
         return self.transform(image).unsqueeze(0)
 
-    @torch.no_grad()
     def forward(
         self, batch: torch.Tensor, *, score_threshold: float = 0.0, top_k: int | None = None
     ) -> dict[str, Any]:
         """The SageMaker response for a batch of one prepared image."""
-        check_options(score_threshold, top_k)
+        return self.forward_many(batch, [(score_threshold, top_k)])[0]
+
+    @torch.no_grad()
+    def forward_many(
+        self, batch: torch.Tensor, options: list[tuple[float, int | None]]
+    ) -> list[dict[str, Any]]:
+        """One forward pass over `[N, 3, S, S]` prepared images; the N SageMaker responses,
+        each under its own `(score_threshold, top_k)`."""
+        if len(options) != len(batch):
+            raise ValueError(f"{len(batch)} images but {len(options)} option pairs")
+        for score_threshold, top_k in options:
+            check_options(score_threshold, top_k)
         cls, box = self.run(batch.to(self.device))
         info = self.info
-        det = detections(
+        found = detections(
             self.model, cls, box, nms_threshold=info.nms_threshold, nms_topk=info.nms_topk
-        )[0]
-        size = float(self.info.image_shape)
-        keep = det.scores >= score_threshold
-        boxes = (det.boxes[keep] / size).clamp(0.0, 1.0)
-        rows = torch.cat([det.labels[keep, None].float(), det.scores[keep, None], boxes], dim=1)
-        rows = rows[rows[:, 1].argsort(descending=True)]
-        if top_k is not None:
-            rows = rows[:top_k]
-        return {"prediction": [[float(v) for v in row] for row in rows.tolist()]}
+        )
+        size = float(info.image_shape)
+        responses = []
+        for det, (score_threshold, top_k) in zip(found, options, strict=True):
+            keep = det.scores >= score_threshold
+            boxes = (det.boxes[keep] / size).clamp(0.0, 1.0)
+            labels = det.labels[keep, None].float()
+            rows = torch.cat([labels, det.scores[keep, None], boxes], dim=1)
+            rows = rows[rows[:, 1].argsort(descending=True)][:top_k]
+            responses.append({"prediction": [[float(v) for v in r] for r in rows.tolist()]})
+        return responses
 
     def predict(
         self,

@@ -59,7 +59,10 @@ class Response:
 
 def parse_response(raw: bytes) -> Response:
     """A well-formed HTTP/1.x response or an AssertionError saying what is wrong: status
-    line, headers, a Content-Length that matches the body."""
+    line, headers, a Content-Length that matches the body. Interim 1xx responses (a
+    `100 Continue` to `Expect: 100-continue`) before it are skipped, as clients do."""
+    while re.match(rb"HTTP/1\.[01] 1\d\d ", raw):
+        raw = raw.partition(b"\r\n\r\n")[2]
     head, sep, body = raw.partition(b"\r\n\r\n")
     assert sep, f"no end of headers in {raw[:200]!r}"
     lines = head.decode("latin-1").split("\r\n")

@@ -139,13 +139,15 @@ CONTENT_LENGTHS = {
 
 @pytest.mark.parametrize("name", CONTENT_LENGTHS)
 def test_malformed_content_length_is_a_4xx(server: Server, name: str) -> None:
-    raw = b"POST /invocations HTTP/1.1\r\nContent-Type: image/jpeg\r\nContent-Length: "
+    raw = (
+        b"POST /invocations HTTP/1.1\r\nHost: sdod\r\nContent-Type: image/jpeg\r\nContent-Length: "
+    )
     assert_refused(server, raw + CONTENT_LENGTHS[name] + b"\r\n\r\nabc", {400, 413})
     assert "Traceback" not in server.log()
 
 
 def test_missing_conflicting_or_chunked_lengths_are_4xx(server: Server) -> None:
-    head = b"POST /invocations HTTP/1.1\r\nContent-Type: image/jpeg\r\n"
+    head = b"POST /invocations HTTP/1.1\r\nHost: sdod\r\nContent-Type: image/jpeg\r\n"
     assert_refused(server, head + b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", {411})
     assert_refused(server, head + b"Content-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", {400})
     assert_refused(server, head + b"Content-Length: 10\r\n\r\nabc", {400})  # body cut short
@@ -187,15 +189,19 @@ MALFORMED = {
     "one-word": (b"garbage\r\n\r\n", 400),
     "http2": (b"GET /ping HTTP/2.0\r\n\r\n", 400),
     "bad-version": (b"GET /ping HTTP/1.x\r\n\r\n", 400),
-    "brew": (b"BREW /ping HTTP/1.1\r\n\r\n", 405),
-    "delete": (b"DELETE /invocations HTTP/1.1\r\n\r\n", 405),
-    "post-ping": (b"POST /ping HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 405),
-    "get-invocations": (b"GET /invocations HTTP/1.1\r\n\r\n", 405),
-    "dotdot": (b"GET /../../etc/passwd HTTP/1.1\r\n\r\n", 404),
-    "bad-ipv6-url": (b"POST http://[::1/invocations HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 404),
-    "long-header": (b"GET /ping HTTP/1.1\r\nX: " + b"a" * 70000 + b"\r\n\r\n", 431),
-    "many-headers": (b"GET /ping HTTP/1.1\r\n" + b"X: a\r\n" * 200 + b"\r\n", 431),
-    "long-line": (b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n", 414),
+    "no-host": (b"GET /ping HTTP/1.1\r\n\r\n", 400),  # RFC 9112: HTTP/1.1 needs Host
+    "brew": (b"BREW /ping HTTP/1.1\r\nHost: s\r\n\r\n", 405),
+    "delete": (b"DELETE /invocations HTTP/1.1\r\nHost: s\r\n\r\n", 405),
+    "post-ping": (b"POST /ping HTTP/1.1\r\nHost: s\r\nContent-Length: 0\r\n\r\n", 405),
+    "get-invocations": (b"GET /invocations HTTP/1.1\r\nHost: s\r\n\r\n", 405),
+    "dotdot": (b"GET /../../etc/passwd HTTP/1.1\r\nHost: s\r\n\r\n", 404),
+    "bad-ipv6-url": (
+        b"POST http://[::1/invocations HTTP/1.1\r\nHost: s\r\nContent-Length: 0\r\n\r\n",
+        404,
+    ),
+    "long-header": (b"GET /ping HTTP/1.1\r\nHost: s\r\nX: " + b"a" * 70000 + b"\r\n\r\n", 431),
+    "many-headers": (b"GET /ping HTTP/1.1\r\nHost: s\r\n" + b"X: a\r\n" * 200 + b"\r\n", 431),
+    "long-line": (b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\nHost: s\r\n\r\n", 414),
 }
 
 
@@ -231,7 +237,8 @@ def _connect(server: Server, data: bytes) -> socket.socket:
 def test_idle_and_trickling_clients_are_dropped_after_the_timeout(strict_server: Server) -> None:
     started = time.monotonic()
     headers_only = (
-        b"POST /invocations HTTP/1.1\r\nContent-Type: image/jpeg\r\nContent-Length: 500\r\n\r\n"
+        b"POST /invocations HTTP/1.1\r\nHost: s\r\nContent-Type: image/jpeg\r\n"
+        b"Content-Length: 500\r\n\r\n"
     )
     idle = _connect(strict_server, headers_only)  # and then nothing
     trickle = _connect(strict_server, b"POST /invocations HTTP/1.1\r\n")

@@ -11,8 +11,9 @@ import pytest
 from PIL import Image
 
 from sdod.errors import DataError, UserError
-from sdod.serve.http import Limits, parse_options
 from sdod.serve.images import declared_size, decode_image, without_addresses
+from sdod.serve.options import ServeOptions as Limits
+from sdod.serve.options import parse_options
 
 
 def _encode(image: Image.Image, fmt: str) -> bytes:
