@@ -16,13 +16,15 @@ from sdod.model.ssd import SSD
 
 
 def export_onnx(model: SSD) -> bytes:
-    """The network as ONNX bytes (torch's dynamo exporter), input `image` uint8 `[1,3,S,S]`."""
+    """The network as ONNX bytes (torch's dynamo exporter), input `image` uint8 `[N,3,S,S]`
+    (the batch axis dynamic, for the server's batches)."""
     size = model.config.image_size
-    example = torch.zeros(1, 3, size, size, dtype=torch.uint8)
+    example = torch.zeros(2, 3, size, size, dtype=torch.uint8)
+    dynamic = {"images": {0: torch.export.Dim("batch", min=1, max=1024)}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            model.eval(), (example,), dynamo=True, input_names=["image"],
+            model.eval(), (example,), dynamo=True, input_names=["image"], dynamic_shapes=dynamic,
             output_names=["cls_logits", "box_offsets"], verbose=False,
         )  # fmt: skip
     if program is None:
@@ -43,8 +45,17 @@ class OnnxRunner:
         options.log_severity_level = 3
         self.session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
 
+        batch = self.session.get_inputs()[0].shape[0]
+        self.one_at_a_time = batch == 1  # graphs exported before the batch axis was dynamic
+
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        cls, box = self.session.run(None, {"image": np.ascontiguousarray(images.cpu().numpy())})
+        array = np.ascontiguousarray(images.cpu().numpy())
+        if not self.one_at_a_time or len(array) == 1:
+            cls, box = self.session.run(None, {"image": array})
+            return torch.from_numpy(cls), torch.from_numpy(box)
+        outputs = [self.session.run(None, {"image": array[i : i + 1]}) for i in range(len(array))]
+        cls = np.concatenate([o[0] for o in outputs])
+        box = np.concatenate([o[1] for o in outputs])
         return torch.from_numpy(cls), torch.from_numpy(box)
 
 

@@ -386,3 +386,29 @@ def test_sagemaker_hosting_environment_sets_port_and_workers(model: Path, tmp_pa
     )  # fmt: skip
     assert result.returncode == 2 and "SAGEMAKER_MODEL_SERVER_WORKERS" in result.stderr
     assert re.search(r"Traceback", result.stderr) is None
+
+
+def test_onnxruntime_backend_batches_and_agrees_with_torch(
+    server: Server, model: Path, tmp_path: Path
+) -> None:
+    exported = tmp_path / "model-onnx.tar.gz"
+    result = subprocess.run(
+        [sys.executable, "-m", "sdod", "export-onnx", "--model", str(model), "--out", str(exported)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    onnx = start_server(
+        exported, tmp_path, "--backend", "onnxruntime", "--max-batch", "8", "--max-delay-ms", "100"
+    )
+    try:
+        images = [_jpeg(seed) for seed in range(8)]
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda im: invoke(onnx.port, im, "?top_k=10"), images))
+        for image, (status, _, body) in zip(images, answers, strict=True):
+            reference = invoke(server.port, image, "?top_k=10")[2]["prediction"]
+            assert status == 200
+            assert scores(body["prediction"]) == pytest.approx(scores(reference), abs=1e-4)
+        samples = metric_samples(onnx.port)
+        assert samples[("sdod_batch_size_count", ())] < 8  # batched on onnxruntime too
+    finally:
+        onnx.stop()
