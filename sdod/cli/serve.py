@@ -20,6 +20,29 @@ def _configure_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--score-threshold", type=float, default=0.0)
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--backend", default="torch", choices=BACKENDS)
+    _add_slicing(p)
+
+
+def _add_slicing(p: argparse.ArgumentParser) -> None:
+    group = p.add_argument_group("large images: predict tile by tile and merge")
+    group.add_argument("--tile-size", type=int, help="tile side in image pixels (e.g. 400)")
+    group.add_argument(
+        "--tile-overlap", type=int, help="pixels neighbouring tiles share (a fifth of the size)"
+    )
+    group.add_argument(
+        "--tile-whole", action="store_true", help="also run the whole image (large objects)"
+    )
+
+
+def _slicing(args: argparse.Namespace) -> Any:
+    from sdod.serve.slicing import Slicing
+
+    if args.tile_size is None:
+        if args.tile_overlap is not None or args.tile_whole:
+            raise UserError("--tile-overlap and --tile-whole need --tile-size")
+        return None
+    overlap = args.tile_size // 5 if args.tile_overlap is None else args.tile_overlap
+    return Slicing(args.tile_size, overlap, args.tile_whole)
 
 
 def _run_predict(args: argparse.Namespace) -> int:
@@ -28,15 +51,18 @@ def _run_predict(args: argparse.Namespace) -> int:
     from sdod import stages
     from sdod.serve.predictor import Predictor
 
+    slicing = _slicing(args)
     predictor = Predictor.load(stages.resolve_model(args.model), backend=args.backend)
     for image in args.images:
         try:
             data = Path(image).read_bytes()
         except OSError as exc:
             raise UserError(f"{image}: cannot read ({exc.strerror})") from None
-        response = predictor.predict(
-            data, score_threshold=args.score_threshold, top_k=args.top_k, where=image
-        )
+        options = {"score_threshold": args.score_threshold, "top_k": args.top_k, "where": image}
+        if slicing is not None:
+            response = predictor.predict_sliced(data, slicing, **options)
+        else:
+            response = predictor.predict(data, **options)
         many = len(args.images) > 1
         print(json.dumps({"image": image, **response}) if many else json.dumps(response))
     return EXIT_OK
@@ -57,6 +83,7 @@ def _configure_batch_predict(p: argparse.ArgumentParser) -> None:
         help="a bad image: count it and go on (skip, default; listed in _failures.json) or stop",
     )
     p.add_argument("--suffix", default=".out", help="appended to each image's name (.out)")
+    _add_slicing(p)
 
 
 def _run_batch_predict(args: argparse.Namespace) -> int:
@@ -64,6 +91,7 @@ def _run_batch_predict(args: argparse.Namespace) -> int:
     from sdod.serve.batch import batch_predict
     from sdod.serve.predictor import Predictor
 
+    slicing = _slicing(args)
     predictor = Predictor.load(stages.resolve_model(args.model), backend=args.backend)
     result = batch_predict(
         predictor,
@@ -74,6 +102,7 @@ def _run_batch_predict(args: argparse.Namespace) -> int:
         on_error=args.on_error,
         suffix=args.suffix,
         batch_size=args.batch_size,
+        slicing=slicing,
         log=lambda line: print(line, file=sys.stderr, flush=True),
     )
     if args.json:

@@ -8,7 +8,8 @@ is not checked: put the server behind your own authentication when others can re
   image bytes (`Content-Type` `application/x-image`, `image/jpeg` or `image/png`), options
   `score_threshold` and `top_k` as query parameters or in
   `X-Amzn-SageMaker-Custom-Attributes`; `Accept` JSON (or absent). Answer: the prediction
-  JSON.
+  JSON. `tile_size` (with `tile_overlap`, `tile_whole`) predicts a large image tile by tile
+  (`sdod.serve.slicing`).
 
 Open Inference Protocol v2 (`sdod.serve.oip`): `GET /v2`, `/v2/health/live`,
 `/v2/health/ready`, `/v2/models/<name>[/versions/<v>]`, `.../ready`; `POST .../infer`.
@@ -40,9 +41,10 @@ from sdod.serve import oip
 from sdod.serve.batching import Batcher, Busy
 from sdod.serve.images import without_addresses
 from sdod.serve.metrics import Metrics
-from sdod.serve.options import DIGITS, ServeOptions, parse_options
+from sdod.serve.options import DIGITS, ServeOptions, parse_request
 from sdod.serve.predictor import Predictor
 from sdod.serve.protocol import MAX_HEAD, RETRY_AFTER_S
+from sdod.serve.slicing import Slicing
 
 log = logging.getLogger("sdod.serve")
 CONTENT_TYPES = ("application/x-image", "image/jpeg", "image/png")
@@ -213,9 +215,13 @@ class Endpoint:
     async def _ping(self, exchange: Exchange, _: dict[str, str]) -> None:
         await exchange.reply(200 if self.ready else 503, None)
 
-    async def _prepare(self, data: bytes, where: str) -> torch.Tensor:
+    async def _prepare(self, data: bytes, where: str, slicing: Slicing | None = None) -> Any:
+        """The image decoded for the model on a decoder thread (its tiles, with `slicing`)."""
         loop = asyncio.get_running_loop()
         try:
+            if slicing is not None:
+                prepare = self.predictor.prepare_tiles
+                return await loop.run_in_executor(self.decoders, prepare, data, slicing, where)
             return await loop.run_in_executor(self.decoders, self.predictor.prepare, data, where)
         except DataError as exc:
             raise Refused(IMAGE_STATUS.get(exc.rule or "", 400), str(exc)) from None
@@ -248,11 +254,33 @@ class Endpoint:
             raise Refused(415, f"Content-Type {ctype or '(none)'} is not one of {allowed}")
         query = exchange.scope["query_string"].decode("latin-1")
         try:
-            options = parse_options(query, exchange.header("x-amzn-sagemaker-custom-attributes"))
+            attributes = exchange.header("x-amzn-sagemaker-custom-attributes")
+            threshold, top_k, slicing = parse_request(query, attributes)
         except UserError as exc:
             raise Refused(400, str(exc)) from None
-        image = await self._prepare(body, "request body")
-        await exchange.reply(200, await self._predict(image, *options))
+        if slicing is not None:
+            answer = await self._predict_sliced(body, slicing, threshold, top_k)
+        else:
+            image = await self._prepare(body, "request body")
+            answer = await self._predict(image, threshold, top_k)
+        await exchange.reply(200, answer)
+
+    async def _predict_sliced(
+        self, body: bytes, slicing: Slicing, threshold: float, top_k: int | None
+    ) -> Any:
+        """A large image tile by tile: its tiles join the batches `max_batch` at a time (so
+        one image never fills the queue), then merge (`sdod.serve.slicing`)."""
+        found, batch, size = await self._prepare(body, "request body", slicing)
+        answers: list[Any] = []
+        step = self.options.max_batch
+        for start in range(0, len(batch), step):
+            wave = [
+                self._predict(batch[i : i + 1], 0.0, None)
+                for i in range(start, min(start + step, len(batch)))
+            ]
+            answers += await asyncio.gather(*wave)
+        merge = self.predictor.merge_tiles
+        return merge(answers, found, size, slicing, score_threshold=threshold, top_k=top_k)
 
     def _check_model(self, params: dict[str, str]) -> None:
         if params["model"] != self.name:

@@ -22,6 +22,7 @@ import torch
 
 from sdod.errors import DataError, UserError
 from sdod.serve.predictor import Predictor, check_options
+from sdod.serve.slicing import Slicing
 from sdod.storage import (
     S3Options,
     inside,
@@ -93,6 +94,33 @@ def _failed(result: BatchResult, source: str, rel: str, exc: Exception, on_error
         ) from None
 
 
+def _answers(
+    predictor: Predictor,
+    ready: list[tuple[str, Any]],
+    batch_size: int,
+    options: tuple[float, int | None],
+    slicing: Slicing | None,
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Each prepared image's response: `batch_size` images per forward pass, or, sliced,
+    each image's tiles `batch_size` at a time, then merged."""
+    if slicing is None:
+        for batch in _chunks(ready, batch_size):
+            images = torch.cat([image for _, image in batch])
+            answers = predictor.forward_many(images, [options] * len(batch))
+            yield from zip([rel for rel, _ in batch], answers, strict=True)
+        return
+    for rel, (found, tiles, size) in ready:
+        parts: list[dict[str, Any]] = []
+        for start in range(0, len(tiles), batch_size):
+            chunk = tiles[start : start + batch_size]
+            parts += predictor.forward_many(chunk, [(0.0, None)] * len(chunk))
+        threshold, top_k = options
+        merged = predictor.merge_tiles(
+            parts, found, size, slicing, score_threshold=threshold, top_k=top_k
+        )
+        yield rel, merged
+
+
 def batch_predict(
     predictor: Predictor,
     source: str,
@@ -104,10 +132,12 @@ def batch_predict(
     suffix: str = ".out",
     workers: int = 8,
     batch_size: int = 8,
+    slicing: Slicing | None = None,
     s3: S3Options | None = None,
     log: Callable[[str], None] = print,
 ) -> BatchResult:
-    """Predict every image under `source` (folder or s3:// prefix) into `dest`."""
+    """Predict every image under `source` (folder or s3:// prefix) into `dest` (large
+    images tile by tile with `slicing`)."""
     if on_error not in ON_ERROR:
         raise UserError(f"--on-error must be one of {', '.join(ON_ERROR)}, got {on_error!r}")
     if batch_size < 1:
@@ -122,29 +152,30 @@ def batch_predict(
     fs_in = s3_filesystem(s3) if is_s3(source) else None
     fs_out = s3_filesystem(s3) if is_s3(dest) else None
 
-    def fetch(rel: str) -> torch.Tensor | Exception:
+    def fetch(rel: str) -> Any:
         """The image read and prepared for the model (in the pool), or why not."""
         try:
-            return predictor.prepare(read_bytes(_join(source, rel), fs=fs_in), rel)
+            data = read_bytes(_join(source, rel), fs=fs_in)
+            if slicing is not None:
+                return predictor.prepare_tiles(data, slicing, rel)
+            return predictor.prepare(data, rel)
         except (OSError, UserError) as exc:
             return DataError(f"cannot read ({exc})") if isinstance(exc, OSError) else exc
 
     log(f"batch inference: {result.images} images from {source} to {dest}")
-    options = (score_threshold, top_k)
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        for chunk in _chunks(names, max(CHUNK, batch_size)):
-            ready: list[tuple[str, torch.Tensor]] = []
+        ahead = max(CHUNK, batch_size) if slicing is None else max(1, workers)  # tiles weigh
+        for chunk in _chunks(names, ahead):
+            ready = []
             for rel, image in zip(chunk, pool.map(fetch, chunk), strict=True):
                 if isinstance(image, Exception):
                     _failed(result, source, rel, image, on_error)
                 else:
                     ready.append((rel, image))
-            for batch in _chunks(ready, batch_size):
-                images = torch.cat([image for _, image in batch])
-                answers = predictor.forward_many(images, [options] * len(batch))
-                for (rel, _), answer in zip(batch, answers, strict=True):
-                    write_bytes(_output(dest, rel + suffix), json.dumps(answer).encode(), fs=fs_out)
-                    result.written += 1
+            answers = _answers(predictor, ready, batch_size, (score_threshold, top_k), slicing)
+            for rel, answer in answers:
+                write_bytes(_output(dest, rel + suffix), json.dumps(answer).encode(), fs=fs_out)
+                result.written += 1
             done = result.written + len(result.failed)
             log(f"batch inference: {done}/{result.images} images ({len(result.failed)} failed)")
     if result.failed:

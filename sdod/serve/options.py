@@ -108,6 +108,44 @@ def _number(key: str, value: str, where: str) -> float:
 def parse_options(query: str, attributes: str | None) -> tuple[float, int | None]:
     """`(score_threshold, top_k)` from the query string and the custom-attributes header
     (the query wins); unknown keys are ignored, a malformed known one is a UserError."""
+    return _threshold_and_top_k(_raw_options(query, attributes))
+
+
+def parse_request(query: str, attributes: str | None) -> tuple[float, int | None, Any]:
+    """`(score_threshold, top_k, slicing)`: `parse_options` and the sliced-inference keys
+    `tile_size`, `tile_overlap` (default a fifth of the size) and `tile_whole` (0/1);
+    slicing is None without `tile_size`."""
+    opts = _raw_options(query, attributes)
+    return (*_threshold_and_top_k(opts), _slicing(opts))
+
+
+def _integer(opts: dict[str, tuple[str, str]], key: str, default: int | None) -> int | None:
+    if key not in opts:
+        return default
+    value, where = opts[key]
+    if not DIGITS.fullmatch(value) or len(value) > 9:
+        raise UserError(f"{where}: {key} must be a whole number of pixels, got {value!r}")
+    return int(value)
+
+
+def _slicing(opts: dict[str, tuple[str, str]]) -> Any:
+    from sdod.serve.slicing import Slicing
+
+    size = _integer(opts, "tile_size", None)
+    if size is None:
+        for key in ("tile_overlap", "tile_whole"):
+            if key in opts:
+                raise UserError(f"{opts[key][1]}: {key} needs tile_size (e.g. tile_size=400)")
+        return None
+    overlap = _integer(opts, "tile_overlap", size // 5)
+    whole, where = opts.get("tile_whole", ("0", ""))
+    if whole not in ("0", "1"):
+        raise UserError(f"{where}: tile_whole must be 0 or 1, got {whole!r}")
+    return Slicing(size, overlap or 0, whole == "1")
+
+
+def _raw_options(query: str, attributes: str | None) -> dict[str, tuple[str, str]]:
+    """Each key's last value and where it came from (the query wins over the header)."""
     header = "X-Amzn-SageMaker-Custom-Attributes"
     try:
         opts = {k: (v[-1], "query") for k, v in parse_qs(query, max_num_fields=32).items()}
@@ -123,7 +161,7 @@ def parse_options(query: str, attributes: str | None) -> tuple[float, int | None
                 f"{header}: {part!r} is not key=value; e.g. score_threshold=0.5,top_k=3"
             )
         opts.setdefault(key.strip(), (value.strip(), header))
-    return _threshold_and_top_k(opts)
+    return opts
 
 
 def _threshold_and_top_k(opts: dict[str, tuple[str, str]]) -> tuple[float, int | None]:

@@ -21,10 +21,12 @@ import torch
 
 from sdod.artifact import ModelConfig, read_artifact
 from sdod.data.dataset import eval_transform
+from sdod.data.tiles import Window
 from sdod.errors import DataError, UserError
 from sdod.model.postprocess import detections, own_inference
 from sdod.model.ssd import SSD
 from sdod.serve.images import DEFAULT_MAX_PIXELS, decode_image
+from sdod.serve.slicing import Slicing, merge, tiles
 
 BACKENDS = ("torch", "onnxruntime")
 
@@ -130,6 +132,54 @@ class Predictor:
             rows = rows[rows[:, 1].argsort(descending=True)][:top_k]
             responses.append({"prediction": [[float(v) for v in r] for r in rows.tolist()]})
         return responses
+
+    def prepare_tiles(
+        self, data: bytes, slicing: Slicing, where: str = "request body"
+    ) -> tuple[list[Window], torch.Tensor, tuple[int, int]]:
+        """A large image's tiles as model inputs `[T, 3, S, S]`, their windows, and the
+        image's (width, height): decoded at full size (within the pixel budget)."""
+        image = decode_image(data, where, max_pixels=self.max_pixels)
+        found, crops = tiles(image, slicing)
+        batch = torch.stack([self.transform(crop) for crop in crops])
+        return found, batch, (int(image.shape[-1]), int(image.shape[-2]))
+
+    def merge_tiles(
+        self,
+        answers: list[dict[str, Any]],
+        found: list[Window],
+        size: tuple[int, int],
+        slicing: Slicing,
+        *,
+        score_threshold: float = 0.0,
+        top_k: int | None = None,
+    ) -> dict[str, Any]:
+        """The whole image's response from its tiles' (`sdod.serve.slicing.merge`)."""
+        return merge(
+            answers, found, size, slicing, nms_threshold=self.info.nms_threshold,
+            score_threshold=score_threshold, top_k=top_k,
+        )  # fmt: skip
+
+    def predict_sliced(
+        self,
+        data: bytes,
+        slicing: Slicing,
+        *,
+        score_threshold: float = 0.0,
+        top_k: int | None = None,
+        where: str = "request body",
+        batch_size: int = 16,
+    ) -> dict[str, Any]:
+        """The SageMaker response for a large image, predicted tile by tile (in batches of
+        `batch_size` tiles) and merged (see `sdod.serve.slicing`)."""
+        check_options(score_threshold, top_k)
+        found, batch, size = self.prepare_tiles(data, slicing, where)
+        answers: list[dict[str, Any]] = []
+        for start in range(0, len(batch), batch_size):
+            chunk = batch[start : start + batch_size]
+            answers += self.forward_many(chunk, [(0.0, None)] * len(chunk))
+        return self.merge_tiles(
+            answers, found, size, slicing, score_threshold=score_threshold, top_k=top_k
+        )
 
     def predict(
         self,
