@@ -412,3 +412,22 @@ def test_onnxruntime_backend_batches_and_agrees_with_torch(
         assert samples[("sdod_batch_size_count", ())] < 8  # batched on onnxruntime too
     finally:
         onnx.stop()
+
+
+def test_a_large_image_tile_by_tile_through_custom_attributes(server: Server, model: Path) -> None:
+    from sdod.serve.predictor import Predictor
+    from sdod.serve.slicing import Slicing
+
+    image = _jpeg(7, (1100, 800))
+    status, _, body = call(
+        server.port, "POST", "/invocations", image,
+        **{"Content-Type": "image/jpeg", "X-Amzn-SageMaker-Custom-Attributes": "tile_size=400,tile_overlap=100,top_k=20"},
+    )  # fmt: skip
+    assert status == 200, body
+    expected = Predictor.load(model).predict_sliced(image, Slicing(400, 100), top_k=20)
+    got = json.loads(body)["prediction"]
+    assert scores(got) == pytest.approx(scores(expected["prediction"]), abs=1e-4)
+    status, _, body = call(
+        server.port, "POST", "/invocations?tile_size=10", image, **{"Content-Type": "image/jpeg"}
+    )
+    assert status == 400 and "tile size" in json.loads(body)["error"]
