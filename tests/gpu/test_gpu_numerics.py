@@ -125,7 +125,7 @@ model = SSD(SSDConfig("resnet-lite", 3, 300))
 model.load_state_dict(saved.model)
 hp = parse_hyperparameters({"num_classes": 3, "num_training_samples": 8})
 opt = make_optimizer(model, hp)
-opt.load_state_dict(saved.optimizer)  # the GPU's fused SGD: its group says fused=True
+opt.load_state_dict(saved.optimizer)  # momentum written on the device
 total = float(sum(p.double().sum() for p in model.state_dict().values()))
 for p in model.parameters():
     p.grad = torch.zeros_like(p)
