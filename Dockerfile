@@ -30,8 +30,8 @@ ENV AIRFLOW_HOME=/opt/airflow \
     PYTHONUNBUFFERED=1
 RUN mkdir -p /opt/airflow/logs
 
-# tini reaps the training job's processes. `train` and `serve` are SageMaker's container
-# contract (sdod.container: /opt/ml); every other command is an Airflow one (api-server,
-# scheduler, celery worker, ...), so one image serves Airflow and SageMaker.
-ENTRYPOINT ["tini", "--", "python", "-m", "sdod.container"]
+# tini reaps the training job's processes. `sdod.entrypoint` runs `train` and `serve` as
+# SageMaker's container contract (/opt/ml, read by sdod.container); every other command is
+# an Airflow one (api-server, scheduler, celery worker, ...), so one image serves both.
+ENTRYPOINT ["tini", "--", "python", "-m", "sdod.entrypoint"]
 CMD ["version"]

@@ -32,12 +32,13 @@ AIRFLOW_ENV := AIRFLOW_HOME=$(abspath $(STATE))/airflow \
 DEMO_LOG := $(STATE)/demo-airflow.log
 PROGRESS := sdod train:|validation mAP|Executing|Marking task|annotation check|resuming
 
+# the demo publishes to its own registry (.state/demo/registry), not the default one
 demo: setup
 	@rm -rf $(STATE)/jobs $(STATE)/work $(STATE)/cache $(DEMO)/output $(DEMO)/registry
 	$(BIN)/python -m sdod make-sample-data --out $(DEMO)/bucket
 	@test -f $(STATE)/airflow/airflow.db || $(AIRFLOW_ENV) $(BIN)/airflow db migrate >/dev/null
 	@echo "demo: airflow dags test sdod_train (full log: $(DEMO_LOG))"
-	@{ PYTHONUNBUFFERED=1 $(AIRFLOW_ENV) $(BIN)/airflow dags test sdod_train 2>&1; echo $$? > $(STATE)/demo.rc; } \
+	@{ PYTHONUNBUFFERED=1 $(AIRFLOW_ENV) SDOD_MODEL_REGISTRY_URI=$(abspath $(DEMO))/registry $(BIN)/airflow dags test sdod_train 2>&1; echo $$? > $(STATE)/demo.rc; } \
 		| tee $(DEMO_LOG) | $(BIN)/python -u -m sdod.cli.progress
 	@test "$$(cat $(STATE)/demo.rc)" = 0 && ! grep -q "state=failed\|DagRunState.FAILED" $(DEMO_LOG) || \
 		{ tail -40 $(DEMO_LOG); echo "demo: the DAG run failed (full log: $(DEMO_LOG))"; exit 1; }

@@ -116,7 +116,19 @@ def _tv_detect(model: torch.nn.Module, samples: list[Sample], size: int) -> BoxT
 
 
 def run_torchvision(train: list[Sample], val: list[Sample], hp: Hyperparameters, seed: int,
-                    budget: float, workers: int) -> dict:  # fmt: skip
+                    budget: float, workers: int, keep: list | None = None) -> dict:  # fmt: skip
+    """SSDlite320 trained for `budget` seconds, scored after each epoch; with `keep`, the
+    model at its best epoch is appended to it."""
+    best: list[dict] = []
+    try:
+        return _train_torchvision(train, val, hp, seed, budget, workers, best)
+    finally:
+        if keep is not None and best:
+            keep.append(best[-1]["model"])
+
+
+def _train_torchvision(train: list[Sample], val: list[Sample], hp: Hyperparameters, seed: int,
+                       budget: float, workers: int, best: list[dict]) -> dict:  # fmt: skip
     from torchvision.models.detection import ssdlite320_mobilenet_v3_large
 
     from sdod.train.loop import MAX_WARMUP_ITERS
@@ -152,6 +164,10 @@ def run_torchvision(train: list[Sample], val: list[Sample], hp: Hyperparameters,
         det = _tv_detect(model, val, hp.image_shape)
         score = voc_map(det, gt, num_classes=hp.num_classes, iou_threshold=hp.overlap_threshold)
         curve.append((round(time.perf_counter() - start, 1), score.map))
+        if not best or score.map > best[-1]["mAP"]:
+            import copy
+
+            best.append({"mAP": score.map, "model": copy.deepcopy(model).eval()})
     return _row("torchvision", seed, curve, time.perf_counter() - start)
 
 

@@ -7,11 +7,10 @@ it from the DAG or job that delivers new labels). Same task group and Params as
 
 from __future__ import annotations
 
-import os
 from datetime import datetime
 
 from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable
-from sdod_pipeline import STATE, pipeline_params, sdod_pipeline
+from sdod_pipeline import SITE, pipeline_params, sdod_pipeline
 
 ANNOTATIONS = Asset(name="sdod_annotations")
 
@@ -30,8 +29,8 @@ with DAG(
     render_template_as_native_obj=True,
     params=pipeline_params(
         job_name="sdod-retrain",
-        data_uri=os.environ.get("SDOD_RETRAIN_DATA_URI", str(STATE / "demo" / "bucket")),
-        output_uri=os.environ.get("SDOD_RETRAIN_OUTPUT_URI", str(STATE / "retrain" / "output")),
+        data_uri=SITE.retrain_data_uri,  # SDOD_RETRAIN_DATA_URI
+        output_uri=SITE.retrain_output_uri,  # SDOD_RETRAIN_OUTPUT_URI
         max_runtime_seconds=3600,
     ),
 ) as dag:

@@ -5,11 +5,10 @@ Wiring only: the stages live in `sdod.stages`, the task group in `plugins/sdod_p
 
 from __future__ import annotations
 
-import os
 from datetime import datetime
 
 from airflow.sdk import DAG
-from sdod_pipeline import STATE, pipeline_params, sdod_pipeline
+from sdod_pipeline import SITE, pipeline_params, sdod_pipeline
 
 DOC = """
 ### sdod: train an SSD object detector the SageMaker way
@@ -37,11 +36,8 @@ with DAG(
     render_template_as_native_obj=True,
     params=pipeline_params(
         job_name="sdod-demo",
-        data_uri=str(STATE / "demo" / "bucket"),
-        output_uri=str(STATE / "demo" / "output"),
-        model_registry_uri=os.environ.get(
-            "SDOD_MODEL_REGISTRY_URI", str(STATE / "demo" / "registry")
-        ),
+        data_uri=SITE.demo_data_uri,
+        output_uri=str(SITE.state_dir / "demo" / "output"),
         max_runtime_seconds=1800,
     ),
 ) as dag:

@@ -4,21 +4,15 @@
 it takes the CreateTrainingJob request you already have, validates it in `__init__` (no I/O
 there), renders `config` as a template field, and ends in one of three explicit outcomes.
 Instead of calling SageMaker it runs the job on this worker's GPUs: `python -m sdod train`
-in its own process group, its log streamed into the task log, its metric lines parsed into
-XCom, `StoppingCondition.MaxRuntimeInSeconds` enforced with SIGTERM, a 120 s grace period,
-then SIGKILL. `on_kill` stops the whole process group.
+under `sdod.train.process.TrainingProcess` (its own process group, dying with the task,
+its log streamed into the task log, its metric lines parsed into XCom,
+`StoppingCondition.MaxRuntimeInSeconds` enforced with SIGTERM, a 120 s grace period, then
+SIGKILL). `on_kill` stops the whole process group.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import queue
-import signal
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,38 +23,9 @@ from airflow.sdk.exceptions import AirflowException
 if TYPE_CHECKING:
     from sdod.config import TrainingJobSpec
     from sdod.joblayout import JobLayout
+    from sdod.train.process import TrainingProcess
 
-GRACE_SECONDS = 120
-
-
-def _pump(proc: subprocess.Popen[str], lines: queue.Queue[str | None]) -> None:
-    """Reader thread: the child's output, line by line; None at its end."""
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        lines.put(line.rstrip("\n"))
-    lines.put(None)
-
-
-def _load_prctl() -> Any:
-    import ctypes
-
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):  # not Linux
-        return None
-
-
-_PRCTL = _load_prctl() if sys.platform.startswith("linux") else None
-
-
-def _die_with_parent() -> None:
-    """In the job's process before exec: SIGKILL it when the task process dies (Linux
-    PR_SET_PDEATHSIG; the function is looked up beforehand, so the forked child only calls
-    it). A worker that dies (kill -9, a lost node) takes its job with it, as a SageMaker
-    instance would; the task's retry resumes from the S3 checkpoint instead of racing an
-    orphaned job that still writes the same checkpoint and output."""
-    if _PRCTL is not None:
-        _PRCTL(1, signal.SIGKILL)
+ON_KILL_GRACE_SECONDS = 30  # a killed task's job: SIGTERM, then SIGKILL after this
 
 
 def s3_options_from_connection(conn_id: str | None) -> Any:
@@ -135,7 +100,7 @@ class SSDTrainingOperator(BaseOperator):
         self.check_interval = check_interval
         self.print_log = print_log
         self.aws_conn_id = aws_conn_id
-        self._process: subprocess.Popen[str] | None = None
+        self._process: TrainingProcess | None = None
 
     def _named(self, config: dict[str, Any], s3: Any) -> TrainingJobSpec:
         """The job to run: renamed with a timestamp when a job of its name has already
@@ -161,6 +126,7 @@ class SSDTrainingOperator(BaseOperator):
         from sdod.errors import UserError
         from sdod.joblayout import JobLayout
         from sdod.storage import cache_root
+        from sdod.train.process import TrainingProcess, job_exit_code, train_command
 
         if not isinstance(self.config, dict):
             raise AirflowException(
@@ -175,79 +141,25 @@ class SSDTrainingOperator(BaseOperator):
         except UserError as exc:
             raise AirflowException(f"training job spec/input: {exc}") from None
         # the job bounds itself (MaxRuntime once running; all of it within MaxWait, which
-        # includes waiting for a training slot); this backstop allows the longer of the two
-        backstop = max(spec.max_runtime_seconds, spec.max_wait_seconds or 0)
-        env = {**os.environ, **(s3.env() if s3 is not None else {})}
-        code, metrics = self._run(layout, backstop, env)
-        return self._outcome(code, layout, spec, metrics)
-
-    def _run(
-        self, layout: JobLayout, max_runtime: int, env: dict[str, str]
-    ) -> tuple[int, dict[str, Any]]:
-        from sdod.joblayout import EXIT_COMPLETED, EXIT_STOPPED
-        from sdod.train.metrics import parse_metric_line
-
-        cmd = [sys.executable, "-u", "-m", "sdod", "train", "--job-root", str(layout.root)]
-        self.log.info("starting: %s", " ".join(cmd))
-        self._process = proc = subprocess.Popen(
-            cmd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-            env=env,
-            preexec_fn=_die_with_parent if _PRCTL is not None else None,
+        # includes waiting for a training slot) and stops itself at its deadline: this
+        # backstop allows the longer of the two, and a few seconds more
+        backstop = max(spec.max_runtime_seconds, spec.max_wait_seconds or 0) + 5
+        process = TrainingProcess(
+            train_command(job_root=layout.root),
+            env={**os.environ, **(s3.env() if s3 is not None else {})},
+            deadline_seconds=backstop,
+            on_line=(lambda line: self.log.info("%s", line)) if self.print_log else None,
+            log=lambda message: self.log.warning("%s", message),
+            poll_interval=self.check_interval,
         )
-        lines: queue.Queue[str | None] = queue.Queue()
-        reader = threading.Thread(target=_pump, args=(proc, lines), daemon=True)
-        reader.start()
-        deadline = time.monotonic() + max_runtime
-        metrics: dict[str, Any] = {
-            "validation:mAP": [],
-            "train:cross_entropy": [],
-            "train:smooth_l1": [],
-        }
-        terminated_at: float | None = None
-        done = False
-        while not done:
-            try:
-                line = lines.get(timeout=self.check_interval)
-            except queue.Empty:
-                line = ""
-            if line is None:
-                done = True
-            elif line:
-                if self.print_log:
-                    self.log.info("%s", line)
-                point = parse_metric_line(line)
-                if point is not None and isinstance(metrics.get(point.name), list):
-                    metrics[point.name].append({"epoch": point.epoch, "value": point.value})
-                elif point is not None:
-                    metrics[point.name] = point.value
-            now = time.monotonic()
-            if terminated_at is None and now > deadline + 5:  # the job stops itself at the deadline
-                self.log.warning("MaxRuntimeInSeconds=%s reached: sending SIGTERM", max_runtime)
-                self._signal(signal.SIGTERM)
-                terminated_at = now
-            elif terminated_at is not None and now > terminated_at + GRACE_SECONDS:
-                self.log.error("no exit %ss after SIGTERM: sending SIGKILL", GRACE_SECONDS)
-                self._signal(signal.SIGKILL)
-        code = proc.wait()
-        self._process = None
-        if code == -signal.SIGTERM and terminated_at is not None and self._saved(layout):
-            # our deadline SIGTERM hit a job that had already saved its model: its own outcome
-            saved = json.loads((layout.output_dir / "metrics.json").read_text())
-            code = EXIT_STOPPED if saved.get("stopped") else EXIT_COMPLETED
-        return code, metrics
-
-    @staticmethod
-    def _saved(layout: JobLayout) -> bool:
-        """A complete model and its metrics were written (atomically) and nothing failed."""
-        return (
-            (layout.model_dir / "model.tar.gz").is_file()
-            and (layout.output_dir / "metrics.json").is_file()
-            and not (layout.output_dir / "failure").exists()
-        )
+        self.log.info("starting: %s", " ".join(process.command))
+        process.start()
+        self._process = process
+        try:
+            outcome = process.wait()
+        finally:
+            self._process = None
+        return self._outcome(job_exit_code(outcome, layout.root), layout, spec, outcome.metrics)
 
     def _outcome(
         self, code: int, layout: JobLayout, spec: TrainingJobSpec, metrics: dict[str, Any]
@@ -280,20 +192,8 @@ class SSDTrainingOperator(BaseOperator):
         reason = failure.read_text().strip() if failure.is_file() else f"exit code {code}"
         raise AirflowException(f"training job Failed: {reason}")
 
-    def _signal(self, sig: signal.Signals) -> None:
-        proc = self._process
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, sig)
-
     def on_kill(self) -> None:
         """Stop the whole job: SIGTERM to its process group, SIGKILL if it lingers."""
-        proc = self._process
-        if proc is None:
-            return
-        self._signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self._signal(signal.SIGKILL)
-            proc.wait(timeout=10)
+        process = self._process
+        if process is not None:
+            process.stop(wait=ON_KILL_GRACE_SECONDS)

@@ -9,8 +9,6 @@ stage's output lands). Heavy libraries are imported inside the tasks, never at p
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 from airflow.sdk import Asset, Param, TaskGroup, task
@@ -18,21 +16,22 @@ from sdod_operators import SSDTrainingOperator, s3_options_from_connection
 
 from sdod.checks.policy import DEFAULT as CHECKS
 from sdod.checks.policy import FORM_SCHEMA as CHECK_SCHEMA
+from sdod.config import JOB_NAME
 from sdod.demo.recipe import DEMO_HYPERPARAMETERS  # the embedded defaults (sample data, CPU)
+from sdod.settings import SiteSettings
 
-PROJECT = Path(__file__).resolve().parents[1]  # plugins/ sits in the project root
-STATE = Path(os.environ.get("SDOD_STATE_DIR", PROJECT / ".state"))
+SITE = SiteSettings.from_env()  # the SDOD_* variables, each with its one default
 # the work location (s3://bucket/prefix in production; a folder in the embedded default)
-WORK_URI = os.environ.get("SDOD_WORK_URI", str(STATE / "work"))
-REGISTRY_URI = os.environ.get("SDOD_MODEL_REGISTRY_URI", str(STATE / "registry"))
+WORK_URI = SITE.work_uri
+REGISTRY_URI = SITE.model_registry_uri
 
 
 MODEL_ASSET = Asset(name="sdod_model")  # name only: a URI makes Airflow load every provider
 AWS_CONN_ID = "aws_default"
-TRAIN_QUEUE = os.environ.get("SDOD_TRAIN_QUEUE", "default")  # "gpu" in docker-compose
+TRAIN_QUEUE = SITE.train_queue  # "gpu" in docker-compose
 
 
-JOB_NAME_PATTERN = "^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"
+JOB_NAME_PATTERN = f"^{JOB_NAME.pattern}$"  # a JSON schema pattern matches anywhere: anchored
 
 
 def pipeline_params(

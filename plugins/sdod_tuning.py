@@ -20,7 +20,7 @@ from sdod_pipeline import (
     CHECK_SCHEMA,
     CHECKS,
     REGISTRY_URI,
-    STATE,
+    SITE,
     TRAIN_QUEUE,
     WORK_URI,
     _user_errors_fail_fast,
@@ -80,7 +80,7 @@ def demo_tuning_request(data_uri: str, output_uri: str) -> dict[str, Any]:
 def tuning_params() -> dict[str, Param]:
     return {
         "tuning_job_request": Param(
-            demo_tuning_request(str(STATE / "demo" / "bucket"), str(STATE / "tune" / "output")),
+            demo_tuning_request(SITE.demo_data_uri, str(SITE.state_dir / "tune" / "output")),
             type="object",
             description="the CreateHyperParameterTuningJob request you send to SageMaker, "
             "checked as `sdod validate-tuning-job` checks it",

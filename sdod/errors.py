@@ -5,6 +5,9 @@ file): the CLI prints its message on one line and exits 2. Anything else is a bu
 environment failure and exits 1.
 """
 
+# how an sdod process exits (the CLI, a training job; `sdod.joblayout` adds Stopped)
+EXIT_OK, EXIT_INTERNAL, EXIT_USER = 0, 1, 2
+
 
 class UserError(Exception):
     """Bad input or configuration; the message says what, where, and what to do."""

@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from sdod.config import TrainingJobSpec
+from sdod.errors import EXIT_INTERNAL, EXIT_OK
 from sdod.storage import atomic_write_json
 
-# a training job's exit codes (`sdod train`): Completed, Failed, Failed by the user's
-# input, Stopped by StoppingCondition or SIGTERM with a valid model
-EXIT_COMPLETED, EXIT_FAILED, EXIT_USER, EXIT_STOPPED = 0, 1, 2, 3
+# a training job's exit codes (`sdod train`): Completed, Failed, Stopped by StoppingCondition
+# or SIGTERM with a valid model; Failed by the user's input is `sdod.errors.EXIT_USER`
+EXIT_COMPLETED, EXIT_FAILED, EXIT_STOPPED = EXIT_OK, EXIT_INTERNAL, 3
 
 
 @dataclass(frozen=True)

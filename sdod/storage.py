@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sdod.errors import UserError
+from sdod.settings import SiteSettings
 
 T = TypeVar("T")
 
@@ -142,12 +143,7 @@ def temporary_sibling(target: Path) -> Path:
 def cache_root() -> Path:
     """This machine's cache for task inputs (`SDOD_CACHE_DIR`, else a folder in the system's
     temporary directory). Only caches live here: deleting it between tasks loses nothing."""
-    configured = os.environ.get("SDOD_CACHE_DIR")
-    root = (
-        Path(configured)
-        if configured
-        else Path(tempfile.gettempdir()) / f"sdod-cache-{os.getuid()}"
-    )
+    root = SiteSettings.from_env().cache_dir
     root.mkdir(parents=True, exist_ok=True)
     return root
 

@@ -18,19 +18,17 @@ A worker's local folders (`storage.cache_root()`) are caches.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from sdod.config import TrainingJobSpec
+from sdod.settings import SiteSettings
 from sdod.storage import cache_root, join_uri
-
-WORK_URI_ENV = "SDOD_WORK_URI"
 
 
 def default_work_uri() -> str:
-    """`SDOD_WORK_URI`, else `./work`: the embedded default is a local folder."""
-    return os.environ.get(WORK_URI_ENV) or str(Path("work").resolve())
+    """`SDOD_WORK_URI`, else `<SDOD_STATE_DIR>/work`: the embedded default is a local folder."""
+    return SiteSettings.from_env().work_uri
 
 
 @dataclass(frozen=True)

@@ -169,13 +169,13 @@ def argv_value(argv: list[str], flag: str) -> str | None:
 
 
 def _entrypoint() -> list[str]:
-    """What the Dockerfile's ENTRYPOINT runs for a compose `command`: `sdod.container`
+    """What the Dockerfile's ENTRYPOINT runs for a compose `command`: `sdod.entrypoint`
     hands every command but SageMaker's `train`/`serve` to airflow
     (tests/integration/test_container.py runs that dispatch)."""
     line = next(x for x in DOCKERFILE.read_text().splitlines() if x.startswith("ENTRYPOINT"))
     words = json.loads(line[len("ENTRYPOINT") :])
     words = words[words.index("--") + 1 :] if "--" in words else words
-    return ["airflow"] if words == ["python", "-m", "sdod.container"] else words
+    return ["airflow"] if words == ["python", "-m", "sdod.entrypoint"] else words
 
 
 def _service_commands(compose: dict[str, Any]) -> list[tuple[str, list[str]]]:

@@ -8,7 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-EXIT_OK, EXIT_INTERNAL, EXIT_USER = 0, 1, 2
+# the exit codes, defined with the errors they stand for; the command modules take them here
+from sdod.errors import EXIT_INTERNAL as EXIT_INTERNAL
+from sdod.errors import EXIT_OK as EXIT_OK
+from sdod.errors import EXIT_USER as EXIT_USER
+from sdod.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -35,3 +39,26 @@ def add_dataset_arguments(
     p.add_argument("--manifest", help="augmented manifest (JSON Lines)")
     if rec:
         p.add_argument("--rec", help="MXNet .rec file")
+
+
+def add_slicing_arguments(p: argparse.ArgumentParser) -> None:
+    """`--tile-size`, `--tile-overlap`, `--tile-whole`: sliced inference (sdod.serve.slicing)."""
+    group = p.add_argument_group("large images: predict tile by tile and merge")
+    group.add_argument("--tile-size", type=int, help="tile side in image pixels (e.g. 400)")
+    group.add_argument(
+        "--tile-overlap", type=int, help="pixels neighbouring tiles share (a fifth of the size)"
+    )
+    group.add_argument(
+        "--tile-whole", action="store_true", help="also run the whole image (large objects)"
+    )
+
+
+def slicing_from(args: argparse.Namespace) -> Any:
+    from sdod.serve.slicing import Slicing
+
+    if args.tile_size is None:
+        if args.tile_overlap is not None or args.tile_whole:
+            raise UserError("--tile-overlap and --tile-whole need --tile-size")
+        return None
+    overlap = args.tile_size // 5 if args.tile_overlap is None else args.tile_overlap
+    return Slicing(args.tile_size, overlap, args.tile_whole)

@@ -1,4 +1,4 @@
-"""CLI commands for data: sample data, ingest, pack, convert, validate, rec-dump."""
+"""CLI commands for data: sample data, ingest, pack, convert, tile, validate, rec-dump."""
 
 from __future__ import annotations
 
@@ -133,23 +133,75 @@ def _configure_convert(p: argparse.ArgumentParser) -> None:
     p.add_argument("--channel", default="train", help="channel name of the output (train)")
 
 
-def _run_convert(args: argparse.Namespace) -> dict[str, Any]:
-    from sdod import stages
-
+def _inputs(args: argparse.Namespace) -> dict[str, str | None]:
+    """The one dataset `convert` and `tile` read."""
     sources = [x for x in (args.annotations, args.manifest, args.rec, args.coco, args.voc) if x]
     if len(sources) != 1:
         raise UserError("give exactly one of --annotations, --manifest, --rec, --coco, --voc")
-    return stages.convert(
-        images=args.images,
-        annotations=args.annotations,
-        manifest=args.manifest,
-        rec=args.rec,
-        coco=args.coco,
-        voc=args.voc,
+    names = ("images", "annotations", "manifest", "rec", "coco", "voc")
+    return {name: getattr(args, name) for name in names}
+
+
+def _run_convert(args: argparse.Namespace) -> dict[str, Any]:
+    from sdod import stages
+
+    return stages.convert(to=args.to, out=args.out, channel=args.channel, **_inputs(args)).to_dict()
+
+
+# --- tile -------------------------------------------------------------------------------
+
+
+def _configure_tile(p: argparse.ArgumentParser) -> None:
+    _configure_convert(p)
+    p.add_argument("--size", type=int, required=True, help="tile width and height in pixels")
+    p.add_argument("--overlap", type=int, help="pixels neighbouring tiles share (64)")
+    p.add_argument(
+        "--min-visible",
+        type=float,
+        help="keep a box in a tile when this share of its area is in the tile (0.6)",
+    )
+    p.add_argument("--empty-rate", type=float, help="share of tiles without a box kept (0.1)")
+    p.add_argument("--seed", type=int, help="chooses the empty tiles kept (0)")
+    p.add_argument("--max-pixels", type=int, help="refuse larger images (as `sdod serve`)")
+    p.add_argument("--overwrite", action="store_true", help="replace this channel's tiles")
+
+
+def _run_tile(args: argparse.Namespace) -> dict[str, Any]:
+    from sdod.data.convert import read_inputs
+    from sdod.data.tiling import TileOptions, tile
+
+    given = {
+        name: getattr(args, name)
+        for name in ("overlap", "min_visible", "empty_rate", "seed", "max_pixels")
+        if getattr(args, name) is not None
+    }
+    options = TileOptions(size=args.size, **given)  # refuses bad options before reading
+    result = tile(
+        read_inputs(**_inputs(args)),
+        options,
         to=args.to,
         out=args.out,
         channel=args.channel,
-    ).to_dict()
+        overwrite=args.overwrite,
+        log=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    return {k: v for k, v in result.to_dict().items() if k != "lost"}
+
+
+def _render_tile(r: dict[str, Any]) -> str:
+    lost = (
+        " (listed in the index: larger tiles, more overlap or a lower --min-visible keep them)"
+        if r["objects_lost"]
+        else ""
+    )
+    return (
+        f"{r['images']} images -> {r['tiles']} tiles ({r['empty_kept']} of {r['empty_windows']} "
+        f"empty tiles kept) as {r['to']} in {r['out']} ({r['seconds']:.1f} s)\n"
+        f"  {r['objects']} objects -> {r['boxes']} boxes in tiles ({r['boxes_clipped']} clipped, "
+        f"{r['boxes_dropped_partial']} dropped from a tile as less than --min-visible inside)\n"
+        f"  {r['objects_lost']} objects in no tile{lost}\n"
+        f"  index: {r['index']}"
+    )
 
 
 # --- validate ---------------------------------------------------------------------------
@@ -272,6 +324,13 @@ COMMANDS: list[Command] = [
         "COCO, VOC, manifest, .rec or image+JSON into image-json, manifest or recordio",
         _configure_convert,
         _run_convert,
+    ),
+    Command(
+        "tile",
+        "cut large images and their boxes into tiles for training (any input, any output)",
+        _configure_tile,
+        _run_tile,
+        _render_tile,
     ),
     Command(
         "validate",

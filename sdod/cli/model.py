@@ -9,7 +9,7 @@ import os
 import sys
 from typing import Any
 
-from sdod.cli.base import EXIT_OK, Command
+from sdod.cli.base import EXIT_OK, Command, add_slicing_arguments, slicing_from
 from sdod.hyperparameters import BASE_NETWORKS
 
 # --- train --------------------------------------------------------------------------
@@ -120,6 +120,7 @@ def _configure_evaluate(p: argparse.ArgumentParser) -> None:
         help="folder for metrics.json, per_class_ap.csv, pr_curves/*.png, examples/*.png",
     )
     p.add_argument("--examples", type=int, default=4, help="example images drawn (4)")
+    add_slicing_arguments(p)
 
 
 def _run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
@@ -136,6 +137,7 @@ def _run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
         overlap_threshold=args.overlap_threshold,
         out=args.out,
         examples=args.examples,
+        slicing=slicing_from(args),
     ).to_dict()
 
 

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from sdod.cli.base import EXIT_OK, Command
+from sdod.cli.base import EXIT_OK, Command, add_slicing_arguments, slicing_from
 from sdod.cli.model import MODEL_HELP
 from sdod.errors import UserError
 
@@ -20,29 +20,7 @@ def _configure_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--score-threshold", type=float, default=0.0)
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--backend", default="torch", choices=BACKENDS)
-    _add_slicing(p)
-
-
-def _add_slicing(p: argparse.ArgumentParser) -> None:
-    group = p.add_argument_group("large images: predict tile by tile and merge")
-    group.add_argument("--tile-size", type=int, help="tile side in image pixels (e.g. 400)")
-    group.add_argument(
-        "--tile-overlap", type=int, help="pixels neighbouring tiles share (a fifth of the size)"
-    )
-    group.add_argument(
-        "--tile-whole", action="store_true", help="also run the whole image (large objects)"
-    )
-
-
-def _slicing(args: argparse.Namespace) -> Any:
-    from sdod.serve.slicing import Slicing
-
-    if args.tile_size is None:
-        if args.tile_overlap is not None or args.tile_whole:
-            raise UserError("--tile-overlap and --tile-whole need --tile-size")
-        return None
-    overlap = args.tile_size // 5 if args.tile_overlap is None else args.tile_overlap
-    return Slicing(args.tile_size, overlap, args.tile_whole)
+    add_slicing_arguments(p)
 
 
 def _run_predict(args: argparse.Namespace) -> int:
@@ -51,7 +29,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     from sdod import stages
     from sdod.serve.predictor import Predictor
 
-    slicing = _slicing(args)
+    slicing = slicing_from(args)
     predictor = Predictor.load(stages.resolve_model(args.model), backend=args.backend)
     for image in args.images:
         try:
@@ -83,7 +61,7 @@ def _configure_batch_predict(p: argparse.ArgumentParser) -> None:
         help="a bad image: count it and go on (skip, default; listed in _failures.json) or stop",
     )
     p.add_argument("--suffix", default=".out", help="appended to each image's name (.out)")
-    _add_slicing(p)
+    add_slicing_arguments(p)
 
 
 def _run_batch_predict(args: argparse.Namespace) -> int:
@@ -91,7 +69,7 @@ def _run_batch_predict(args: argparse.Namespace) -> int:
     from sdod.serve.batch import batch_predict
     from sdod.serve.predictor import Predictor
 
-    slicing = _slicing(args)
+    slicing = slicing_from(args)
     predictor = Predictor.load(stages.resolve_model(args.model), backend=args.backend)
     result = batch_predict(
         predictor,

@@ -99,6 +99,22 @@ def convert_inputs(
     voc: str | None = None,
 ) -> Any:
     """Read any supported input and write it in one of SageMaker's training formats."""
+    sampleset = read_inputs(
+        images=images, annotations=annotations, manifest=manifest, rec=rec, coco=coco, voc=voc
+    )
+    return convert(sampleset, to=to, out=out, channel=channel)
+
+
+def read_inputs(
+    *,
+    images: str | None = None,
+    annotations: str | None = None,
+    manifest: str | None = None,
+    rec: str | None = None,
+    coco: str | None = None,
+    voc: str | None = None,
+) -> SampleSet:
+    """Samples from any input `convert` reads (also `sdod tile`'s inputs)."""
     if coco or voc:
         if not images:
             raise UserError("--coco/--voc need --images, the folder holding the image files")
@@ -113,4 +129,4 @@ def convert_inputs(
         from sdod.data.channels import samples_from_paths
 
         sampleset = samples_from_paths(images=images, annotations=annotations, manifest=manifest)[0]
-    return convert(sampleset, to=to, out=out, channel=channel)
+    return sampleset

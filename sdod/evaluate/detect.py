@@ -10,6 +10,7 @@ the whole decoded image, float32 (no autocast) and its own decoding, exactly as
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -114,6 +115,31 @@ def detect(
                 images.append(np.full(len(det.scores), i))
     finally:
         model.train(was_training)
+    return BoxTable(
+        np.concatenate(images or [np.zeros(0)]).astype(np.int64),
+        np.concatenate(boxes or [np.zeros((0, 4))]).astype(np.float64).reshape(-1, 4),
+        np.concatenate(labels or [np.zeros(0)]).astype(np.int64),
+        scores=np.concatenate(scores or [np.zeros(0)]).astype(np.float64),
+    )
+
+
+def detect_sliced(predictor: Any, samples: list[Sample], slicing: Any) -> BoxTable:
+    """Detections in original pixels for every sample, each image predicted tile by tile
+    and merged as `sdod serve` and `predict --tile-size` do (`sdod.serve.slicing`)."""
+    loader = DetectionDataset(samples, image_size=0, anchors=torch.zeros(0, 4), train=False)
+    images, boxes, labels, scores = [], [], [], []
+    for i, sample in enumerate(samples):
+        pause_point("validation")
+        image = loader.load(i).image
+        found, batch = predictor.tile_batch(image, slicing)
+        size = (int(image.shape[-1]), int(image.shape[-2]))
+        rows = predictor.merge_tiles(predictor.forward_tiles(batch), found, size, slicing)
+        table = np.asarray(rows["prediction"], dtype=np.float64).reshape(-1, 6)
+        scale = np.array([sample.width, sample.height] * 2, dtype=np.float64)
+        boxes.append(table[:, 2:] * scale)
+        scores.append(table[:, 1])
+        labels.append(table[:, 0])
+        images.append(np.full(len(table), i))
     return BoxTable(
         np.concatenate(images or [np.zeros(0)]).astype(np.int64),
         np.concatenate(boxes or [np.zeros((0, 4))]).astype(np.float64).reshape(-1, 4),

@@ -68,11 +68,14 @@ def evaluate(
     overlap_threshold: float | None = None,
     out: str | None = None,
     examples: int = 4,
+    slicing: Any = None,
     s3: S3Options | None = None,
 ) -> EvaluateResult:
+    """mAP of `model` on a dataset; with `slicing` (`sdod.serve.slicing.Slicing`) each
+    image is predicted tile by tile, as `serve`/`predict` do for large images."""
     import torch
 
-    from sdod.evaluate.detect import detect, ground_truth
+    from sdod.evaluate.detect import detect, detect_sliced, ground_truth
     from sdod.evaluate.score import summary
     from sdod.evaluate.voc import voc_map
     from sdod.registry import resolve_model
@@ -88,15 +91,15 @@ def evaluate(
     if not 0 < iou <= 1:
         raise UserError(f"--overlap-threshold must be in (0, 1], got {iou}")
     info = predictor.info
-    cpu = torch.device("cpu")
-    det = detect(
-        predictor.model,
-        samples,
-        device=cpu,
-        nms_threshold=info.nms_threshold,
-        nms_topk=info.nms_topk,
-    )
-    assert det is not None
+    if slicing is not None:
+        det = detect_sliced(predictor, samples, slicing)
+    else:
+        found = detect(
+            predictor.model, samples, device=torch.device("cpu"),
+            nms_threshold=info.nms_threshold, nms_topk=info.nms_topk,
+        )  # fmt: skip
+        assert found is not None
+        det = found
     gt = ground_truth(samples)
     names = info.names()
     voc_metric = metric if metric != "coco" else "voc07"

@@ -110,10 +110,7 @@ def _answers(
             yield from zip([rel for rel, _ in batch], answers, strict=True)
         return
     for rel, (found, tiles, size) in ready:
-        parts: list[dict[str, Any]] = []
-        for start in range(0, len(tiles), batch_size):
-            chunk = tiles[start : start + batch_size]
-            parts += predictor.forward_many(chunk, [(0.0, None)] * len(chunk))
+        parts = predictor.forward_tiles(tiles, batch_size)
         threshold, top_k = options
         merged = predictor.merge_tiles(
             parts, found, size, slicing, score_threshold=threshold, top_k=top_k

@@ -139,9 +139,22 @@ class Predictor:
         """A large image's tiles as model inputs `[T, 3, S, S]`, their windows, and the
         image's (width, height): decoded at full size (within the pixel budget)."""
         image = decode_image(data, where, max_pixels=self.max_pixels)
+        return (*self.tile_batch(image, slicing), (int(image.shape[-1]), int(image.shape[-2])))
+
+    def tile_batch(
+        self, image: torch.Tensor, slicing: Slicing
+    ) -> tuple[list[Window], torch.Tensor]:
+        """A decoded uint8 `[3, H, W]` image's windows and tiles as model inputs."""
         found, crops = tiles(image, slicing)
-        batch = torch.stack([self.transform(crop) for crop in crops])
-        return found, batch, (int(image.shape[-1]), int(image.shape[-2]))
+        return found, torch.stack([self.transform(crop) for crop in crops])
+
+    def forward_tiles(self, batch: torch.Tensor, batch_size: int = 16) -> list[dict[str, Any]]:
+        """Each tile's response (no threshold, no top-k), `batch_size` tiles per pass."""
+        answers: list[dict[str, Any]] = []
+        for start in range(0, len(batch), batch_size):
+            chunk = batch[start : start + batch_size]
+            answers += self.forward_many(chunk, [(0.0, None)] * len(chunk))
+        return answers
 
     def merge_tiles(
         self,
@@ -173,10 +186,7 @@ class Predictor:
         `batch_size` tiles) and merged (see `sdod.serve.slicing`)."""
         check_options(score_threshold, top_k)
         found, batch, size = self.prepare_tiles(data, slicing, where)
-        answers: list[dict[str, Any]] = []
-        for start in range(0, len(batch), batch_size):
-            chunk = batch[start : start + batch_size]
-            answers += self.forward_many(chunk, [(0.0, None)] * len(chunk))
+        answers = self.forward_tiles(batch, batch_size)
         return self.merge_tiles(
             answers, found, size, slicing, score_threshold=score_threshold, top_k=top_k
         )

@@ -29,9 +29,9 @@ import torch.distributed as dist
 from torch.utils.data import Sampler
 
 from sdod.errors import UserError
+from sdod.settings import RDZV_PORT
 
 OUTCOME_FILE = ".outcome.json"  # rank 0's JobOutcome, read back by the launching process
-RDZV_PORT = 29400
 
 
 @dataclass(frozen=True)

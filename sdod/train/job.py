@@ -20,11 +20,12 @@ from typing import Any
 import torch
 
 from sdod.config import Channel, TrainingJobSpec, load_job_spec
+from sdod.container import container_job
 from sdod.data.channels import read_channel
 from sdod.data.sample import SampleSet
-from sdod.errors import DataError, UserError
+from sdod.errors import EXIT_USER, DataError, UserError
 from sdod.hyperparameters import Hyperparameters, parse_hyperparameters
-from sdod.joblayout import EXIT_COMPLETED, EXIT_FAILED, EXIT_STOPPED, EXIT_USER, JobLayout
+from sdod.joblayout import EXIT_COMPLETED, EXIT_FAILED, EXIT_STOPPED, JobLayout
 from sdod.settings import RuntimeSettings
 from sdod.storage import atomic_write_bytes
 from sdod.train.distributed import OUTCOME_FILE, LaunchPlan, World, launch, plan_launch
@@ -289,9 +290,7 @@ def job_root_spec(job_root: str | Path) -> TrainingJobSpec:
 
 def _load_spec(layout: JobLayout) -> TrainingJobSpec:
     if not layout.spec_file.is_file() and (layout.config_dir / "hyperparameters.json").is_file():
-        from sdod.container import container_job  # a SageMaker container's /opt/ml
-
-        return container_job()[1]
+        return container_job(layout.root).spec  # a SageMaker container's /opt/ml
     if not layout.spec_file.is_file():
         raise UserError(
             f"{layout.root} is not a job root (no {layout.spec_file}); run `sdod ingest` first"

@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sdod.errors import UserError
-from sdod.train.metrics import parse_metric_line
+from sdod.settings import SiteSettings
+from sdod.train.metrics import MetricPoint
 from sdod.tune.picture import objective_picture
 from sdod.tune.spec import OBJECTIVE, ParameterRange, TuningSpec
 from sdod.tune.trials import TrialProcess, TrialRecord, iso_time, trial_name
@@ -39,17 +40,12 @@ if TYPE_CHECKING:
     from sdod.storage import S3Options
 
 
-def _state_dir() -> Path:
-    return Path(os.environ.get("SDOD_STATE_DIR", ".state"))
-
-
 def default_storage() -> str:
-    url = os.environ.get("SDOD_TUNING_STORAGE", "")
-    if url:
-        return url
-    state = _state_dir().resolve()
-    state.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{state / 'tuning.db'}"
+    """`SDOD_TUNING_STORAGE`, else SQLite in the state folder (`sdod.settings`)."""
+    url = SiteSettings.from_env().tuning_storage
+    if url.startswith("sqlite:///"):  # SQLite creates the file, not its folder
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return url
 
 
 def _storage(url: str) -> optuna.storages.BaseStorage:
@@ -286,22 +282,25 @@ class TuningRun:
     def _run(self, trial: optuna.trial.Trial, record: TrialRecord) -> None:
         request = self.spec.trial_request(record.name, record.hyperparameters)
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
-        process = TrialProcess(request, self.work / record.name, env)
-        with self.lock:
-            self.running.add(process)
         pruned = False
-        for line in process.lines():
-            point = parse_metric_line(line)
-            if point is None or point.name != OBJECTIVE or point.epoch is None:
-                continue
-            epoch, value = point.epoch, point.value
-            record.history.append(value)
-            trial.report(value, epoch)
+
+        def report(point: MetricPoint) -> None:  # each metric line, as it is written
+            nonlocal pruned
+            if point.name != OBJECTIVE or point.epoch is None:
+                return
+            record.history.append(point.value)
+            trial.report(point.value, point.epoch)
             if not pruned and trial.should_prune():
                 pruned = True
+                epoch, value = point.epoch, point.value
                 self.log(f"{record.name}: early stopping after epoch {epoch} (mAP {value:.3f})")
                 process.stop()
-        outcome = process.outcome()
+
+        process = TrialProcess(request, self.work / record.name, env, on_metric=report)
+        process.start()
+        with self.lock:
+            self.running.add(process)
+        outcome = process.wait()
         with self.lock:
             self.running.discard(process)
             self._finish(trial, record, outcome, pruned)
@@ -447,7 +446,7 @@ def run_tuning(
     The DAG runs it in steps, each in its own task, sharing the study's database:
     `prepare` (warm start, Grid's combinations), then one `lane` per parallel slot (trials
     one after another until the job is done), then `summary`."""
-    folder = Path(work) if work else _state_dir() / "tuning"
+    folder = Path(work) if work else SiteSettings.from_env().state_dir / "tuning"
     run = TuningRun(
         spec, parallel=parallel, work=folder / spec.name, storage=storage or default_storage(),
         log=log, env=s3.env() if s3 is not None else None,

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import signal
-import subprocess
-import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
+from sdod.train.metrics import MetricPoint
+from sdod.train.process import TrainingProcess, train_command
 from sdod.tune.spec import OBJECTIVE
 
 
@@ -74,37 +74,59 @@ def iso_time(t: float) -> str | None:
 
 
 class TrialProcess:
-    """One trial's training job in its own process, its mAP lines reported as they come."""
+    """One trial's training job: `sdod train` under the training-process supervisor
+    (`sdod.train.process.TrainingProcess`, as the Airflow operator runs a job), its log kept
+    in `<root>/train.log`, its metric points passed to `on_metric` as they come.
 
-    def __init__(self, request: dict[str, Any], root: Path, env: dict[str, str]) -> None:
-        root.mkdir(parents=True, exist_ok=True)
-        (root / "request.json").write_text(json.dumps(request, indent=2))
+    Nothing happens before `start()`; `stop()` asks the job to stop (SIGTERM, then SIGKILL
+    after the grace period); `wait()` gives `sdod train --json`'s outcome.
+    """
+
+    def __init__(
+        self,
+        request: dict[str, Any],
+        root: Path,
+        env: dict[str, str],
+        on_metric: Callable[[MetricPoint], None] | None = None,
+    ) -> None:
+        self.request = request
         self.root = root
-        self.log = (root / "train.log").open("w")
-        cmd = [sys.executable, "-m", "sdod", "train", "--json"]
-        cmd += ["--job-spec", str(root / "request.json"), "--job-root", str(root / "job")]
-        self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        self.process = TrainingProcess(
+            train_command(job_root=root / "job", job_spec=root / "request.json", json_outcome=True),
+            env=env,
+            on_line=self._keep,
+            on_metric=on_metric,
+            stdout=root / "outcome.json",
         )
-        self.stopped = False
+        self._log: TextIO | None = None
 
-    def lines(self) -> Any:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.log.write(line)
-            self.log.flush()
-            yield line
+    def start(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "request.json").write_text(json.dumps(self.request, indent=2))
+        self._log = (self.root / "train.log").open("w")
+        try:
+            self.process.start()
+        except BaseException:
+            self._log.close()
+            raise
+
+    def _keep(self, line: str) -> None:
+        assert self._log is not None
+        self._log.write(line + "\n")
+        self._log.flush()
 
     def stop(self) -> None:
-        if not self.stopped and self.proc.poll() is None:
-            self.stopped = True
-            self.proc.send_signal(signal.SIGTERM)
+        self.process.stop()
 
-    def outcome(self) -> dict[str, Any]:
-        out, _ = self.proc.communicate()
-        self.log.close()
+    def wait(self) -> dict[str, Any]:
+        """The job's outcome (`JobOutcome.to_dict()`), or a Failed one naming its exit."""
+        assert self._log is not None, "wait() before start()"
         try:
-            return dict(json.loads(out))
+            ended = self.process.wait()
+        finally:
+            self._log.close()
+        try:
+            return dict(json.loads((self.root / "outcome.json").read_text()))
         except ValueError:
             tail = (self.root / "train.log").read_text()[-400:]
-            return {"status": "Failed", "message": f"exit {self.proc.returncode}: {tail}"}
+            return {"status": "Failed", "message": f"exit {ended.exit_code}: {tail}"}

@@ -45,7 +45,7 @@ def _opt_ml(root: Path, hp: dict[str, str]) -> dict[str, str]:
 
 
 def _entrypoint(*args: str, env: dict[str, str], **kw: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "sdod.container", *args], env=env,
+    return subprocess.run([sys.executable, "-m", "sdod.entrypoint", *args], env=env,
                           capture_output=True, text=True, timeout=300, **kw)  # type: ignore[call-overload]  # fmt: skip
 
 
@@ -65,7 +65,7 @@ def test_train_then_serve_with_the_sagemaker_layout(tmp_path: Path) -> None:
                            capture_output=True, text=True)  # fmt: skip
     assert shown.returncode == 0 and "mobilenet-v3 SSD300, 3 classes" in shown.stdout
 
-    server = subprocess.Popen([sys.executable, "-m", "sdod.container", "serve", "--port", "0"],
+    server = subprocess.Popen([sys.executable, "-m", "sdod.entrypoint", "serve", "--port", "0"],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
         assert server.stdout is not None

@@ -156,3 +156,37 @@ def test_predict_cli_takes_tile_options(model: Path, tmp_path: Path) -> None:
         and "tile overlap" in result.stderr
         and "Traceback" not in result.stderr
     )
+
+
+def test_evaluate_through_one_whole_tile_scores_as_the_whole_image(
+    model: Path, tmp_path: Path
+) -> None:
+    """A tile as large as the images is the whole image: the sliced path must score exactly
+    as the batched one (the same decode, resize, network and decoding)."""
+    from sdod.demo.dataset import make_sample_data
+
+    make_sample_data(tmp_path / "data", train=2, validation=4, num_classes=2, seed=3)
+    base = [
+        sys.executable, "-m", "sdod", "evaluate", "--model", str(model), "--json",
+        "--images", str(tmp_path / "data" / "validation"),
+        "--annotations", str(tmp_path / "data" / "validation_annotation"),
+    ]  # fmt: skip
+    whole = subprocess.run(base, capture_output=True, text=True, timeout=300)
+    sliced = subprocess.run(
+        [*base, "--tile-size", "4096", "--tile-overlap", "0"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    tiled = subprocess.run(
+        [*base, "--tile-size", "128", "--tile-overlap", "32"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    for result in (whole, sliced, tiled):
+        assert result.returncode == 0, result.stderr
+    a, b, c = (json.loads(r.stdout) for r in (whole, sliced, tiled))
+    assert a["images"] == b["images"] == c["images"] == 4
+    assert b["mAP"] == pytest.approx(a["mAP"], abs=1e-6)
+    assert 0.0 <= c["mAP"] <= 1.0
