@@ -113,9 +113,13 @@ def _configure_serve(p: argparse.ArgumentParser) -> None:
 
 
 SERVE_FLAGS = [
-    ("--workers", int, "processes, each with its own model (from the CPUs and model size)"),
+    ("--workers", int, "processes, each with its own model (one per CPU up to 4; memory)"),
     ("--max-batch", int, "images per forward pass (8)"),
-    ("--max-delay-ms", float, "how long a batch's first image waits for company (5)"),
+    (
+        "--max-delay-ms",
+        float,
+        "ms a batch's first image waits for company (0: those queued meanwhile)",
+    ),
     ("--max-queue", int, "images waiting for the model (64; more: 503 with Retry-After)"),
     ("--queue-timeout", float, "seconds an image may wait for the model (10; then 503)"),
     ("--max-request-bytes", int, "(20 MiB; more: 413)"),

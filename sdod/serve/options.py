@@ -22,7 +22,8 @@ from sdod.errors import UserError
 MAX_ATTRIBUTES = 1024  # SageMaker's limit on CustomAttributes
 DIGITS = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() takes "²" and int() "١"
 NUMBER = re.compile(r"(?:[0-9]{1,10}(?:\.[0-9]{0,10})?|\.[0-9]{1,10})(?:[eE][-+]?[0-9]{1,3})?")
-THREADS_PER_WORKER = 4  # intra-op threads one worker's forward pass uses well on a CPU
+SMALL_MACHINE = 4  # CPUs up to which each gets its own worker (bench/serve.py, 2 cores)
+MAY_BE_ZERO = {"max_delay_ms"}  # no waiting for company
 WORKER_MEMORY_SHARE = 0.5  # of the machine's memory, for the workers' models at most
 
 
@@ -38,7 +39,7 @@ class ServeOptions:
     decoders: int = max(2, os.cpu_count() or 2)  # images decoding at once, per worker
     workers: int | None = None
     max_batch: int = 8  # images in one forward pass
-    max_delay_ms: float = 5.0  # how long the first image of a batch waits for company
+    max_delay_ms: float = 0.0  # how long the first image of a batch waits for company
     max_queue: int = 64  # images waiting for the model, per worker; more: 503
     queue_timeout: float = 10.0  # an image not started by then: 503 with Retry-After
     keep_alive: float = 5.0  # an idle connection is closed after this many seconds
@@ -50,7 +51,8 @@ class ServeOptions:
             if value is None:
                 continue
             whole = str(item.type).startswith("int")
-            if not 0 < value < math.inf or (whole and value != int(value)):
+            low_ok = value == 0 and item.name in MAY_BE_ZERO
+            if not (0 < value < math.inf or low_ok) or (whole and value != int(value)):
                 flag = "--" + item.name.replace("_", "-")
                 raise UserError(f"{flag} must be a positive number, got {value}")
 
@@ -89,14 +91,16 @@ def environment_port(env: Mapping[str, str] | None = None) -> int | None:
 
 
 def default_workers(model_bytes: int, cpus: int | None = None, memory: int | None = None) -> int:
-    """One worker per `THREADS_PER_WORKER` CPUs this process may use, as many as half the
-    memory holds models of this size (three times the archive, for the loaded weights
-    and activations), at least one."""
+    """One worker per CPU this process may use on a small machine (up to `SMALL_MACHINE`:
+    on 2 cores two single-threaded workers served 1.5x what one worker with both cores
+    did), one per two CPUs above; as many as half the memory holds models of this size
+    (three times the archive, for the loaded weights and activations); at least one."""
     cpus = cpus or len(os.sched_getaffinity(0))
+    wanted = cpus if cpus <= SMALL_MACHINE else cpus // 2
     if memory is None:
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     by_memory = int(memory * WORKER_MEMORY_SHARE) // max(1, 3 * model_bytes)
-    return max(1, min(cpus // THREADS_PER_WORKER, by_memory))
+    return max(1, min(wanted, by_memory))
 
 
 def _number(key: str, value: str, where: str) -> float:

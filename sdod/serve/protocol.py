@@ -5,8 +5,9 @@ On top of uvicorn's `H11Protocol`:
   headers and body) `timeout` seconds after it began (after connecting, or after the
   previous answer) gets a 408 and the connection is closed; an idle keep-alive
   connection is closed quietly (uvicorn's `timeout_keep_alive` closes it sooner);
-- a connection cap per worker: past `max_connections` a new connection gets a 503 with
-  `Retry-After` at once, before anything is read;
+- a connection cap for the whole server (all workers, `sdod.serve.shared`): past
+  `max_connections` a new connection gets a 503 with `Retry-After` at once, before
+  anything is read;
 - refusals as JSON `{"error": ...}` with their own status (400, 408, 414 request line too
   long, 431 headers too large, 503), where uvicorn answers text, or not at all (a blank
   request line);
@@ -24,6 +25,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from sdod.serve.images import without_addresses
 from sdod.serve.options import ServeOptions
+from sdod.serve.shared import ConnectionCount
 
 MAX_HEAD = 65536  # request line and headers together, as http.server's line limit
 RETRY_AFTER_S = 1
@@ -69,6 +71,7 @@ class BoundedProtocol(H11Protocol):
     process: the options are the class's, set by `configure`)."""
 
     options: ServeOptions = ServeOptions()
+    count: ConnectionCount = ConnectionCount()  # open connections, all workers together
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -78,12 +81,14 @@ class BoundedProtocol(H11Protocol):
         self.answered = 0  # responses completed on this connection
         self.pending = False  # bytes of a request not yet complete
         self.eof = False  # the client ended its side
+        self.counted = False  # this connection is in `count`
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        if len(self.connections) > self.options.max_connections:
+        if not self.count.try_open(self.options.max_connections):
             self._refuse_busy()
             return
+        self.counted = True
         self._arm()
 
     def _refuse_busy(self) -> None:
@@ -164,6 +169,9 @@ class BoundedProtocol(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self.counted:
+            self.counted = False
+            self.count.close()
         super().connection_lost(exc)
 
     def send_400_response(self, msg: str) -> None:
@@ -184,8 +192,10 @@ class BoundedProtocol(H11Protocol):
         self.transport.close()
 
 
-def configure(options: ServeOptions) -> type[BoundedProtocol]:
-    """Set the options of this process's connections (a worker process calls it when it
-    loads the app, before uvicorn makes a connection) and return the protocol class."""
+def configure(options: ServeOptions, count_file: str | None = None) -> type[BoundedProtocol]:
+    """Set the options of this process's connections and the count of open connections
+    shared with the other workers (a worker calls it when it loads the app, before uvicorn
+    makes a connection); return the protocol class."""
     BoundedProtocol.options = options
+    BoundedProtocol.count = ConnectionCount(count_file)
     return BoundedProtocol

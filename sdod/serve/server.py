@@ -17,12 +17,15 @@ import shutil
 import signal
 import socket
 import tempfile
+import threading
+import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from sdod.errors import UserError
 from sdod.serve.options import ServeOptions, default_workers
+from sdod.serve.shared import create_count_file
 
 SPEC_ENV = "SDOD_SERVE_SPEC"  # the model and options, for worker processes
 # a worker answers the supervisor's ping from a thread once it has imported torch and
@@ -40,6 +43,7 @@ class ServeSpec:
     max_pixels: int = 0
     name: str = "model"
     threads: int = 0  # torch threads per worker (0: torch's default)
+    count_file: str = ""  # the connections count the workers share (sdod.serve.shared)
     options: ServeOptions = field(default_factory=ServeOptions)
 
     def to_json(self) -> str:
@@ -66,7 +70,7 @@ def build_endpoint(spec: ServeSpec) -> Any:
     predictor = Predictor.load(
         spec.model, backend=spec.backend, device=spec.device, max_pixels=pixels
     )
-    configure(spec.options)
+    configure(spec.options, spec.count_file or None)
     platform = "onnxruntime_onnx" if spec.backend == "onnxruntime" else "pytorch_libtorch"
     return Endpoint(predictor, spec.options, name=spec.name, platform=platform)
 
@@ -137,16 +141,45 @@ def serve(spec: ServeSpec, host: str, port: int, announce: Any = print) -> None:
 
     Predictor.load(spec.model, backend=spec.backend)  # a bad model fails here, once
     cpus = len(os.sched_getaffinity(0))
-    spec = replace(spec, threads=max(1, cpus // workers))
-    folder = tempfile.mkdtemp(prefix="sdod-metrics-")
-    os.environ.update({SPEC_ENV: spec.to_json(), "PROMETHEUS_MULTIPROC_DIR": folder})
+    folder = tempfile.mkdtemp(prefix="sdod-serve-")
+    threads = max(1, cpus // workers)
+    spec = replace(spec, threads=threads, count_file=create_count_file(folder))
+    metrics = Path(folder) / "metrics"
+    metrics.mkdir()
+    os.environ.update({SPEC_ENV: spec.to_json(), "PROMETHEUS_MULTIPROC_DIR": str(metrics)})
     try:
         sock = bind(host, port)
-        announce(_url(host, sock), workers)
+        url = _url(host, sock)
+        threading.Thread(
+            target=_announce_when_ready, args=(url, workers, announce), daemon=True
+        ).start()
         config = _config("sdod.serve.server:create_app", spec, workers)
         Multiprocess(config, sockets=[sock]).run()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _announce_when_ready(url: str, workers: int, announce: Any, limit: float = 600) -> None:
+    """Announce once a worker answers `/ping` (the workers load their models after the
+    socket opens; until one is ready, connections wait in the backlog)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host = "127.0.0.1" if parts.hostname in ("0.0.0.0", "::") else parts.hostname
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection(host or "127.0.0.1", parts.port, timeout=5)
+            conn.request("GET", "/ping", headers={"Host": "sdod"})
+            if conn.getresponse().status == 200:
+                break
+        except OSError:
+            pass
+        finally:
+            conn.close()
+        time.sleep(0.1)
+    announce(url, workers)
 
 
 def _url(host: str, sock: socket.socket) -> str:

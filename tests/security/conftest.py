@@ -116,8 +116,18 @@ class Server:
         return self.send(b"GET /ping HTTP/1.1\r\nHost: sdod\r\n\r\n").status
 
     def rss_mib(self) -> float:
-        status = Path(f"/proc/{self.proc.pid}/status").read_text()
-        return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024  # type: ignore[union-attr]
+        """Resident memory of the server and its worker processes together."""
+        total, pids = 0.0, [self.proc.pid]
+        while pids:
+            pid = pids.pop()
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    pids += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                continue
+            total += int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024  # type: ignore[union-attr]
+        return total
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -206,6 +206,7 @@ def test_serve_options_from_sagemaker_environment_and_defaults() -> None:
         environment_port({"SAGEMAKER_BIND_TO_PORT": "99999"})
     with pytest.raises(UserError, match="--max-batch must be a positive number"):
         ServeOptions(max_batch=0)
-    assert default_workers(50 << 20, cpus=2, memory=24 << 30) == 1
-    assert default_workers(50 << 20, cpus=16, memory=24 << 30) == 4
+    assert default_workers(50 << 20, cpus=2, memory=24 << 30) == 2
+    assert default_workers(50 << 20, cpus=1, memory=24 << 30) == 1
+    assert default_workers(50 << 20, cpus=16, memory=24 << 30) == 8
     assert default_workers(4 << 30, cpus=64, memory=16 << 30) == 1  # memory-bound
