@@ -143,10 +143,11 @@ def prepare(data: Path, work: Path) -> dict:
     return {"bucket": bucket, "whole": work / "whole", "train": train, "held": held}
 
 
-def recipe(train_tiles: int, budget: float) -> dict:
+def recipe(train_tiles: int, budget: float, augmentation: str) -> dict:
     from sdod.demo.recipe import DEMO_HYPERPARAMETERS
 
     hp = dict(DEMO_HYPERPARAMETERS, num_classes="1", num_training_samples=str(train_tiles))
+    hp["augmentation"] = augmentation or hp["augmentation"]
     epochs = 400  # the budget ends it; the rate drops at 80 % and 90 % of the budget's epochs
     steps_per_epoch = max(1, train_tiles // int(hp["mini_batch_size"]))
     hp["epochs"] = str(epochs)
@@ -263,13 +264,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--budget", type=float, default=200.0, help="sdod's MaxRuntimeInSeconds")
+    ap.add_argument("--augmentation", default="", help="instead of the demo's (light)")
     ap.add_argument("--cache", default=str(Path.home() / ".cache" / "sdod"), help="wheel cache")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sdod-real-"))
     prepared = prepare(fetch(Path(args.cache)), work)
     train_tiles = prepared["train"]["tiles"]
     print(f"tiles: {train_tiles} train, {prepared['held']['tiles']} held-out", flush=True)
-    hp = recipe(train_tiles, args.budget)
+    hp = recipe(train_tiles, args.budget, args.augmentation)
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")]:
         started = time.monotonic()

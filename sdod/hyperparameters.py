@@ -9,7 +9,8 @@ network that trains on a CPU in minutes, and `resnet-lite`, a small dense ResNet
 learns faster from scratch (the demo's; it has no ImageNet weights, so it needs
 `use_pretrained_model=0`); and `augmentation` picks the training
 augmentation: `ssd` (default: the paper's photometric distortion, zoom-out, IoU crop,
-flip), `light` (flip, colour, an occasional mild crop: short runs on small sets), `none`.
+flip), `light` (flip, colour, an occasional mild crop: short runs on small sets), `aerial`
+(`light` with vertical flips and quarter turns: images seen from above), `none`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ OPTIMIZERS = ("sgd", "adam", "rmsprop", "adadelta")
 # MXNet's kvstore types: SageMaker documents the dist_ ones, its jobs log `device` (one
 # machine); every one but dist_async trains synchronously, as DDP does
 KV_STORES = ("local", "device", "dist_sync", "dist_device_sync", "dist_async")
-AUGMENTATIONS = ("ssd", "light", "none")
+AUGMENTATIONS = ("ssd", "light", "aerial", "none")
 # SageMaker's private keys (`_tuning_objective_metric` from the tuner, `_kvstore`, ...)
 IGNORED_PREFIXES = ("_",)
 TRUE, FALSE = ("true", "1", "yes"), ("false", "0", "no", "")

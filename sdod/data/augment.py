@@ -96,6 +96,23 @@ def hflip(image: torch.Tensor, boxes: Boxes) -> tuple[torch.Tensor, Boxes]:
     return image.flip(2), flipped
 
 
+def vflip(image: torch.Tensor, boxes: Boxes) -> tuple[torch.Tensor, Boxes]:
+    h = image.shape[1]
+    flipped = boxes.clone()
+    flipped[:, 1], flipped[:, 3] = h - boxes[:, 3], h - boxes[:, 1]
+    return image.flip(1), flipped
+
+
+def rot90(image: torch.Tensor, boxes: Boxes, turns: int) -> tuple[torch.Tensor, Boxes]:
+    """`turns` quarter turns counter-clockwise: a pixel at (x, y) of a W-wide image goes to
+    (y, W - x)."""
+    for _ in range(turns % 4):
+        w = image.shape[2]
+        image = torch.rot90(image, 1, dims=(1, 2))
+        boxes = torch.stack([boxes[:, 1], w - boxes[:, 2], boxes[:, 3], w - boxes[:, 0]], dim=1)
+    return image, boxes
+
+
 def resize(image: torch.Tensor, boxes: Boxes, size: int) -> tuple[torch.Tensor, Boxes]:
     _, h, w = image.shape
     out = F.resize(image, [size, size], antialias=True)
@@ -130,16 +147,21 @@ def augment(
 ) -> tuple[torch.Tensor, Boxes, torch.Tensor]:
     """Augment a uint8 `[3, H, W]` image and its pixel boxes for training, then resize to
     `size`. `ssd`: zoom-out, crop, flip, colour. `light`: a mild crop (scale ≥ 0.5) half
-    the time, flip, colour. `none`: resize only. Boxes under 1 px are dropped."""
+    the time, flip, colour. `aerial`: `light` plus a vertical flip and 0-3 quarter turns
+    (a view from above has no "up"). `none`: resize only. Boxes under 1 px are dropped."""
     boxes = boxes.float()
     if policy == "ssd":
         if _rand() < 0.5:
             image, boxes = zoom_out(image, boxes)
         image, boxes, labels = iou_crop(image, boxes, labels)
-    elif policy == "light" and _rand() < 0.5:
+    elif policy in ("light", "aerial") and _rand() < 0.5:
         image, boxes, labels = iou_crop(image, boxes, labels, min_scale=0.5)
     if policy != "none" and _rand() < 0.5:
         image, boxes = hflip(image, boxes)
+    if policy == "aerial":
+        if _rand() < 0.5:
+            image, boxes = vflip(image, boxes)
+        image, boxes = rot90(image, boxes, int(_rand(0, 4)))
     image, boxes = resize(image, boxes, size)
     if policy != "none":
         image = color_distort(image)

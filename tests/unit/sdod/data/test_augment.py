@@ -16,7 +16,7 @@ def _scene() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return image, boxes, torch.tensor([0, 2])
 
 
-@pytest.mark.parametrize("policy", ["ssd", "light", "none"])
+@pytest.mark.parametrize("policy", ["ssd", "light", "aerial", "none"])
 def test_boxes_follow_the_pixels_through_every_policy(policy: str) -> None:
     torch.manual_seed(0)
     image, boxes, labels = _scene()
@@ -75,3 +75,16 @@ def test_colour_distortion_keeps_grey_grey_under_hue_and_stays_uint8() -> None:
         assert out.dtype == torch.uint8 and out.shape == grey.shape
         assert (out.max(0).values.int() - out.min(0).values.int()).max() <= 1  # no tint
     assert torch.allclose(A._RGB @ A._YIQ, torch.eye(3), atol=1e-5)
+
+
+@pytest.mark.parametrize("turns", [0, 1, 2, 3])
+def test_quarter_turns_and_vertical_flips_move_boxes_with_their_pixels(turns: int) -> None:
+    image, boxes, _ = _scene()
+    for out, moved in (A.rot90(image, boxes, turns), A.vflip(*A.rot90(image, boxes, turns))):
+        assert out.shape[1:] == ((200, 300) if turns % 2 == 0 else (300, 200))
+        assert int(out.sum()) == int(image.sum())  # a turn or flip loses no pixel
+        for x0, y0, x1, y1 in moved.round().int().tolist():
+            assert out[:, y0:y1, x0:x1].min() == 255  # the box is all white
+            assert x1 - x0 in (100, 80, 120, 60) and y1 - y0 in (100, 80, 120, 60)
+        white = (out[0] == 255).sum()
+        assert white == sum((x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in moved.tolist())
