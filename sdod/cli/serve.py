@@ -107,7 +107,7 @@ def _configure_serve(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="torch", choices=BACKENDS)
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
     p.add_argument("--name", default="model", help="the model's name on /v2/models/<name>")
-    limits = p.add_argument_group("limits (per worker; SageMaker's $SAGEMAKER_* set the unset)")
+    limits = p.add_argument_group("shape and limits ($SAGEMAKER_* set those left unset)")
     for flag, kind, text in SERVE_FLAGS:
         limits.add_argument(flag, type=kind, help=text)
 

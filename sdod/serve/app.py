@@ -25,6 +25,7 @@ Images decode on a pool of `decoders` threads, never on the model's thread.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import re
@@ -49,8 +50,9 @@ from sdod.serve.slicing import Slicing
 log = logging.getLogger("sdod.serve")
 CONTENT_TYPES = ("application/x-image", "image/jpeg", "image/png")
 ACCEPTED = ("", "*/*", "application/*", "application/json")
-IMAGE_STATUS = {"image_format": 415, "image_pixels": 413}
+IMAGE_STATUS = {"image_format": 415, "image_pixels": 413, "image_tiles": 413}
 MAX_HEADERS = 100  # as http.server
+MAX_TILES = 256  # tiles of one image a request may ask for (each is a model input)
 NAME = r"[a-zA-Z0-9](?:-*[a-zA-Z0-9]){0,62}"
 MODEL = r"/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?"
 
@@ -69,6 +71,7 @@ class Exchange:
     def __init__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
         self.scope, self.receive, self.send = scope, receive, send
         self.status = 0
+        self.route = "other"  # for the metrics
         self.headers: dict[str, list[str]] = {}
         for name, value in scope["headers"]:
             self.headers.setdefault(name.decode("latin-1"), []).append(value.decode("latin-1"))
@@ -137,6 +140,7 @@ class Endpoint:
         self.batcher = Batcher(predictor, options, self.metrics.batch, self.metrics.queue.set)
         self.decoders = ThreadPoolExecutor(options.decoders, thread_name_prefix="sdod-decode")
         self.ready = False
+        self.in_flight = 0  # image requests being read, decoded or waiting for the model
         get, post = "GET", "POST"
         self.routes: list[tuple[re.Pattern[str], str, dict[str, Handler]]] = [
             (re.compile(p), route, methods)
@@ -157,6 +161,7 @@ class Endpoint:
             await self._lifespan(receive, send)
         elif scope["type"] == "http":
             await self._http(Exchange(scope, receive, send))
+        # nothing else is spoken here (uvicorn is started with WebSockets off)
 
     async def _lifespan(self, receive: Callable, send: Callable) -> None:
         while True:
@@ -173,9 +178,9 @@ class Endpoint:
                 return
 
     async def _http(self, exchange: Exchange) -> None:
-        started, route = time.monotonic(), "other"
+        started = time.monotonic()
         try:
-            route = await self._dispatch(exchange)
+            await self._dispatch(exchange)
         except Refused as exc:
             await exchange.reply(exc.status, {"error": without_addresses(str(exc))}, exc.headers)
         except Exception:  # a bug: logged with its traceback, the client told no details
@@ -185,10 +190,10 @@ class Endpoint:
                 await exchange.reply(500, {"error": error})
         finally:
             status = str(exchange.status or 499)  # 499: the client went away unanswered
-            self.metrics.requests.labels(route, status).inc()
-            self.metrics.latency.labels(route).observe(time.monotonic() - started)
+            self.metrics.requests.labels(exchange.route, status).inc()
+            self.metrics.latency.labels(exchange.route).observe(time.monotonic() - started)
 
-    async def _dispatch(self, exchange: Exchange) -> str:
+    async def _dispatch(self, exchange: Exchange) -> None:
         scope = exchange.scope
         if scope["http_version"] not in ("1.0", "1.1"):
             raise Refused(400, f"HTTP/{scope['http_version']}: speak HTTP/1.0 or HTTP/1.1")
@@ -204,23 +209,29 @@ class Endpoint:
             match = pattern.fullmatch(path)
             if match is None:
                 continue
+            exchange.route = route
             handler = methods.get(scope["method"])
             if handler is None:
                 allow = ", ".join(methods)
                 raise Refused(405, f"{path[:200]} takes {allow}", {"allow": allow})
             await handler(exchange, match.groupdict())
-            return route
+            return
         raise Refused(404, f"no such path {path[:200]}; POST images to /invocations")
 
+    @property
+    def serving(self) -> bool:
+        """Started, not stopping, and the batcher alive."""
+        return self.ready and self.batcher.alive
+
     async def _ping(self, exchange: Exchange, _: dict[str, str]) -> None:
-        await exchange.reply(200 if self.ready else 503, None)
+        await exchange.reply(200 if self.serving else 503, None)
 
     async def _prepare(self, data: bytes, where: str, slicing: Slicing | None = None) -> Any:
         """The image decoded for the model on a decoder thread (its tiles, with `slicing`)."""
         loop = asyncio.get_running_loop()
         try:
             if slicing is not None:
-                prepare = self.predictor.prepare_tiles
+                prepare = functools.partial(self.predictor.prepare_tiles, max_tiles=MAX_TILES)
                 return await loop.run_in_executor(self.decoders, prepare, data, slicing, where)
             return await loop.run_in_executor(self.decoders, self.predictor.prepare, data, where)
         except DataError as exc:
@@ -241,7 +252,23 @@ class Endpoint:
         self.metrics.images.labels("predicted").inc()
         return answer
 
+    def _admit(self) -> None:
+        """Count one more image request in this worker, or refuse it (503) when as many as
+        `max_queue` are already being read, decoded or waiting: the connection cap alone
+        does not bound work whose client has gone (the body is still decoded)."""
+        if self.in_flight >= self.options.max_queue:
+            error = f"{self.in_flight} requests are already in progress; retry in {RETRY_AFTER_S} s"
+            raise Refused(503, error, {"retry-after": str(RETRY_AFTER_S)})
+        self.in_flight += 1
+
     async def _invocations(self, exchange: Exchange, _: dict[str, str]) -> None:
+        self._admit()
+        try:
+            await self._invoke(exchange)
+        finally:
+            self.in_flight -= 1
+
+    async def _invoke(self, exchange: Exchange) -> None:
         accept = exchange.header("accept") or ""
         if not any(r.split(";")[0].strip().lower() in ACCEPTED for r in accept.split(",")):
             raise Refused(406, f"Accept {accept[:100]}: the answer is application/json")
@@ -279,8 +306,11 @@ class Endpoint:
                 for i in range(start, min(start + step, len(batch)))
             ]
             answers += await asyncio.gather(*wave)
-        merge = self.predictor.merge_tiles
-        return merge(answers, found, size, slicing, score_threshold=threshold, top_k=top_k)
+        merge = functools.partial(
+            self.predictor.merge_tiles, score_threshold=threshold, top_k=top_k
+        )  # in the decoders' pool: joining many tiles' boxes must not stall the event loop
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.decoders, merge, answers, found, size, slicing)
 
     def _check_model(self, params: dict[str, str]) -> None:
         if params["model"] != self.name:
@@ -296,7 +326,7 @@ class Endpoint:
         )
 
     async def _health(self, exchange: Exchange, params: dict[str, str]) -> None:
-        ok = params["probe"] == "live" or self.ready
+        ok = params["probe"] == "live" or self.serving
         await exchange.reply(200 if ok else 503, {params["probe"]: ok})
 
     async def _model_metadata(self, exchange: Exchange, params: dict[str, str]) -> None:
@@ -305,10 +335,18 @@ class Endpoint:
 
     async def _model_ready(self, exchange: Exchange, params: dict[str, str]) -> None:
         self._check_model(params)
-        await exchange.reply(200 if self.ready else 503, {"name": self.name, "ready": self.ready})
+        ready = self.serving
+        await exchange.reply(200 if ready else 503, {"name": self.name, "ready": ready})
 
     async def _infer(self, exchange: Exchange, params: dict[str, str]) -> None:
         self._check_model(params)
+        self._admit()
+        try:
+            await self._infer_admitted(exchange)
+        finally:
+            self.in_flight -= 1
+
+    async def _infer_admitted(self, exchange: Exchange) -> None:
         body = await exchange.body(self.options.max_request_bytes)
         if body is None:
             return

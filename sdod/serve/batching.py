@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +25,8 @@ import torch
 
 from sdod.serve.options import ServeOptions
 from sdod.serve.predictor import Predictor
+
+log = logging.getLogger("sdod.serve")
 
 
 class Busy(Exception):
@@ -60,6 +63,17 @@ class Batcher:
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._run())
+        self.task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """The loop ends only when stopped; if a bug ends it, say so and refuse at once
+        (`alive` turns `/ping` and readiness to 503)."""
+        if not task.cancelled() and task.exception() is not None:
+            log.error("sdod serve: the batcher stopped", exc_info=task.exception())
+
+    @property
+    def alive(self) -> bool:
+        return self.task is not None and not self.task.done()
 
     async def stop(self) -> None:
         """After the server drained: the loop ends, waiting images are refused."""
@@ -76,6 +90,8 @@ class Batcher:
         """The SageMaker response for one prepared `[1, 3, S, S]` image; `Busy` when the queue
         is full or the image waited `queue_timeout` without being taken."""
         limit = self.options.max_queue
+        if not self.alive:
+            raise Busy("the model is not running")
         if len(self.queue) >= limit:
             raise Busy(f"{limit} images are already waiting for the model")
         item = _Item(image, (score_threshold, top_k), asyncio.get_running_loop().create_future())
@@ -103,7 +119,8 @@ class Batcher:
             self.depth(len(self.queue))
             for item in batch:
                 item.taken = True
-            await self._forward(batch)
+            if batch:  # all of them may have timed out while the batch gathered
+                await self._forward(batch)
 
     async def _gather(self) -> None:
         """Wait for a full batch, or until the oldest image has waited `max_delay_ms`."""
@@ -120,10 +137,10 @@ class Batcher:
 
     async def _forward(self, batch: list[_Item]) -> None:
         started = time.monotonic()
-        images = torch.cat([item.image for item in batch])
         options = [item.options for item in batch]
         loop = asyncio.get_running_loop()
         try:
+            images = torch.cat([item.image for item in batch])
             answers = await loop.run_in_executor(
                 self.model, self.predictor.forward_many, images, options
             )

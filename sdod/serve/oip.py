@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sdod.errors import UserError
-from sdod.serve.options import parameter_options
+from sdod.serve.options import DIGITS, parameter_options
 
 INPUT = "image"
 OUTPUTS = {"num_detections": "INT32", "classes": "INT32", "scores": "FP32", "boxes": "FP32"}
@@ -47,6 +47,8 @@ def _json(text: bytes, where: str) -> dict[str, Any]:
         value = json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
         raise UserError(f"{where}: not JSON ({exc})") from None
+    except RecursionError:
+        raise UserError(f"{where}: JSON nested too deeply") from None
     if not isinstance(value, dict):
         raise UserError(f"{where}: must be a JSON object")
     return value
@@ -56,7 +58,8 @@ def parse_infer(body: bytes, header_length: str | None) -> InferRequest:
     """The request of `POST /v2/models/<name>/infer`, checked; UserError names the field."""
     binary = b""
     if header_length is not None:
-        if not header_length.isdigit() or not 0 < int(header_length) <= min(len(body), MAX_JSON):
+        digits = DIGITS.fullmatch(header_length) and len(header_length) < 10
+        if not digits or not 0 < int(header_length) <= min(len(body), MAX_JSON):
             raise UserError(f"{HEADER} must be the JSON part's length, at most {len(body)}")
         split = int(header_length)
         body, binary = body[:split], body[split:]
@@ -83,9 +86,12 @@ def _images(tensor: dict[str, Any], binary: bytes) -> list[bytes]:
     count = shape[0]
     if not 0 < count <= MAX_IMAGES:
         raise UserError(f"inputs[0].shape: 1 to {MAX_IMAGES} images, got {count}")
-    size = (tensor.get("parameters") or {}).get("binary_data_size")
+    params = tensor.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise UserError("inputs[0].parameters must be an object")
+    size = params.get("binary_data_size")
     if size is not None:
-        if not isinstance(size, int) or size != len(binary):
+        if isinstance(size, bool) or not isinstance(size, int) or size != len(binary):
             where = "inputs[0].parameters.binary_data_size"
             raise UserError(f"{where}: {len(binary)} bytes follow the JSON")
         images = _unpack_bytes(binary)

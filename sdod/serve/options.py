@@ -29,13 +29,14 @@ WORKER_MEMORY_SHARE = 0.5  # of the machine's memory, for the workers' models at
 
 @dataclass(frozen=True)
 class ServeOptions:
-    """The server's limits and shape. Each worker process holds its own model and its own
-    `max_connections`, queue and batches; `workers=None` decides from the CPUs and the
-    model's size (`default_workers`)."""
+    """The server's limits and shape. Each worker process holds its own model, queue and
+    batches (`max_queue` bounds both the images waiting for the model and the image
+    requests in progress, per worker); `max_connections` counts the whole server's;
+    `workers=None` decides from the CPUs and the model's size (`default_workers`)."""
 
     max_request_bytes: int = 20 << 20  # body; more: 413
     timeout: float = 30.0  # seconds to deliver a whole request; then 408
-    max_connections: int = 128  # open at once, per worker; more: 503 with Retry-After
+    max_connections: int = 128  # open at once, all workers; more: 503 with Retry-After
     decoders: int = max(2, os.cpu_count() or 2)  # images decoding at once, per worker
     workers: int | None = None
     max_batch: int = 8  # images in one forward pass
@@ -185,17 +186,25 @@ def _threshold_and_top_k(opts: dict[str, tuple[str, str]]) -> tuple[float, int |
 
 
 def parameter_options(parameters: Any, where: str) -> tuple[float, int | None]:
-    """`(score_threshold, top_k)` from an Open Inference Protocol `parameters` object
-    (numbers or strings), checked as the query's are."""
+    """`(score_threshold, top_k)` from an Open Inference Protocol `parameters` object: JSON
+    numbers as they are, strings as the query's are."""
     if parameters is None:
         return 0.0, None
     if not isinstance(parameters, dict):
         raise UserError(f"{where}: parameters must be an object")
-    opts = {}
-    for key in ("score_threshold", "top_k"):
-        value = parameters.get(key)
-        if isinstance(value, bool) or not isinstance(value, int | float | str | None):
-            raise UserError(f"{where}: parameters.{key} must be a number")
-        if value is not None:
-            opts[key] = (str(value) if not isinstance(value, str) else value, where)
-    return _threshold_and_top_k(opts)
+    threshold, top_k = 0.0, None
+    value = parameters.get("score_threshold")
+    if isinstance(value, str):
+        threshold = _threshold_and_top_k({"score_threshold": (value, where)})[0]
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        if not 0.0 <= value <= 1.0:  # NaN fails too
+            raise UserError(f"{where}: score_threshold must be in [0, 1], got {value}")
+        threshold = float(value)
+    elif value is not None:
+        raise UserError(f"{where}: parameters.score_threshold must be a number")
+    value = parameters.get("top_k")
+    if isinstance(value, bool) or not isinstance(value, int | str | None):
+        raise UserError(f"{where}: parameters.top_k must be a positive integer")
+    if value is not None:
+        top_k = _threshold_and_top_k({"top_k": (str(value), where)})[1]
+    return threshold, top_k

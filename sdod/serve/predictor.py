@@ -21,7 +21,7 @@ import torch
 
 from sdod.artifact import ModelConfig, read_artifact
 from sdod.data.dataset import eval_transform
-from sdod.data.tiles import Window
+from sdod.data.tiles import Window, windows
 from sdod.errors import DataError, UserError
 from sdod.model.postprocess import detections, own_inference
 from sdod.model.ssd import SSD
@@ -134,12 +134,26 @@ class Predictor:
         return responses
 
     def prepare_tiles(
-        self, data: bytes, slicing: Slicing, where: str = "request body"
+        self,
+        data: bytes,
+        slicing: Slicing,
+        where: str = "request body",
+        *,
+        max_tiles: int | None = None,
     ) -> tuple[list[Window], torch.Tensor, tuple[int, int]]:
         """A large image's tiles as model inputs `[T, 3, S, S]`, their windows, and the
-        image's (width, height): decoded at full size (within the pixel budget)."""
+        image's (width, height): decoded at full size (within the pixel budget); more than
+        `max_tiles` tiles is a DataError (rule `image_tiles`) before any is made."""
         image = decode_image(data, where, max_pixels=self.max_pixels)
-        return (*self.tile_batch(image, slicing), (int(image.shape[-1]), int(image.shape[-2])))
+        height, width = int(image.shape[-2]), int(image.shape[-1])
+        count = len(windows(width, height, slicing.size, slicing.overlap)) + int(slicing.whole)
+        if max_tiles is not None and count > max_tiles:
+            reason = (
+                f"a {width} x {height} image makes {count} tiles of {slicing.size} pixels, "
+                f"more than {max_tiles} a request may ask for; use larger tiles or less overlap"
+            )
+            raise DataError(f"{where}: {reason}", rule="image_tiles", where=where, reason=reason)
+        return (*self.tile_batch(image, slicing), (width, height))
 
     def tile_batch(
         self, image: torch.Tensor, slicing: Slicing

@@ -82,6 +82,7 @@ class BoundedProtocol(H11Protocol):
         self.pending = False  # bytes of a request not yet complete
         self.eof = False  # the client ended its side
         self.counted = False  # this connection is in `count`
+        self.stalled: asyncio.TimerHandle | None = None  # writes paused: the client reads not
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -128,6 +129,20 @@ class BoundedProtocol(H11Protocol):
             error += "; connection closed"
             self.transport.write(raw_response(408, error))
         self.transport.close()
+        # a client that does not read either: close() would wait on the write buffer forever
+        self.loop.call_later(1.0, self.transport.abort)
+
+    def pause_writing(self) -> None:
+        """The client stopped reading: it has `timeout` seconds to start again."""
+        super().pause_writing()
+        if self.stalled is None:
+            self.stalled = self.loop.call_later(self.options.timeout, self.transport.abort)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self.stalled is not None:
+            self.stalled.cancel()
+            self.stalled = None
 
     def data_received(self, data: bytes) -> None:
         if self.busy:
@@ -159,20 +174,29 @@ class BoundedProtocol(H11Protocol):
         return None
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
         self.answered += 1
         self.pending = bool(self.conn.trailing_data[0])
         if self.eof:
             self.transport.close()
         elif not self.transport.is_closing():
-            self._arm()
+            self._arm()  # before super() runs a pipelined request, which disarms it when whole
+        super().on_response_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self.stalled is not None:
+            self.stalled.cancel()
+            self.stalled = None
         if self.counted:
             self.counted = False
             self.count.close()
         super().connection_lost(exc)
+
+    def handle_websocket_upgrade(self, event: h11.Request) -> None:
+        """No WebSockets here: a JSON 400 (uvicorn would hand the connection over)."""
+        self._disarm()
+        self.transport.write(raw_response(400, "bad request: this server speaks no WebSocket"))
+        self.transport.close()
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to a request h11 cannot parse, as JSON with its own status."""

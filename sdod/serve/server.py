@@ -66,11 +66,11 @@ def build_endpoint(spec: ServeSpec) -> Any:
 
     if spec.threads:
         torch.set_num_threads(spec.threads)
+    configure(spec.options, spec.count_file or None)  # a dead worker's slot freed at once
     pixels = spec.max_pixels or DEFAULT_MAX_PIXELS
     predictor = Predictor.load(
         spec.model, backend=spec.backend, device=spec.device, max_pixels=pixels
     )
-    configure(spec.options, spec.count_file or None)
     platform = "onnxruntime_onnx" if spec.backend == "onnxruntime" else "pytorch_libtorch"
     return Endpoint(predictor, spec.options, name=spec.name, platform=platform)
 
@@ -108,7 +108,7 @@ def _config(app: Any, spec: ServeSpec, workers: int) -> Any:
     from sdod.serve.protocol import MAX_HEAD, BoundedProtocol
 
     return uvicorn.Config(
-        app, factory=isinstance(app, str), interface="asgi3", http=BoundedProtocol,
+        app, factory=isinstance(app, str), interface="asgi3", http=BoundedProtocol, ws="none",
         lifespan="on", workers=workers, log_level="warning", access_log=False,
         timeout_keep_alive=max(1, round(spec.options.keep_alive)),
         timeout_graceful_shutdown=max(1, round(spec.options.graceful_timeout)),
@@ -135,8 +135,6 @@ def serve(spec: ServeSpec, host: str, port: int, announce: Any = print) -> None:
             for number, handler in quiet.items():
                 signal.signal(number, handler)
         return
-    from uvicorn.supervisors import Multiprocess
-
     from sdod.serve.predictor import Predictor
 
     Predictor.load(spec.model, backend=spec.backend)  # a bad model fails here, once
@@ -154,9 +152,32 @@ def serve(spec: ServeSpec, host: str, port: int, announce: Any = print) -> None:
             target=_announce_when_ready, args=(url, workers, announce), daemon=True
         ).start()
         config = _config("sdod.serve.server:create_app", spec, workers)
-        Multiprocess(config, sockets=[sock]).run()
+        _supervisor_class()(config, sockets=[sock]).run()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _supervisor_class() -> Any:
+    from uvicorn.supervisors import Multiprocess
+
+    class Supervisor(Multiprocess):
+        """uvicorn's supervisor, closing its own copy of the listening socket when told to
+        stop, so that the kernel stops accepting connections nobody would answer while
+        the workers drain."""
+
+        def _close_sockets(self) -> None:
+            for sock in self.sockets:
+                sock.close()
+
+        def handle_term(self) -> None:
+            self._close_sockets()
+            super().handle_term()
+
+        def handle_int(self) -> None:
+            self._close_sockets()
+            super().handle_int()
+
+    return Supervisor
 
 
 def _announce_when_ready(url: str, workers: int, announce: Any, limit: float = 600) -> None:

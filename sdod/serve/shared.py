@@ -86,10 +86,21 @@ class ConnectionCount:
             self.local += 1
             return True
         with self._locked():
-            if self.total() >= limit:
+            if self.total() >= limit and not self._free_dead():
                 return False
             self._add(1)
             return True
+
+    def _free_dead(self) -> bool:
+        """Zero the slots of workers that died (before their replacement claimed them);
+        whether that freed any count. Called under the lock, at the limit only."""
+        freed = False
+        for index in range(SLOTS):
+            pid, count = SLOT.unpack_from(self.map, index * SLOT.size)
+            if pid and count and pid != os.getpid() and not _alive(pid):
+                SLOT.pack_into(self.map, index * SLOT.size, 0, 0)
+                freed = True
+        return freed
 
     def close(self) -> None:
         """One counted connection ended."""

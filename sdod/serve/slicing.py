@@ -62,10 +62,11 @@ class _Box:
     score: float
     box: list[float]  # xyxy, image pixels
     cut: tuple[bool, bool]  # cut by an inner border across x, across y
+    window: int = 0  # the tile it came from
 
 
 def _placed(
-    rows: list[list[float]], window: Window, width: int, height: int, overlap: int
+    rows: list[list[float]], window: Window, index: int, width: int, height: int, overlap: int
 ) -> list[_Box]:
     """A tile's rows (normalised to the tile) as boxes in image pixels; drop rule 1."""
     out = []
@@ -77,7 +78,7 @@ def _placed(
         cut_y = (y0 <= edge_y and window.y0 > 0) or (y1 >= 1 - edge_y and window.y1 < height)
         if (cut_x and box[2] - box[0] <= overlap) or (cut_y and box[3] - box[1] <= overlap):
             continue  # the neighbour holds it whole
-        out.append(_Box(int(label), score, box, (cut_x, cut_y)))
+        out.append(_Box(int(label), score, box, (cut_x, cut_y), index))
     return out
 
 
@@ -89,7 +90,11 @@ def _extent_iou(
 
 
 def _join_pieces(
-    xyxy: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, cut: torch.Tensor
+    xyxy: torch.Tensor,
+    scores: torch.Tensor,
+    labels: torch.Tensor,
+    cut: torch.Tensor,
+    window: torch.Tensor,
 ) -> torch.Tensor:
     """Rule 2 in place: each cut box absorbs the boxes of its class that it meets and that
     cover the same extent across the cut; returns which boxes are left."""
@@ -106,10 +111,11 @@ def _join_pieces(
             )
             same_y = _extent_iou(xyxy[:, 1], xyxy[:, 3], box[1], box[3]) >= PIECE_ALIGN
             same_x = _extent_iou(xyxy[:, 0], xyxy[:, 2], box[0], box[2]) >= PIECE_ALIGN
-            across_x, across_y = cut[:, 0] | cut[i, 0], cut[:, 1] | cut[i, 1]
-            pieces = (
-                alive & (labels == labels[i]) & meet & ((across_x & same_y) | (across_y & same_x))
-            )
+            # both cut across the same axis, and from other tiles: an uncut neighbour, or a
+            # box of the same tile, is another object
+            across_x, across_y = cut[:, 0] & cut[i, 0], cut[:, 1] & cut[i, 1]
+            pieces = alive & (labels == labels[i]) & meet & (window != window[i])
+            pieces &= (across_x & same_y) | (across_y & same_x)
             pieces[i] = False
             if pieces.any():
                 group = torch.cat([box[None], xyxy[pieces]])
@@ -118,6 +124,7 @@ def _join_pieces(
                 )
                 scores[i] = torch.max(scores[i], scores[pieces].max())
                 cut[i] |= cut[pieces].any(dim=0)
+                window[i] = -1 - i  # the union is of several tiles
                 alive &= ~pieces
                 changed = True
     return alive
@@ -131,7 +138,8 @@ def merge_boxes(boxes: list[_Box], nms_threshold: float) -> list[_Box]:
     scores = torch.tensor([b.score for b in boxes], dtype=torch.float64)
     labels = torch.tensor([b.label for b in boxes])
     cut = torch.tensor([b.cut for b in boxes], dtype=torch.bool)
-    alive = _join_pieces(xyxy, scores, labels, cut)
+    window = torch.tensor([b.window for b in boxes])
+    alive = _join_pieces(xyxy, scores, labels, cut, window)
     xyxy, scores, labels, cut = xyxy[alive], scores[alive], labels[alive], cut[alive]
     keep = batched_nms(xyxy, scores, labels, nms_threshold)
     return [
@@ -154,8 +162,8 @@ def merge(
     width, height = size
     boxes = [
         box
-        for answer, window in zip(answers, found, strict=True)
-        for box in _placed(answer["prediction"], window, width, height, slicing.overlap)
+        for index, (answer, window) in enumerate(zip(answers, found, strict=True))
+        for box in _placed(answer["prediction"], window, index, width, height, slicing.overlap)
         if box.score >= score_threshold
     ]
     kept = sorted(merge_boxes(boxes, nms_threshold), key=lambda b: -b.score)[:top_k]

@@ -190,3 +190,23 @@ def test_evaluate_through_one_whole_tile_scores_as_the_whole_image(
     assert a["images"] == b["images"] == c["images"] == 4
     assert b["mAP"] == pytest.approx(a["mAP"], abs=1e-6)
     assert 0.0 <= c["mAP"] <= 1.0
+
+
+def test_neighbours_of_one_class_are_not_joined_into_one() -> None:
+    """An uncut box beside an object cut by a border, and two boxes side by side in one
+    tile, stay apart (parked cars, crowns in a row)."""
+    objects = [
+        (0, 250.0, 40.0, 500.0, 100.0),
+        (0, 200.0, 40.0, 260.0, 100.0),
+        (0, 120.0, 40.0, 199.0, 100.0),
+    ]
+    slicing = Slicing(400, 100)
+    found = windows(W, H, 400, 100)
+    merged = merge([oracle(objects, w) for w in found], found, (W, H), slicing, nms_threshold=0.45)
+    expected = sorted(
+        [[float(c), 0.9, x0 / W, y0 / H, x1 / W, y1 / H] for c, x0, y0, x1, y1 in objects]
+    )
+    got = sorted(merged["prediction"])
+    assert len(got) == 3
+    for row, want in zip(got, expected, strict=True):
+        assert row == pytest.approx(want, abs=1e-9)
