@@ -9,7 +9,7 @@
 #   1 env           versions, the GPU, nvidia-smi
 #   2 pytest-gpu    `pytest -m gpu` (tests/gpu, test_train_step_gpu.py): bf16 vs fp32,
 #                   channels-last, post-processing GPU = CPU, a GPU checkpoint loading on
-#                   the CPU, no host sync in a training step, fused optimisers
+#                   the CPU, no host sync in a training step, MXNet-exact sgd and adam on the GPU as on the CPU
 #   3 throughput    bench/train_throughput.py: vgg-16 and resnet-50 SSD300 at batch 32 and
 #                   64 in bf16, torchvision's ssd300_vgg16 in the same run
 #   4 sample-data, pack, job, job-torchrun: a real job end to end (sample data packed to
@@ -113,7 +113,7 @@ pytest_gpu() {
     [ $? -le 5 ] && "$PY" bench/_gpu_report.py all-skipped "$WORK/skipped.xml" || return 1
     # and the cheap ones run on the CPU, so that the tests' own code is exercised
     SDOD_GPU_TEST_DEVICE=cpu "$PY" -m pytest "${args[@]}" --noconftest \
-        -k "resnet-lite-300 or postprocess or checkpoint or fused" \
+        -k "resnet-lite-300 or postprocess or checkpoint or as_on_the_cpu" \
         --junitxml "$RESULTS/pytest_gpu.xml"
 }
 

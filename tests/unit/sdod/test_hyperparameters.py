@@ -61,7 +61,7 @@ BAD = [
         "freeze_layer_pattern='\\^\\(conv1_' is not a valid regular",
     ),
     ("kv_store", "nccl", "kv_store='nccl' must be one of local, device, dist_sync"),
-    ("augmentation", "heavy", "augmentation='heavy' must be one of ssd, light, none"),
+    ("augmentation", "heavy", "augmentation='heavy' must be one of ssd, light, aerial, none"),
 ]
 
 
