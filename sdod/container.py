@@ -61,11 +61,11 @@ def container_job(root: Path | None = None) -> ContainerJob:
     channels = []
     for name, entry in channels_config.items():
         mode = entry.get("TrainingInputMode", "File")
-        if mode != "File":
+        if mode not in ("File", "FastFile"):  # FastFile: SageMaker mounts it as files
             raise UserError(
                 f"channel {name}: InputMode {mode} inside a SageMaker container delivers a "
-                "FIFO, which sdod does not read; use File mode (or run sdod outside SageMaker, "
-                "where Pipe and FastFile stream from S3)"
+                "FIFO, which sdod does not read; use File or FastFile mode (or run sdod "
+                "outside SageMaker, where Pipe streams from S3)"
             )
         channels.append(
             Channel(

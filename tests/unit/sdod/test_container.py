@@ -83,3 +83,22 @@ def test_sdod_train_resolves_the_container_job_once_and_passes_it_down(
     assert calls == [None]
     assert ran["job_root"] == str(root) and ran["rdzv_endpoint"] == "algo-1:29400"
     assert ran["spec"] == container_job(root).spec
+
+
+@pytest.mark.parametrize("mode, ok", [("FastFile", True), ("Pipe", False)])
+def test_fastfile_channels_are_files_and_pipe_is_refused(
+    tmp_path: Path, mode: str, ok: bool
+) -> None:
+    """SageMaker presents a FastFile channel as files under /opt/ml/input/data/<channel>;
+    a Pipe channel is a FIFO sdod does not read."""
+    root = _opt_ml(tmp_path, ["algo-1"])
+    config = root / "input" / "config" / "inputdataconfig.json"
+    config.write_text(
+        json.dumps({"train": {"ContentType": "image/jpeg", "TrainingInputMode": mode}})
+    )
+    if ok:
+        (channel,) = container_job(root).spec.channels
+        assert channel.uri == str(root / "input" / "data" / "train")
+    else:
+        with pytest.raises(UserError, match=r"InputMode Pipe .* use File or FastFile"):
+            container_job(root)
