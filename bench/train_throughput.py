@@ -71,7 +71,8 @@ def sdod_step_rate(
     net: str, size: int, batch: int, device: torch.device, iters: int, warmup: int
 ) -> tuple[float, Callable[[], None]]:
     """Images/s of sdod's training step (its loop's: bf16 autocast, channels-last, the
-    multibox loss, gradient clipping, its optimiser: MXNet's SGD in multi-tensor operations), and the step."""
+    multibox loss, gradient clipping, its optimiser: MXNet's SGD in multi-tensor
+    operations), and the step."""
     g = torch.Generator().manual_seed(0)
     model = SSD(SSDConfig(net, NUM_CLASSES, size)).to(device)
     model = model.to(memory_format=torch.channels_last).train()
