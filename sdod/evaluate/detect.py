@@ -75,6 +75,21 @@ def _detections(
     return detections(model, cls, box, nms_threshold=nms_threshold, nms_topk=nms_topk)
 
 
+def _table(
+    images: list[np.ndarray],
+    boxes: list[np.ndarray],
+    labels: list[np.ndarray],
+    scores: list[np.ndarray],
+) -> BoxTable:
+    """One BoxTable from per-image arrays (none: an empty table)."""
+    return BoxTable(
+        np.concatenate(images or [np.zeros(0)]).astype(np.int64),
+        np.concatenate(boxes or [np.zeros((0, 4))]).astype(np.float64).reshape(-1, 4),
+        np.concatenate(labels or [np.zeros(0)]).astype(np.int64),
+        scores=np.concatenate(scores or [np.zeros(0)]).astype(np.float64),
+    )
+
+
 @torch.no_grad()
 def detect(
     model: SSD,
@@ -115,12 +130,7 @@ def detect(
                 images.append(np.full(len(det.scores), i))
     finally:
         model.train(was_training)
-    return BoxTable(
-        np.concatenate(images or [np.zeros(0)]).astype(np.int64),
-        np.concatenate(boxes or [np.zeros((0, 4))]).astype(np.float64).reshape(-1, 4),
-        np.concatenate(labels or [np.zeros(0)]).astype(np.int64),
-        scores=np.concatenate(scores or [np.zeros(0)]).astype(np.float64),
-    )
+    return _table(images, boxes, labels, scores)
 
 
 def detect_sliced(predictor: Any, samples: list[Sample], slicing: Any) -> BoxTable:
@@ -140,9 +150,4 @@ def detect_sliced(predictor: Any, samples: list[Sample], slicing: Any) -> BoxTab
         scores.append(table[:, 1])
         labels.append(table[:, 0])
         images.append(np.full(len(table), i))
-    return BoxTable(
-        np.concatenate(images or [np.zeros(0)]).astype(np.int64),
-        np.concatenate(boxes or [np.zeros((0, 4))]).astype(np.float64).reshape(-1, 4),
-        np.concatenate(labels or [np.zeros(0)]).astype(np.int64),
-        scores=np.concatenate(scores or [np.zeros(0)]).astype(np.float64),
-    )
+    return _table(images, boxes, labels, scores)

@@ -21,7 +21,7 @@ import torch
 
 from sdod.artifact import ModelConfig, read_artifact
 from sdod.data.dataset import eval_transform
-from sdod.data.tiles import Window, windows
+from sdod.data.tiles import Window
 from sdod.errors import DataError, UserError
 from sdod.model.postprocess import detections, own_inference
 from sdod.model.ssd import SSD
@@ -145,21 +145,28 @@ class Predictor:
         image's (width, height): decoded at full size (within the pixel budget); more than
         `max_tiles` tiles is a DataError (rule `image_tiles`) before any is made."""
         image = decode_image(data, where, max_pixels=self.max_pixels)
-        height, width = int(image.shape[-2]), int(image.shape[-1])
-        count = len(windows(width, height, slicing.size, slicing.overlap)) + int(slicing.whole)
-        if max_tiles is not None and count > max_tiles:
-            reason = (
-                f"a {width} x {height} image makes {count} tiles of {slicing.size} pixels, "
-                f"more than {max_tiles} a request may ask for; use larger tiles or less overlap"
-            )
-            raise DataError(f"{where}: {reason}", rule="image_tiles", where=where, reason=reason)
-        return (*self.tile_batch(image, slicing), (width, height))
+        found, batch = self.tile_batch(image, slicing, max_tiles=max_tiles, where=where)
+        return found, batch, (int(image.shape[-1]), int(image.shape[-2]))
 
     def tile_batch(
-        self, image: torch.Tensor, slicing: Slicing
+        self,
+        image: torch.Tensor,
+        slicing: Slicing,
+        *,
+        max_tiles: int | None = None,
+        where: str = "image",
     ) -> tuple[list[Window], torch.Tensor]:
-        """A decoded uint8 `[3, H, W]` image's windows and tiles as model inputs."""
+        """A decoded uint8 `[3, H, W]` image's windows and tiles as model inputs; more
+        than `max_tiles` is refused before any tile is resized (crops are views)."""
         found, crops = tiles(image, slicing)
+        if max_tiles is not None and len(found) > max_tiles:
+            height, width = image.shape[-2:]
+            reason = (
+                f"a {width} x {height} image makes {len(found)} tiles of {slicing.size} "
+                f"pixels, more than {max_tiles} a request may ask for; use larger tiles or "
+                "less overlap"
+            )
+            raise DataError(f"{where}: {reason}", rule="image_tiles", where=where, reason=reason)
         return found, torch.stack([self.transform(crop) for crop in crops])
 
     def forward_tiles(self, batch: torch.Tensor, batch_size: int = 16) -> list[dict[str, Any]]:
