@@ -25,19 +25,9 @@ from typing import Any
 
 import pytest
 
-from tests.security.conftest import Server, start_server, write_tiny_model
+from tests.security.conftest import Server, noise_jpeg, start_server, write_tiny_model
 
 pytestmark = pytest.mark.integration
-
-
-def _jpeg(seed: int, size: tuple[int, int] = (160, 120)) -> bytes:
-    import numpy as np
-    from PIL import Image
-
-    pixels = np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, "JPEG")
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +82,7 @@ def metric_samples(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
 
 
 def test_concurrent_requests_are_batched_and_answered_as_alone(server: Server) -> None:
-    images = [_jpeg(seed) for seed in range(16)]
+    images = [noise_jpeg(seed) for seed in range(16)]
     alone = [invoke(server.port, image, "?top_k=20")[2]["prediction"] for image in images]
     before = metric_samples(server.port)
     with ThreadPoolExecutor(16) as pool:
@@ -123,7 +113,7 @@ def test_boto3_invoke_endpoint_with_custom_attributes_and_accept(server: Server)
     )
     answer = runtime.invoke_endpoint(
         EndpointName="my-endpoint",
-        Body=_jpeg(1),
+        Body=noise_jpeg(1),
         ContentType="image/jpeg",
         Accept="application/json",
         CustomAttributes="top_k=3,score_threshold=0.0",
@@ -134,7 +124,7 @@ def test_boto3_invoke_endpoint_with_custom_attributes_and_accept(server: Server)
         server.port,
         "POST",
         "/invocations",
-        _jpeg(1),
+        noise_jpeg(1),
         **{"Content-Type": "image/jpeg", "Accept": "text/csv"},
     )
     assert status == 406 and "application/json" in json.loads(body)["error"]
@@ -153,7 +143,7 @@ def test_open_inference_protocol_json_and_binary(server: Server) -> None:
         "shape": [-1],
     }
     assert {o["name"] for o in meta["outputs"]} == {"num_detections", "classes", "scores", "boxes"}
-    images = [_jpeg(2), _jpeg(3, (300, 200))]
+    images = [noise_jpeg(2), noise_jpeg(3, (300, 200))]
     singles = [invoke(port, image, "?top_k=5")[2]["prediction"] for image in images]
     request = {
         "id": "r1",
@@ -270,7 +260,7 @@ def test_keep_alive_connection_serves_many_requests(server: Server) -> None:
     try:
         for seed in range(5):
             conn.request(
-                "POST", "/invocations", body=_jpeg(seed), headers={"Content-Type": "image/png"}
+                "POST", "/invocations", body=noise_jpeg(seed), headers={"Content-Type": "image/png"}
             )
             response = conn.getresponse()
             assert response.status in (200, 415)
@@ -298,7 +288,7 @@ def test_a_full_queue_answers_503_with_retry_after_and_nobody_waits_past_the_tim
         "--workers",
         "1",
     )
-    images = [_jpeg(seed, (640, 480)) for seed in range(8)]
+    images = [noise_jpeg(seed, (640, 480)) for seed in range(8)]
 
     def one(k: int) -> tuple[int, dict[str, str], float]:
         started = time.monotonic()
@@ -334,7 +324,7 @@ def test_sigterm_during_a_burst_answers_every_accepted_request(
 
     def one(seed: int) -> None:
         status, _, _ = call(
-            server.port, "POST", "/invocations", _jpeg(seed), **{"Content-Type": "image/jpeg"}
+            server.port, "POST", "/invocations", noise_jpeg(seed), **{"Content-Type": "image/jpeg"}
         )
         with lock:
             answers.append(status)
@@ -355,7 +345,7 @@ def test_two_workers_share_the_port_and_the_metrics(model: Path, tmp_path: Path)
     server = start_server(model, tmp_path, "--workers", "2")
     try:
         for seed in range(12):
-            assert invoke(server.port, _jpeg(seed))[0] == 200
+            assert invoke(server.port, noise_jpeg(seed))[0] == 200
         children = subprocess.run(
             ["pgrep", "-P", str(server.proc.pid)], capture_output=True, text=True
         ).stdout.split()
@@ -417,7 +407,7 @@ def test_onnxruntime_backend_batches_and_agrees_with_torch(
         exported, tmp_path, "--backend", "onnxruntime", "--max-batch", "8", "--max-delay-ms", "100"
     )
     try:
-        images = [_jpeg(seed) for seed in range(8)]
+        images = [noise_jpeg(seed) for seed in range(8)]
         with ThreadPoolExecutor(8) as pool:
             answers = list(pool.map(lambda im: invoke(onnx.port, im, "?top_k=10"), images))
         for image, (status, _, body) in zip(images, answers, strict=True):
@@ -434,7 +424,7 @@ def test_a_large_image_tile_by_tile_through_custom_attributes(server: Server, mo
     from sdod.serve.predictor import Predictor
     from sdod.serve.slicing import Slicing
 
-    image = _jpeg(7, (1100, 800))
+    image = noise_jpeg(7, (1100, 800))
     status, _, body = call(
         server.port, "POST", "/invocations", image,
         **{"Content-Type": "image/jpeg", "X-Amzn-SageMaker-Custom-Attributes": "tile_size=400,tile_overlap=100,top_k=20"},

@@ -43,6 +43,19 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_model(tmp_path_factory.mktemp("tiny-model") / "model.tar.gz")
 
 
+def noise_jpeg(seed: int, size: tuple[int, int] = (160, 120)) -> bytes:
+    """A JPEG of random pixels, `size` = (width, height): a real image no model knows."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "JPEG")
+    return buf.getvalue()
+
+
 # --- `sdod serve` as a real process, spoken to over raw sockets (any server that
 # `python -m sdod serve` starts: the HTTP tests never import the server's code) ---
 

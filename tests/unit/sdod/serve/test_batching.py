@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import json
 import struct
 import threading
@@ -20,17 +19,11 @@ from sdod.serve import oip
 from sdod.serve.batching import Batcher, Busy
 from sdod.serve.options import ServeOptions, default_workers, environment_port, from_environment
 from sdod.serve.predictor import Predictor
-from tests.security.conftest import write_tiny_model
+from tests.security.conftest import noise_jpeg, write_tiny_model
 
 
 def _jpeg(seed: int) -> bytes:
-    import numpy as np
-    from PIL import Image
-
-    pixels = np.random.default_rng(seed).integers(0, 255, (90, 120, 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, "JPEG")
-    return buf.getvalue()
+    return noise_jpeg(seed, (120, 90))
 
 
 @pytest.fixture(scope="module")

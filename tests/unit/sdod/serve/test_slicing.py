@@ -4,7 +4,6 @@ coordinates. Then the real predictor, the CLI and the server on a large image.""
 
 from __future__ import annotations
 
-import io
 import itertools
 import json
 import subprocess
@@ -20,7 +19,7 @@ from sdod.errors import UserError
 from sdod.serve.options import parse_request
 from sdod.serve.predictor import Predictor
 from sdod.serve.slicing import Slicing, merge, tiles
-from tests.security.conftest import write_tiny_model
+from tests.security.conftest import noise_jpeg, write_tiny_model
 
 W, H = 1000, 700
 
@@ -110,12 +109,7 @@ def test_tiling_options_from_the_request() -> None:
 
 
 def _large_jpeg(width: int = 1200, height: int = 900) -> bytes:
-    from PIL import Image
-
-    pixels = np.random.default_rng(0).integers(0, 255, (height, width, 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, "JPEG")
-    return buf.getvalue()
+    return noise_jpeg(0, (width, height))
 
 
 @pytest.fixture(scope="module")
