@@ -6,12 +6,22 @@ torchvision's file names, or `<base_network>.safetensors` / `<base_network>.pth`
 is there, torchvision's weights API downloads its file into that cache (checking its hash),
 unless `SDOD_NO_DOWNLOAD=1` (the tests set it) or the machine cannot reach the network:
 then one error says which file to put where.
+
+`vgg-16` and `resnet-50` train SageMaker's networks (`sdod/model/sagemaker_layout.py`),
+which start from MXNet's ImageNet files, read with sdod's `.params` reader: `MXNET_FILES`
+names them and where they are published. sdod does not download them (nobody has pinned
+their hashes for it to check against); put the file in one of the folders above. Without
+it, `vgg-16` falls back to torchvision's VGG-16 (found or downloaded as above), its `fc6`
+and `fc7` subsampled as the SSD paper's reduced VGG; SageMaker's ResNet-50 is the
+pre-activation network (`bn_data`), which torchvision's ResNet-50 is not, so it has no
+fallback.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from sdod.errors import UserError
@@ -26,6 +36,18 @@ TORCHVISION_FILES = {
     "vgg-16": ("vgg16-397923af.pth",),
     "resnet-50": ("resnet50-0676ba61.pth", "resnet50-11ad3fa6.pth"),
     "mobilenet-v3": ("mobilenet_v3_small-047dcff4.pth",),
+}
+
+
+MXNET_FILES = {  # base_network -> (MXNet's file, where example/ssd / MXNet's model zoo publish it)
+    "vgg-16": (
+        "vgg16_reduced-0001.params",
+        "https://github.com/zhreshold/mxnet-ssd/releases/download/v0.2-beta/vgg16_reduced.zip",
+    ),
+    "resnet-50": (
+        "resnet-50-0000.params",
+        "http://data.mxnet.io/models/imagenet/resnet/50-layers/resnet-50-0000.params",
+    ),
 }
 
 
@@ -95,3 +117,37 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict):
         raise UserError(f"{path}: expected a state dict of tensors")
     return state
+
+
+def mxnet_backbone(
+    base_network: str, settings: RuntimeSettings | None = None
+) -> tuple[dict[str, np.ndarray], str]:
+    """ImageNet weights for SageMaker's `base_network` under MXNet's parameter names, and
+    where they came from (see the module docstring)."""
+    from sdod.model.mxnet_params import read_params
+
+    settings = settings or RuntimeSettings.from_env()
+    name, url = MXNET_FILES[base_network]
+    for folder in search_dirs(settings):
+        if (folder / name).is_file():
+            return read_params(folder / name), str(folder / name)
+    where = " or ".join(str(d) for d in search_dirs(settings))
+    advice = (
+        f"put MXNet's {name} (from {url}) in {where} (or set SDOD_PRETRAINED_DIR to its "
+        "folder), or set use_pretrained_model=0 to train from scratch"
+    )
+    if base_network != "vgg-16":
+        raise UserError(
+            f"use_pretrained_model=1 needs the ImageNet weights SageMaker's {base_network} "
+            f"starts from: {advice}"
+        )
+    from sdod.model.sagemaker_layout import vgg16_reduced_from_torchvision
+
+    try:
+        path = find_weights(base_network, settings)
+    except UserError:
+        raise UserError(
+            f"use_pretrained_model=1 needs ImageNet weights for vgg-16: {advice}; or put "
+            f"torchvision's {TORCHVISION_FILES['vgg-16'][0]} there"
+        ) from None
+    return vgg16_reduced_from_torchvision(load_weights(path)), f"{path} (torchvision's VGG-16)"

@@ -133,9 +133,15 @@ def layer_names(base_network: str, image_shape: int = 300, pattern: str | None =
     """The MXNet-style layer names of a network (what `freeze_layer_pattern` matches), only
     those `pattern` matches when given; built on the meta device (no memory, no compute)."""
     from sdod.errors import UserError
+    from sdod.model.sagemaker_symbol import NETWORKS
 
-    with torch.device("meta"):
-        names = list(SSD(SSDConfig(base_network, 1, image_shape)).layer_names())
+    if base_network in NETWORKS:  # SageMaker's graph (sdod/model/sagemaker_layout.py)
+        from sdod.model.sagemaker_layout import build_layout
+
+        names = list(build_layout(base_network, 1, image_shape).layer_names())
+    else:
+        with torch.device("meta"):
+            names = list(SSD(SSDConfig(base_network, 1, image_shape)).layer_names())
     if pattern is None:
         return names
     try:

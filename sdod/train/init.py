@@ -1,6 +1,8 @@
 """The network a training job starts from: an earlier model (the `model` channel,
-incremental training), torchvision's ImageNet weights (`use_pretrained_model=1`) or a
-random initialisation (reproducible with `SDOD_SEED`); then `freeze_layer_pattern`."""
+incremental training, in its own layout), or a new one: for `vgg-16`/`resnet-50`
+SageMaker's network (`sdod/model/sagemaker_layout.py`) with MXNet's ImageNet weights
+(`use_pretrained_model=1`), for sdod's own networks theirs with torchvision's; random parts
+reproducible with `SDOD_SEED`; then `freeze_layer_pattern`."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from sdod.config import TrainingJobSpec
 from sdod.errors import UserError
 from sdod.hyperparameters import Hyperparameters
 from sdod.joblayout import JobLayout
+from sdod.model.sagemaker_symbol import NETWORKS as SAGEMAKER_NETWORKS
 from sdod.settings import RuntimeSettings
 
 
@@ -60,23 +63,12 @@ def initial_model(
 ) -> Any:
     """The SSD to train (on the CPU; DDP gives every rank rank 0's weights)."""
     base = incremental_weights(layout, spec, hp)
-    weights = None
-    if hp.use_pretrained_model and base is None:  # a model channel's weights replace them
-        from sdod.model.pretrained import find_weights, load_weights
-
-        weights = load_weights(find_weights(hp.base_network, settings))
     if settings.seed is not None:  # reproducible initial weights; else each run draws its own
         torch.manual_seed(settings.seed)
-    theirs = base[2] if base is not None else None  # an imported model keeps its layout
-    shape = ModelConfig(
-        hp.base_network,
-        hp.num_classes,
-        hp.image_shape,
-        nms_threshold=hp.nms_threshold,  # a SageMaker graph's decoding takes this job's
-        variant=theirs.variant if theirs else "",
-        network=theirs.network if theirs else None,
-    )
-    model = shape.build(backbone_weights=weights)
+    if base is None and hp.base_network in SAGEMAKER_NETWORKS:
+        model = _sagemaker_layout(hp, log, settings)
+    else:
+        model = _other_network(hp, base, settings)
     if base is not None:
         state, archive, _ = base
         try:
@@ -92,3 +84,57 @@ def initial_model(
         except ValueError as exc:
             raise UserError(str(exc)) from None
     return model
+
+
+def _sagemaker_layout(
+    hp: Hyperparameters, log: Callable[[str], None], settings: RuntimeSettings
+) -> Any:
+    """SageMaker's network for vgg-16/resnet-50, initialised as example/ssd initialises it,
+    its base network from ImageNet with use_pretrained_model=1."""
+    from sdod.model.sagemaker_layout import initialise, layout_network, load_backbone
+
+    network = layout_network(
+        hp.base_network, hp.num_classes, hp.image_shape, hp.nms_threshold, hp.nms_topk
+    )
+    config = ModelConfig(
+        hp.base_network,
+        hp.num_classes,
+        hp.image_shape,
+        nms_threshold=hp.nms_threshold,
+        variant="sagemaker",
+        network=network,
+        nms_topk=hp.nms_topk,
+    )
+    model = config.build()
+    initialise(model)
+    if hp.use_pretrained_model:
+        from sdod.model.pretrained import mxnet_backbone
+
+        arrays, source = mxnet_backbone(hp.base_network, settings)
+        count = load_backbone(model, arrays, source)
+        log(f"pretrained: {count} base-network tensors from {source}")
+    return model
+
+
+def _other_network(
+    hp: Hyperparameters,
+    base: tuple[dict[str, torch.Tensor], Path, ModelConfig] | None,
+    settings: RuntimeSettings,
+) -> Any:
+    """sdod's own networks, and an earlier model's layout (incremental training)."""
+    weights = None
+    if hp.use_pretrained_model and base is None:  # a model channel's weights replace them
+        from sdod.model.pretrained import find_weights, load_weights
+
+        weights = load_weights(find_weights(hp.base_network, settings))
+    theirs = base[2] if base is not None else None  # an earlier model keeps its layout
+    shape = ModelConfig(
+        hp.base_network,
+        hp.num_classes,
+        hp.image_shape,
+        nms_threshold=hp.nms_threshold,  # a SageMaker graph's decoding takes this job's
+        variant=theirs.variant if theirs else "",
+        network=theirs.network if theirs else None,
+        nms_topk=hp.nms_topk,
+    )
+    return shape.build(backbone_weights=weights)

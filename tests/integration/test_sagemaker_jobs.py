@@ -103,3 +103,50 @@ def test_documented_requests_train_once_pointed_at_data(
     assert outcome.model_uri == (
         f"s3://{s3_endpoint.bucket}/documented-out/{raw['TrainingJobName']}/output/model.tar.gz"
     )
+
+
+def _imagenet_files(folder: Path) -> Path:
+    """MXNet's ImageNet files under their names, stood in for by the fixture artifacts'
+    `.params` (the same format, and the base networks' names and shapes)."""
+    import tarfile
+
+    sm = Path(__file__).resolve().parents[1] / "fixtures" / "mxnet" / "sagemaker_ssd"
+    folder.mkdir()
+    for artifact, name in (("vgg16_reduced_300_c3", "vgg16_reduced-0001.params"),
+                           ("resnet50_300_c2", "resnet-50-0000.params")):  # fmt: skip
+        with tarfile.open(sm / artifact / "model.tar.gz") as tar:
+            member = next(m for m in tar.getmembers() if m.name.endswith(".params"))
+            data = tar.extractfile(member)
+            assert data is not None
+            (folder / name).write_bytes(data.read())
+    return folder
+
+
+@pytest.mark.parametrize("network", ["vgg-16", "resnet-50"])
+def test_a_documented_request_trains_sagemakers_network_from_imagenet_weights(
+    network: str, s3_endpoint: S3Endpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sdod import stages
+    from sdod.artifact import read_artifact
+    from sdod.model.sagemaker_layout import SOURCE
+
+    path = next(p for p in JOBS if p.stem == "image-format")
+    spec = json.loads(path.read_text())
+    prefix = _data("images", tmp_path / "data", s3_endpoint)
+    for channel in spec["InputDataConfig"]:
+        channel["DataSource"]["S3DataSource"]["S3Uri"] = f"{prefix}{channel['ChannelName']}/"
+    spec["HyperParameters"].update(
+        {**TINY, "base_network": network, "use_pretrained_model": "1", "epochs": "1"}
+    )
+    spec["OutputDataConfig"]["S3OutputPath"] = f"s3://{s3_endpoint.bucket}/nets-{network}"
+    monkeypatch.setenv("SDOD_PRETRAINED_DIR", str(_imagenet_files(tmp_path / "imagenet")))
+    lines: list[str] = []
+    outcome = stages.train(job_spec=spec, job_root=str(tmp_path / "job"), log=lines.append)
+    assert outcome.status == "Completed", outcome.message + "\n".join(lines[-20:])
+    said = next(line for line in lines if "pretrained:" in line)
+    assert ("vgg16_reduced-0001.params" if network == "vgg-16" else "resnet-50-0000.params") in said
+    config = read_artifact(tmp_path / "job" / "model" / "model.tar.gz").model_config
+    assert config.variant == "sagemaker" and config.base_network == network
+    assert config.network is not None and config.network["source"] == SOURCE
+    assert config.anchor_count == (8732 if network == "vgg-16" else 2268)
+    assert config.nms_topk == 400

@@ -65,3 +65,56 @@ def test_offline_without_a_file_says_which_file_to_put_where(
     message = str(err.value)
     assert "vgg16-397923af.pth" in message and str(tmp_path / "hub" / "checkpoints") in message
     assert "could not be downloaded" in message and "use_pretrained_model=0" in message
+
+
+def test_sagemakers_networks_take_mxnets_imagenet_file_from_the_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import numpy as np
+
+    from sdod.model.mxnet_params import read_params_bytes
+    from sdod.settings import RuntimeSettings
+
+    arrays = read_params_bytes(_fixture_params())
+    (tmp_path / "vgg16_reduced-0001.params").write_bytes(_fixture_params())
+    monkeypatch.setenv("SDOD_PRETRAINED_DIR", str(tmp_path))
+    found, source = pretrained.mxnet_backbone("vgg-16", RuntimeSettings.from_env())
+    assert source == str(tmp_path / "vgg16_reduced-0001.params")
+    assert np.array_equal(found["arg:conv1_1_weight"], arrays["arg:conv1_1_weight"])
+
+
+def test_vgg16_falls_back_to_torchvisions_file_and_resnet50_says_where_mxnets_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sdod.settings import RuntimeSettings
+
+    monkeypatch.setenv("SDOD_PRETRAINED_DIR", str(tmp_path))
+    monkeypatch.setenv("SDOD_NO_DOWNLOAD", "1")
+    settings = RuntimeSettings.from_env()
+    with pytest.raises(UserError) as error:
+        pretrained.mxnet_backbone("resnet-50", settings)
+    message = str(error.value)
+    assert "resnet-50-0000.params" in message and "data.mxnet.io" in message
+    assert str(tmp_path) in message and "use_pretrained_model=0" in message
+    with pytest.raises(UserError, match=r"vgg16_reduced-0001\.params.*vgg16-397923af\.pth"):
+        pretrained.mxnet_backbone("vgg-16", settings)
+
+    seen: list[Path] = []
+    monkeypatch.setattr(pretrained, "find_weights", lambda net, s=None: tmp_path / "tv.pth")
+    monkeypatch.setattr(pretrained, "load_weights", lambda path: seen.append(path) or {})
+    with pytest.raises(UserError, match="not torchvision's VGG-16"):  # it went to the fallback
+        pretrained.mxnet_backbone("vgg-16", settings)
+    assert seen == [tmp_path / "tv.pth"]
+
+
+def _fixture_params() -> bytes:
+    """The `.params` of the fixture's SageMaker VGG artifact (MXNet wrote it; it names
+    vgg16_reduced's layers as MXNet's ImageNet file does)."""
+    import tarfile
+
+    sm = Path(__file__).resolve().parents[3] / "fixtures" / "mxnet" / "sagemaker_ssd"
+    with tarfile.open(sm / "vgg16_reduced_300_c3" / "model.tar.gz") as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith(".params"))
+        data = tar.extractfile(member)
+        assert data is not None
+        return data.read()

@@ -78,9 +78,9 @@ def _weights(root: Path) -> dict[str, torch.Tensor]:
 
 
 def test_two_process_ddp_equals_one_process_on_the_same_global_batch(tmp_path: Path) -> None:
-    """vgg-16 (no BatchNorm: on CPU, BN statistics stay per process). Tolerance: weights
-    within 1e-5, validation mAP within 1e-6 per epoch."""
-    from sdod.model.ssd import SSD, SSDConfig
+    """vgg-16 (SageMaker's vgg16_reduced: no BatchNorm; on CPU, BN statistics stay per
+    process). Tolerance: weights within 1e-5, validation mAP within 1e-6 per epoch."""
+    from sdod.model.sagemaker_layout import build_layout, initialise
 
     make_sample_data(tmp_path / "data", train=4, validation=2, num_classes=2, seed=1)
     hp = {
@@ -112,7 +112,9 @@ def test_two_process_ddp_equals_one_process_on_the_same_global_batch(tmp_path: P
         assert a["validation:mAP"] == pytest.approx(b["validation:mAP"], abs=1e-6)
     w1, w2 = _weights(runs["one"]), _weights(runs["two"])
     torch.manual_seed(0)
-    init = SSD(SSDConfig("vgg-16", 2, 300)).state_dict()
+    init_model = build_layout("vgg-16", 2, 300)  # as the job draws it
+    initialise(init_model)
+    init = init_model.state_dict()
     moved = max((w1[k] - init[k]).abs().max().item() for k in w1)
     apart = max((w1[k] - w2[k]).abs().max().item() for k in w1)
     assert moved > 1e-3 and apart < 1e-5, (moved, apart)
