@@ -49,7 +49,7 @@ from sdod.train.optim import Schedule
 def run_sdod(bucket: Path, work: Path, hp_raw: dict, seed: int, budget: float) -> dict:
     from sdod import stages
     from sdod.artifact import read_artifact
-    from sdod.config import spec_from_form
+    from sdod.jobspec.form import spec_from_form
     from sdod.train.metrics import parse_metric_line
 
     os.environ["SDOD_SEED"] = str(seed)

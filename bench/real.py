@@ -159,7 +159,7 @@ def recipe(train_tiles: int, budget: float, augmentation: str) -> dict:
 def run_sdod(prepared: dict, work: Path, hp: dict, seed: int, budget: float) -> dict:
     from sdod import stages
     from sdod.artifact import read_artifact
-    from sdod.config import spec_from_form
+    from sdod.jobspec.form import spec_from_form
 
     os.environ["SDOD_SEED"] = str(seed)
     spec = spec_from_form(

@@ -21,8 +21,8 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
 if TYPE_CHECKING:
-    from sdod.config import TrainingJobSpec
     from sdod.joblayout import JobLayout
+    from sdod.jobspec import TrainingJobSpec
     from sdod.train.process import TrainingProcess
 
 ON_KILL_GRACE_SECONDS = 30  # a killed task's job: SIGTERM, then SIGKILL after this
@@ -90,7 +90,7 @@ class SSDTrainingOperator(BaseOperator):
         if check_interval <= 0:
             raise ValueError(f"check_interval must be positive, got {check_interval}")
         if isinstance(config, dict):  # templated strings are validated after rendering
-            from sdod.config import parse_job_spec
+            from sdod.jobspec import parse_job_spec
 
             parse_job_spec(config)
         self.config = config

@@ -16,8 +16,8 @@ from sdod_operators import SSDTrainingOperator, s3_options_from_connection
 
 from sdod.checks.policy import DEFAULT as CHECKS
 from sdod.checks.policy import FORM_SCHEMA as CHECK_SCHEMA
-from sdod.config import JOB_NAME
 from sdod.demo.recipe import DEMO_HYPERPARAMETERS  # the embedded defaults (sample data, CPU)
+from sdod.jobspec import JOB_NAME
 from sdod.settings import SiteSettings
 
 SITE = SiteSettings.from_env()  # the SDOD_* variables, each with its one default
@@ -45,6 +45,24 @@ def pipeline_params(
 ) -> dict[str, Param]:
     """The trigger form both DAGs share (JSON-schema validated by Airflow)."""
     return {
+        **_job_params(job_name, data_uri, output_uri),
+        **_location_params(work_uri, model_registry_uri),
+        **_training_params(max_runtime_seconds),
+        **_gate_params(),
+        "training_job_request": Param(
+            None,
+            type=["null", "object"],
+            description="instead of data_uri, content_type, output_uri, hyperparameters and "
+            "max_runtime_seconds: the whole CreateTrainingJob request you send to SageMaker "
+            "(RecordIO, augmented manifest, Pipe mode, ...), checked as `sdod validate-job` "
+            "checks it; TrainingJobName defaults to job_name",
+        ),
+    }
+
+
+def _job_params(job_name: str, data_uri: str, output_uri: str) -> dict[str, Param]:
+    """The form's job: its name, its data and where the model goes."""
+    return {
         "job_name": Param(
             job_name, type="string", pattern=JOB_NAME_PATTERN, description="TrainingJobName"
         ),
@@ -57,6 +75,12 @@ def pipeline_params(
             "image/jpeg", enum=["image/jpeg", "image/png", "application/x-image"]
         ),
         "output_uri": Param(output_uri, type="string", description="S3OutputPath"),
+    }
+
+
+def _location_params(work_uri: str, model_registry_uri: str) -> dict[str, Param]:
+    """Where the tasks hand over and where the model is registered."""
+    return {
         "work_uri": Param(
             work_uri,
             type="string",
@@ -76,6 +100,12 @@ def pipeline_params(
             pattern=JOB_NAME_PATTERN,
             description="model package group (empty: the job_name)",
         ),
+    }
+
+
+def _training_params(max_runtime_seconds: int) -> dict[str, Param]:
+    """The training job's hyperparameters and its StoppingCondition."""
+    return {
         "hyperparameters": Param(
             DEMO_HYPERPARAMETERS,
             type="object",
@@ -87,6 +117,12 @@ def pipeline_params(
             minimum=1,
             description="StoppingCondition.MaxRuntimeInSeconds",
         ),
+    }
+
+
+def _gate_params() -> dict[str, Param]:
+    """The two gates: the annotation check before packing, the mAP before publishing."""
+    return {
         "check_policy": Param(
             CHECKS.policy,
             **CHECK_SCHEMA["policy"],
@@ -114,18 +150,10 @@ def pipeline_params(
             type="boolean",
             description="publish even below the latest approved version's mAP",
         ),
-        "training_job_request": Param(
-            None,
-            type=["null", "object"],
-            description="instead of data_uri, content_type, output_uri, hyperparameters and "
-            "max_runtime_seconds: the whole CreateTrainingJob request you send to SageMaker "
-            "(RecordIO, augmented manifest, Pipe mode, ...), checked as `sdod validate-job` "
-            "checks it; TrainingJobName defaults to job_name",
-        ),
     }
 
 
-def _user_errors_fail_fast(fn: Any) -> Any:
+def user_errors_fail_fast(fn: Any) -> Any:
     """Bad data or config fails the task at once: retrying cannot fix it."""
     import functools
 
@@ -144,12 +172,12 @@ def _user_errors_fail_fast(fn: Any) -> Any:
 
 
 @task
-@_user_errors_fail_fast
+@user_errors_fail_fast
 def build_spec(params: dict[str, Any] | None = None) -> dict[str, Any]:
     """The CreateTrainingJob request from the form, checked as `sdod validate-job` checks
     it (the task fails listing every problem)."""
     from sdod import stages
-    from sdod.config import form_request
+    from sdod.jobspec.form import form_request
 
     p = params or {}
     request = p.get("training_job_request")
@@ -170,7 +198,7 @@ def build_spec(params: dict[str, Any] | None = None) -> dict[str, Any]:
 
 
 @task
-@_user_errors_fail_fast
+@user_errors_fail_fast
 def ingest(
     spec: dict[str, Any], params: dict[str, Any] | None = None, run_id: str | None = None
 ) -> dict[str, Any]:
@@ -185,7 +213,7 @@ def ingest(
 
 
 @task
-@_user_errors_fail_fast
+@user_errors_fail_fast
 def check_annotations(
     ingested: dict[str, Any], params: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -202,7 +230,7 @@ def check_annotations(
 
 
 @task
-@_user_errors_fail_fast
+@user_errors_fail_fast
 def pack_recordio(
     ingested: dict[str, Any], checked: dict[str, Any], params: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -217,7 +245,7 @@ def pack_recordio(
 
 
 @task
-@_user_errors_fail_fast
+@user_errors_fail_fast
 def evaluate(trained: dict[str, Any], packed: dict[str, Any]) -> dict[str, Any]:
     from sdod import stages
     from sdod.workspace import output_uris
@@ -233,7 +261,7 @@ def evaluate(trained: dict[str, Any], packed: dict[str, Any]) -> dict[str, Any]:
 
 
 @task(outlets=[MODEL_ASSET])
-@_user_errors_fail_fast
+@user_errors_fail_fast
 def publish(
     ingested: dict[str, Any],
     trained: dict[str, Any],

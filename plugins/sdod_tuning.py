@@ -10,7 +10,6 @@ state folder on one machine); the trials' models land in `S3OutputPath/<trial>/o
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from airflow.sdk import Param, TaskGroup, task
@@ -23,12 +22,12 @@ from sdod_pipeline import (
     SITE,
     TRAIN_QUEUE,
     WORK_URI,
-    _user_errors_fail_fast,
     check_annotations,
     evaluate,
     ingest,
     pack_recordio,
     publish,
+    user_errors_fail_fast,
 )
 
 
@@ -97,7 +96,7 @@ def tuning_params() -> dict[str, Param]:
 
 
 @task
-@_user_errors_fail_fast
+@user_errors_fail_fast
 def build_tuning(params: dict[str, Any] | None = None) -> dict[str, Any]:
     """The tuning request, checked; and a training request for preparing its data."""
     from sdod.tune.spec import parse_tuning_request
@@ -107,18 +106,16 @@ def build_tuning(params: dict[str, Any] | None = None) -> dict[str, Any]:
 
 
 @task
-@_user_errors_fail_fast
+@user_errors_fail_fast
 def prepare_study(built: dict[str, Any], packed: dict[str, Any]) -> dict[str, Any]:
     """The trials train from the packed RecordIO; the study gets its warm start."""
     from sdod import stages
 
-    tuning = copy.deepcopy(built["tuning"])
-    definition = tuning["TrainingJobDefinition"]
-    definition["InputDataConfig"] = packed["train_spec"]["InputDataConfig"]
-    prepared = stages.tune(
-        tuning_spec=tuning, step="prepare", s3=s3_options_from_connection(AWS_CONN_ID)
-    )
-    return {"tuning": tuning, "lanes": prepared["lanes"]}
+    prepared = stages.prepare_tuning(
+        tuning_spec=built["tuning"], train_spec=packed["train_spec"],
+        s3=s3_options_from_connection(AWS_CONN_ID),
+    )  # fmt: skip
+    return {"tuning": prepared["tuning"], "lanes": prepared["lanes"]}
 
 
 @task
@@ -128,30 +125,29 @@ def lanes(prepared: dict[str, Any]) -> list[int]:
 
 
 @task(queue=TRAIN_QUEUE, retries=2)
-@_user_errors_fail_fast
+@user_errors_fail_fast
 def trial_lane(prepared: dict[str, Any], lane: int) -> dict[str, Any]:
     """Trials one after another from the shared study until the tuning job is done."""
     from sdod import stages
     from sdod.workspace import task_cache
 
     name = prepared["tuning"]["HyperParameterTuningJobName"]
-    stages.tune(
-        tuning_spec=prepared["tuning"], step="lane", lane=lane,
-        work=str(task_cache(name, "trials")),
-        s3=s3_options_from_connection(AWS_CONN_ID), log=print,
+    stages.tuning_lane(
+        tuning_spec=prepared["tuning"], lane=lane, work=str(task_cache(name, "trials")),
+        s3=s3_options_from_connection(AWS_CONN_ID),
     )  # fmt: skip
     return {"lane": lane}
 
 
 @task
-@_user_errors_fail_fast
+@user_errors_fail_fast
 def summarize(prepared: dict[str, Any]) -> dict[str, Any]:
     """DescribeHyperParameterTuningJob to `<S3OutputPath>/<tuning-job>/`; the best trial."""
     from sdod import stages
     from sdod.errors import UserError
 
-    summary = stages.tune(
-        tuning_spec=prepared["tuning"], step="summary", s3=s3_options_from_connection(AWS_CONN_ID)
+    summary = stages.tuning_summary(
+        tuning_spec=prepared["tuning"], s3=s3_options_from_connection(AWS_CONN_ID)
     )
     best = summary.get("BestTrainingJob")
     if best is None or "ModelArtifacts" not in best:

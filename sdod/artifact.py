@@ -7,7 +7,8 @@ unpickles and never extracts: absolute names, `..`, subfolders, duplicates, link
 devices, sparse files and unknown members are refused with a message naming the member.
 Sizes are bounded before a byte is read: each member by its kind (the weights by what the
 configured network holds), the archive in total, extended tar headers, and the
-decompressed stream itself, so a bomb with a lying header stops at the cap.
+decompressed stream itself, so a bomb with a lying header stops at the cap. Each member's
+rules (name, size limit, contents) are `sdod.artifact_members`'.
 """
 
 from __future__ import annotations
@@ -23,45 +24,29 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from sdod import archive
+from sdod.artifact_members import (
+    MAX_JSON_BYTES,
+    MAX_ONNX_BYTES,
+    MAX_STREAM_BYTES,
+    MAX_TOTAL_BYTES,
+    MAX_WEIGHTS_BYTES,
+    ONNX_SLACK,
+    OPTIONAL,
+    REQUIRED,
+    check_metrics,
+    check_safetensors,
+    member_name,
+    parse_json,
+    weights_limit,
+)
+from sdod.artifact_members import refuse as _refuse
 from sdod.errors import DataError
 from sdod.hyperparameters import BASE_NETWORKS, MAX_IMAGE_SHAPE, MAX_NMS_TOPK, MAX_NUM_CLASSES
 
 FORMAT_VERSION = 1
-REQUIRED = ("model.safetensors", "hyperparams.json", "model_config.json", "metrics.json")
-OPTIONAL = ("model.onnx",)
 MAX_ANCHORS = 131072  # the largest network at MAX_IMAGE_SHAPE has 98,276
 MAX_CLASS_NAME = 256
 VARIANTS = ("", "gluoncv", "sagemaker")
-# float32 state-dict bytes of each network, fixed + per_class * (num_classes + 1): 10% over
-# the most any image shape or variant holds (tests/unit/sdod/test_artifact.py measures it;
-# SageMaker's own MXNet networks hold a little more than sdod's)
-WEIGHT_BYTES = {
-    "vgg-16": (107_000_000, 660_000),
-    "resnet-50": (141_000_000, 980_000),
-    "mobilenet-v3": (10_000_000, 350_000),
-    "resnet-lite": (13_000_000, 230_000),
-}
-WEIGHTS_SLACK = 4 << 20  # safetensors' JSON header
-ONNX_SLACK = 32 << 20  # the graph, anchors and constants beside the weights
-MAX_JSON_BYTES = 4 << 20
-PICKLE_PREFIXES = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05", b"PK\x03\x04")
-RULE = "model_archive_valid"
-
-
-def weights_limit(base_network: str, num_classes: int) -> int:
-    """The most bytes `model.safetensors` may hold for this network (float32 weights)."""
-    fixed, per_class = WEIGHT_BYTES[base_network]
-    return fixed + per_class * (num_classes + 1) + WEIGHTS_SLACK
-
-
-MAX_WEIGHTS_BYTES = max(weights_limit(net, MAX_NUM_CLASSES) for net in WEIGHT_BYTES)
-MAX_ONNX_BYTES = MAX_WEIGHTS_BYTES + ONNX_SLACK
-MAX_TOTAL_BYTES = MAX_WEIGHTS_BYTES + MAX_ONNX_BYTES + 3 * MAX_JSON_BYTES
-MAX_STREAM_BYTES = MAX_TOTAL_BYTES + (1 << 20)  # tar headers, padding and end blocks
-
-
-def _refuse(where: str, what: str, member: str | None = None) -> DataError:
-    return DataError(f"{where}: {what}", rule=RULE, where=f"{where}:{member}" if member else where)
 
 
 def _config_error(where: str, key: str, what: str) -> DataError:
@@ -274,40 +259,6 @@ def member_limit(name: str, config: ModelConfig | None = None) -> int:
     return limit if name == "model.safetensors" else limit + ONNX_SLACK
 
 
-def _member_name(member: tarfile.TarInfo, seen: dict[str, bytes], where: str) -> str | None:
-    """The member's name at the root, None for the root folder itself (`tar -C dir .`);
-    DataError for anything but a known, plain, first-seen file at the root."""
-    name, path = member.name, PurePosixPath(member.name)
-    problem = None
-    if path.is_absolute():
-        problem = "has an absolute path; refusing the archive"
-    elif ".." in path.parts:
-        problem = "points outside the archive ('..'); refusing it"
-    elif member.issym() or member.islnk():
-        problem = "is a link; model archives hold plain files only"
-    elif member.isdir() and path == PurePosixPath("."):
-        return None
-    elif not member.isfile() or member.issparse():
-        problem = "is not a regular file (device, fifo, folder or sparse file)"
-    elif len(path.parts) != 1:
-        problem = "is not at the archive's root; model archives hold their members at the root only"
-    elif path.name not in REQUIRED + OPTIONAL:
-        what = f"unexpected member {name!r} (pickled weights such as .pt/.params are not loaded)"
-        raise _refuse(where, f"{what}; expected {', '.join(REQUIRED + OPTIONAL)}", name)
-    elif path.name in seen:
-        problem = "appears twice; an archive holds each member once"
-    if problem:
-        raise _refuse(where, f"member {name!r} {problem}", name)
-    return path.name
-
-
-def _json(data: bytes, name: str, where: str) -> Any:
-    try:
-        return json.loads(data)
-    except (ValueError, RecursionError) as exc:
-        raise _refuse(where, f"{name} does not parse as JSON ({exc})", name) from None
-
-
 class _Members(dict[str, bytes]):
     """Members taken one by one, each size checked against its limit before it is read."""
 
@@ -329,7 +280,8 @@ class _Members(dict[str, bytes]):
     def add(self, name: str, data: bytes) -> None:
         self[name] = data
         if name == "model_config.json":
-            self.config = ModelConfig.from_dict(_json(self[name], name, self.where), self.where)
+            raw = parse_json(self[name], name, self.where)
+            self.config = ModelConfig.from_dict(raw, self.where)
 
 
 def tar_members(
@@ -343,7 +295,7 @@ def _read_tar(path: str | os.PathLike[str], where: str) -> _Members:
     taken = _Members(where)
 
     def wanted(member: tarfile.TarInfo) -> bool:
-        name = _member_name(member, taken, where)
+        name = member_name(member, taken, where)
         if name:
             taken.check_size(name, member.size)
         return name is not None
@@ -379,9 +331,9 @@ def read_artifact(path: str | os.PathLike[str]) -> Artifact:
     taken.total = 0  # the weights may come before the config: check them against it now
     for name, data in taken.items():
         taken.check_size(name, len(data))
-    _check_safetensors(taken["model.safetensors"], where)
-    parsed = {name: _json(taken[name], name, where) for name in REQUIRED[1:]}
-    _check_metrics(parsed, where)
+    check_safetensors(taken["model.safetensors"], where)
+    parsed = {name: parse_json(taken[name], name, where) for name in REQUIRED[1:]}
+    check_metrics(parsed, where)
     return Artifact(
         taken["model.safetensors"],
         parsed["hyperparams.json"],
@@ -389,38 +341,3 @@ def read_artifact(path: str | os.PathLike[str]) -> Artifact:
         parsed["metrics.json"],
         taken.get("model.onnx"),
     )
-
-
-def _check_safetensors(data: bytes, where: str) -> None:
-    """The weights are a safetensors file: a bounded JSON header, its tensors inside."""
-    if data.startswith(PICKLE_PREFIXES):
-        what = "model.safetensors holds a pickle or a zip, not safetensors; refusing it"
-        raise _refuse(where, what, "model.safetensors")
-    n = int.from_bytes(data[:8], "little") if len(data) >= 8 else -1
-    header = _json(data[8 : 8 + n], "model.safetensors", where) if 2 <= n <= len(data) - 8 else 0
-    body, tensors = len(data) - 8 - n, header.items() if isinstance(header, dict) else [("", 0)]
-    for key, info in tensors:
-        span = info.get("data_offsets") if isinstance(info, dict) else None
-        if key != "__metadata__" and not _span_inside(span, body):
-            what = f"model.safetensors is not a safetensors file (tensor {key!r} is unreadable)"
-            raise _refuse(where, what, "model.safetensors")
-
-
-def _span_inside(span: Any, size: int) -> bool:
-    pair = isinstance(span, list) and len(span) == 2 and all(type(o) is int for o in span)
-    return pair and 0 <= span[0] <= span[1] <= size
-
-
-def _check_metrics(parsed: dict[str, Any], where: str) -> None:
-    """hyperparams.json and metrics.json are objects; the mAP a number (or null)."""
-    for name in ("hyperparams.json", "metrics.json"):
-        if not isinstance(parsed[name], dict):
-            raise _refuse(where, f"{name} must be a JSON object", name)
-    score = parsed["metrics.json"].get("validation:mAP")
-    if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))):
-        what = f"metrics.json field 'validation:mAP' is {score!r}; it must be a number or null"
-        raise _refuse(where, what, "metrics.json:validation:mAP")
-    reason = parsed["metrics.json"].get("stop_reason", "")
-    if not isinstance(reason, str):
-        what = f"metrics.json field 'stop_reason' is {reason!r}; it must be text"
-        raise _refuse(where, what, "metrics.json:stop_reason")

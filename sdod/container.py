@@ -16,8 +16,8 @@ import json
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from sdod.config import MAX_RUNTIME, Channel, TrainingJobSpec
 from sdod.errors import UserError
+from sdod.jobspec import MAX_RUNTIME, Channel, TrainingJobSpec
 from sdod.settings import RDZV_PORT, ContainerSettings
 
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sdod.config import TrainingJobSpec
 from sdod.errors import EXIT_INTERNAL, EXIT_OK
+from sdod.jobspec import TrainingJobSpec
 from sdod.storage import atomic_write_json
 
 # a training job's exit codes (`sdod train`): Completed, Failed, Stopped by StoppingCondition

@@ -144,7 +144,7 @@ class ContainerSettings:
 
     root: Path = Path("/opt/ml")
     job_name: str = "sagemaker-job"
-    max_runtime_seconds: int | None = None  # None: the API's limit (sdod.config.MAX_RUNTIME)
+    max_runtime_seconds: int | None = None  # None: the API's limit (sdod.jobspec.MAX_RUNTIME)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ContainerSettings:

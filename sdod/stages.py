@@ -12,43 +12,27 @@ from typing import TYPE_CHECKING, Any
 
 from sdod.checks.policy import DEFAULT
 from sdod.errors import UserError
+from sdod.jobspec.parse import checked_spec, parse_spec
 
 if TYPE_CHECKING:
     from sdod.checks.gate import CheckReport
     from sdod.checks.job import CheckResult
-    from sdod.config import TrainingJobSpec
     from sdod.data.convert import ConvertResult
     from sdod.data.ingest import IngestResult
     from sdod.data.pack import PackResult
     from sdod.data.packjob import PackJobResult
     from sdod.evaluate.run import EvaluateResult
+    from sdod.jobspec import TrainingJobSpec
     from sdod.registry import PublishResult
     from sdod.storage import S3Options
     from sdod.train.job import JobOutcome
     from sdod.train.stopping import StopFlag
 
 
-def parse_spec(spec: str | dict[str, Any] | TrainingJobSpec) -> TrainingJobSpec:
-    """A validated CreateTrainingJob request from a path, a dict or a parsed spec."""
-    from sdod.config import TrainingJobSpec, load_job_spec, parse_job_spec
-
-    if isinstance(spec, TrainingJobSpec):
-        return spec
-    return parse_job_spec(spec) if isinstance(spec, dict) else load_job_spec(spec)
-
-
-def validate_job(*, job_spec: str | dict[str, Any]) -> dict[str, Any]:
-    """Check a CreateTrainingJob request without running it: UserError listing every
-    problem, else what sdod will do with it."""
-    from sdod.config import check_job_request, job_plan
-    from sdod.storage import read_json
-
-    raw = read_json(job_spec, "job spec") if isinstance(job_spec, str) else job_spec
-    spec, problems = check_job_request(raw)
-    if spec is None:
-        listed = "\n".join(f"  - {p}" for p in problems)
-        raise UserError(f"{len(problems)} problem(s) in the training-job request:\n{listed}")
-    return job_plan(spec)
+def validate_job(*, job_spec: str | dict[str, Any]) -> TrainingJobSpec:
+    """Check a CreateTrainingJob request (a JSON file or a dict) without running it:
+    UserError listing every problem, else the spec (the CLI prints what sdod will do)."""
+    return checked_spec(job_spec)
 
 
 def ingest(
@@ -81,15 +65,11 @@ def validate(*, num_classes: int, **options: Any) -> CheckReport:
 
 
 def check(
-    *,
-    job_spec: str | dict[str, Any],
-    report_uri: str | None = None,
-    policy: str = DEFAULT.policy,
-    max_bad_fraction: float = DEFAULT.max_bad_fraction,
-    grayscale: str = DEFAULT.grayscale,
-    max_class_ratio: float = DEFAULT.max_class_ratio,
+    *, job_spec: str | dict[str, Any], report_uri: str | None = None,
+    policy: str = DEFAULT.policy, max_bad_fraction: float = DEFAULT.max_bad_fraction,
+    grayscale: str = DEFAULT.grayscale, max_class_ratio: float = DEFAULT.max_class_ratio,
     s3: S3Options | None = None,
-) -> CheckResult:
+) -> CheckResult:  # fmt: skip
     """The annotation gate (Great Expectations) on a job's train and validation channels.
 
     Uploads `report.json`, `quarantine.json` and `data_docs/` to `report_uri` (default
@@ -117,13 +97,9 @@ def pack(*, out: str, **inputs: Any) -> PackResult:
 
 
 def pack_job(
-    *,
-    job_spec: str | dict[str, Any],
-    work_uri: str,
-    quarantine_uri: str | None = None,
-    workers: int = 1,
-    s3: S3Options | None = None,
-) -> PackJobResult:
+    *, job_spec: str | dict[str, Any], work_uri: str, quarantine_uri: str | None = None,
+    workers: int = 1, s3: S3Options | None = None,
+) -> PackJobResult:  # fmt: skip
     """Pack a job's channels (less what the check quarantined) into RecordIO at
     `<work_uri>/<job>/packed/<channel>/`; the derived request trains from there."""
     from sdod.checks.quarantine import read_quarantine
@@ -189,16 +165,10 @@ def evaluate(*, model: str, **options: Any) -> EvaluateResult:
 
 
 def publish(
-    *,
-    model: str,
-    to: str,
-    evaluation: str | None = None,
-    min_map: float | None = None,
-    force: bool = False,
-    training_job: str | None = None,
-    data: dict[str, str] | None = None,
+    *, model: str, to: str, evaluation: str | None = None, min_map: float | None = None,
+    force: bool = False, training_job: str | None = None, data: dict[str, str] | None = None,
     s3: S3Options | None = None,
-) -> PublishResult:
+) -> PublishResult:  # fmt: skip
     """The gated promotion: `model` becomes version N+1 of the model group `to`
     (`<registry>/<group>`) when the evaluation's mAP (`evaluation`: its metrics.json) is
     at least `min_map` and not below the latest approved version (unless `force`).
@@ -232,15 +202,44 @@ def import_gluoncv(*, params: str, network: str, out: str, **options: Any) -> di
     return run(params=params, network=network, out=out, **options)
 
 
-def tune(*, tuning_spec: str | dict[str, Any], parallel: int = 1, **options: Any) -> dict:
-    """A tuning job from a CreateHyperParameterTuningJob request (path or dict); returns the
-    DescribeHyperParameterTuningJob summary. Options: `sdod.tune.search.run_tuning`'s."""
-    from sdod.storage import read_json
-    from sdod.tune.search import run_tuning
-    from sdod.tune.spec import parse_tuning_request
+def tune(
+    *, tuning_spec: str | dict[str, Any], parallel: int = 1, work: str | None = None,
+    storage: str | None = None, s3: S3Options | None = None, log: Callable[[str], None] = print,
+) -> dict[str, Any]:  # fmt: skip
+    """A tuning job from a CreateHyperParameterTuningJob request (path or dict), `parallel`
+    trials at a time here; its DescribeHyperParameterTuningJob summary (also written to
+    `<S3OutputPath>/<tuning-job>/`). The DAG runs it in the three steps below."""
+    from sdod.tune.steps import read_tuning_request, run_tuning
 
-    raw = read_json(tuning_spec, "tuning spec") if isinstance(tuning_spec, str) else tuning_spec
-    return run_tuning(parse_tuning_request(raw), parallel=parallel, **options)
+    spec = read_tuning_request(tuning_spec)
+    return run_tuning(spec, parallel=parallel, work=work, storage=storage, s3=s3, log=log)
+
+
+def prepare_tuning(
+    *, tuning_spec: dict[str, Any], train_spec: dict[str, Any], s3: S3Options | None = None
+) -> dict[str, Any]:
+    """The DAG's first tuning step: the trials will read `train_spec`'s channels (the packed
+    data), the study gets its warm start. Returns the request the lanes run and the lanes."""
+    from sdod.tune import steps
+
+    spec = steps.read_tuning_request(tuning_spec)
+    return steps.prepare_tuning(spec, channels_from=parse_spec(train_spec), s3=s3)
+
+
+def tuning_lane(
+    *, tuning_spec: dict[str, Any], lane: int, work: str, s3: S3Options | None = None
+) -> dict[str, Any]:
+    """A prepared tuning job's lane `lane` (the DAG's mapped step): trials until it is done."""
+    from sdod.tune.steps import read_tuning_request, run_lane
+
+    return run_lane(read_tuning_request(tuning_spec), lane=lane, work=work, s3=s3)
+
+
+def tuning_summary(*, tuning_spec: dict[str, Any], s3: S3Options | None = None) -> dict[str, Any]:
+    """The DAG's last tuning step: the DescribeHyperParameterTuningJob summary, written."""
+    from sdod.tune.steps import read_tuning_request, summarize_tuning
+
+    return summarize_tuning(read_tuning_request(tuning_spec), s3=s3)
 
 
 def layers(*, base_network: str, image_shape: int = 300, pattern: str | None = None) -> list[str]:

@@ -20,16 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from sdod.errors import UserError
+from sdod.safe_paths import inside, safe_relative
 from sdod.storage import (
     S3Options,
     _s3_errors,
     atomic_write_json,
-    inside,
     is_s3,
     local_path,
     read_bytes,
     s3_filesystem,
-    safe_relative,
     temporary_sibling,
     with_retries,
 )
@@ -180,6 +179,49 @@ def _copy_all(
     return moved
 
 
+def _changed(objects: dict[str, ObjectInfo], dest: Path, state_path: Path) -> list[str]:
+    """The objects whose local copy is missing, or differs in size or in the version the
+    last sync recorded (`state_path`)."""
+    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
+    return [
+        rel
+        for rel, info in objects.items()
+        if not (
+            (dest / rel).is_file()
+            and (dest / rel).stat().st_size == info.size
+            and state.get(rel) == info.version
+        )
+    ]
+
+
+def _downloader(
+    uri: str,
+    source: str,
+    dest: Path,
+    objects: dict[str, ObjectInfo],
+    fetch: Callable[[str, Path], object],
+    retries: int,
+) -> Callable[[str], int]:
+    """Copies one listed object into `dest` (a temporary name, retried, then renamed) and
+    returns its size."""
+
+    def transfer(rel: str) -> int:
+        target = inside(dest, rel, f"object key under {source}:")
+        tmp = temporary_sibling(target)
+        try:
+            with_retries(f"{uri}/{rel}", lambda: fetch(rel, tmp), retries=retries)
+            os.replace(tmp, target)
+        except Exception as exc:
+            if is_s3(uri):
+                raise _s3_errors(f"{uri.rstrip('/')}/{rel}", exc) from exc
+            raise
+        finally:
+            tmp.unlink(missing_ok=True)
+        return objects[rel].size
+
+    return transfer
+
+
 def sync_to_local(
     uri: str,
     dest: str | os.PathLike[str],
@@ -204,32 +246,8 @@ def sync_to_local(
     objects, source, single = _listing(uri, s3, manifest)
     dest.mkdir(parents=True, exist_ok=True)
     state_path = _state_file(dest)
-    state = json.loads(state_path.read_text()) if state_path.is_file() else {}
-    todo = [
-        rel
-        for rel, info in objects.items()
-        if not (
-            (dest / rel).is_file()
-            and (dest / rel).stat().st_size == info.size
-            and state.get(rel) == info.version
-        )
-    ]
-    fetch = _fetcher(source, s3, single)
-
-    def transfer(rel: str) -> int:
-        target = inside(dest, rel, f"object key under {source}:")
-        tmp = temporary_sibling(target)
-        try:
-            with_retries(f"{uri}/{rel}", lambda: fetch(rel, tmp), retries=retries)
-            os.replace(tmp, target)
-        except Exception as exc:
-            if is_s3(uri):
-                raise _s3_errors(f"{uri.rstrip('/')}/{rel}", exc) from exc
-            raise
-        finally:
-            tmp.unlink(missing_ok=True)
-        return objects[rel].size
-
+    todo = _changed(objects, dest, state_path)
+    transfer = _downloader(uri, source, dest, objects, _fetcher(source, s3, single), retries)
     bar = tqdm(total=len(todo), desc=f"sync {uri}", unit="file", disable=None if progress else True)
     moved = _copy_all(todo, transfer, workers, bar)
     bar.close()
@@ -285,13 +303,37 @@ def copy_tree(
     objects, src, single = _listing(src, s3, manifest)
     fs = s3_filesystem(s3)
     base = dst[len("s3://") :].rstrip("/")
+    present = _s3_files(fs, base, dst)
+    source = _Source(src, single)
+    todo = [rel for rel in objects if not source.same_as(rel, objects[rel], present.get(rel))]
+    moved = _copy_all(todo, _uploader(fs, base, source, objects), workers)
+    stale = [f"{base}/{rel}" for rel in present if rel not in objects]
+    if stale:
+        try:
+            fs.rm(stale)
+        except Exception as exc:
+            raise _s3_errors(dst, exc) from exc
+    return SyncResult(
+        src, dst, len(objects), len(todo), len(objects) - len(todo), len(stale), moved,
+        round(time.perf_counter() - start, 3),
+    )  # fmt: skip
+
+
+def _s3_files(fs: Any, base: str, dst: str) -> dict[str, dict[str, Any]]:
+    """The objects under the S3 prefix `base` (of the URI `dst`): relative key -> listing
+    entry (size, ETag)."""
     try:
         there = fs.find(base + "/", detail=True)
     except Exception as exc:
         raise _s3_errors(dst, exc) from exc
-    present = {k[len(base) + 1 :]: v for k, v in there.items() if v.get("type") == "file"}
-    source = _Source(src, single)
-    todo = [rel for rel in objects if not source.same_as(rel, objects[rel], present.get(rel))]
+    return {k[len(base) + 1 :]: v for k, v in there.items() if v.get("type") == "file"}
+
+
+def _uploader(
+    fs: Any, base: str, source: _Source, objects: dict[str, ObjectInfo]
+) -> Callable[[str], int]:
+    """Copies one listed object to `base/<rel>` in S3 (server-side from S3, uploaded from
+    a local file), retried, and returns its size."""
 
     def transfer(rel: str) -> int:
         target = f"{base}/{rel}"
@@ -304,17 +346,7 @@ def copy_tree(
             raise _s3_errors(f"s3://{target}", exc) from exc
         return objects[rel].size
 
-    moved = _copy_all(todo, transfer, workers)
-    stale = [f"{base}/{rel}" for rel in present if rel not in objects]
-    if stale:
-        try:
-            fs.rm(stale)
-        except Exception as exc:
-            raise _s3_errors(dst, exc) from exc
-    return SyncResult(
-        src, dst, len(objects), len(todo), len(objects) - len(todo), len(stale), moved,
-        round(time.perf_counter() - start, 3),
-    )  # fmt: skip
+    return transfer
 
 
 class _Source:

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from sdod.config import TrainingJobSpec
+from sdod.jobspec import TrainingJobSpec
 from sdod.settings import SiteSettings
 from sdod.storage import cache_root, join_uri
 

@@ -225,19 +225,13 @@ def run_checks(
     CheckPolicy(policy, max_bad_fraction, grayscale, max_class_ratio)  # refuses bad values
     start = time.perf_counter()
     image_frame, box_frame = _tables(channels, decode, workers)
-    train_ids = box_frame.loc[box_frame["channel"] == "train", "class_id"].tolist()
-    train_classes = tuple(sorted(set(train_ids)))
     params = SuiteParams(num_classes, label_width, tolerance_px, min_box_px, tuple(channels),
-                         train_classes, decode, grayscale)  # fmt: skip
+                         _train_classes(box_frame), decode, grayscale)  # fmt: skip
     out = Path(report_dir) if report_dir else None
     context = _gx_context(out, Path(gx_project) if gx_project else None)
-    suites = expectations(params)
-    tables = (("images", image_frame), ("boxes", box_frame))
-    results = [r for t, f in tables for r in _validate(context, t, f, suites[t]).results]
-    rules, offenders = _collect(results, max_examples)
-    skipped = _reader_problems(channels, rules, max_examples)
-    _name_missing_classes(rules, set(range(num_classes)) - set(train_classes))
-    rules["class_balance"] = _class_balance(box_frame, max_class_ratio)
+    rules, offenders, skipped = _rule_results(
+        context, params, channels, (image_frame, box_frame), max_class_ratio, max_examples
+    )
     passed, fraction, quarantined = _verdict(
         rules, offenders, skipped, image_frame, policy, max_bad_fraction
     )
@@ -249,14 +243,46 @@ def run_checks(
         rules=list(rules.values()),
         quarantined=quarantined,
         bad_fraction=fraction,
-        class_counts={
-            c: {str(k): int(v) for k, v in g["class_id"].value_counts().sort_index().items()}
-            for c, g in box_frame.groupby("channel")
-        },
+        class_counts=_class_counts(box_frame),
         seconds=round(time.perf_counter() - start, 3),
     )
     _publish(report, context, out, kept=gx_project is not None)
     return report
+
+
+def _train_classes(box_frame: Any) -> tuple[int, ...]:
+    """The class ids of train's boxes, each once, ascending."""
+    train_ids = box_frame.loc[box_frame["channel"] == "train", "class_id"].tolist()
+    return tuple(sorted(set(train_ids)))
+
+
+def _rule_results(
+    context: Any,
+    params: SuiteParams,
+    channels: dict[str, SampleSet],
+    frames: tuple[Any, Any],
+    max_class_ratio: float,
+    max_examples: int,
+) -> tuple[dict[str, RuleResult], dict[str, set[str]], list[dict[str, Any]]]:
+    """Every rule's result (the suite on the image and box tables, the readers' skipped
+    files, train's missing classes and its balance), the images each error rule names, and
+    the files the readers skipped."""
+    suites = expectations(params)
+    tables = (("images", frames[0]), ("boxes", frames[1]))
+    results = [r for t, f in tables for r in _validate(context, t, f, suites[t]).results]
+    rules, offenders = _collect(results, max_examples)
+    skipped = _reader_problems(channels, rules, max_examples)
+    _name_missing_classes(rules, set(range(params.num_classes)) - set(params.train_classes))
+    rules["class_balance"] = _class_balance(frames[1], max_class_ratio)
+    return rules, offenders, skipped
+
+
+def _class_counts(box_frame: Any) -> dict[str, dict[str, int]]:
+    """Boxes per class id in each channel."""
+    return {
+        c: {str(k): int(v) for k, v in g["class_id"].value_counts().sort_index().items()}
+        for c, g in box_frame.groupby("channel")
+    }
 
 
 def _name_missing_classes(rules: dict[str, RuleResult], missing: set[int]) -> None:

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sdod.checks.policy import DEFAULT
 from sdod.checks.quarantine import FILE_NAME, Quarantine
-from sdod.config import TrainingJobSpec
 from sdod.errors import UserError
+from sdod.jobspec import TrainingJobSpec
 from sdod.storage import S3Options, atomic_write_json, join_uri
 from sdod.transfer import upload_tree
+
+if TYPE_CHECKING:
+    from sdod.data.sample import SampleSet
 
 
 @dataclass(frozen=True)
@@ -47,20 +50,12 @@ def check_job(
     max_class_ratio: float = DEFAULT.max_class_ratio,
     s3: S3Options | None = None,
 ) -> CheckResult:
+    """Run the annotation gate on the job's channels (read into `cache`) and upload its
+    report to `report_uri`; UserError (naming the report) when the gate fails."""
     from sdod.checks.gate import run_checks
-    from sdod.data.channels import read_channel
-    from sdod.data.ingest import to_job_root
-    from sdod.hyperparameters import parse_hyperparameters
-    from sdod.joblayout import JobLayout
 
-    hp = parse_hyperparameters(spec.hyperparameters)
-    to_job_root(spec, str(cache), s3=s3)
-    layout = JobLayout(cache)
-    channels = {}
-    for name in ("train", "validation"):
-        channel = spec.channel(name)
-        if channel is not None:
-            channels[name] = read_channel(layout, spec, channel, strict=False)
+    hp = spec.hp
+    channels = _read_channels(spec, cache, s3)
     out = cache / "check"
     report = run_checks(
         channels,
@@ -89,3 +84,22 @@ def check_job(
         len(quarantined),
         report.images,
     )
+
+
+def _read_channels(
+    spec: TrainingJobSpec, cache: Path, s3: S3Options | None
+) -> dict[str, SampleSet]:
+    """The job's train and validation channels, brought into `cache` and read leniently:
+    bad files are reported by the gate, not raised."""
+    from sdod.data.channels import read_channel
+    from sdod.data.ingest import to_job_root
+    from sdod.joblayout import JobLayout
+
+    to_job_root(spec, str(cache), s3=s3)
+    layout = JobLayout(cache)
+    channels = {}
+    for name in ("train", "validation"):
+        channel = spec.channel(name)
+        if channel is not None:
+            channels[name] = read_channel(layout, spec, channel, strict=False)
+    return channels

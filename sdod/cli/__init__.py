@@ -14,12 +14,18 @@ import traceback
 from collections.abc import Sequence
 
 from sdod import __version__
-from sdod.cli import data, model, serve, tune
+from sdod.cli import data, job, model, serve, tune
 from sdod.cli.base import EXIT_INTERNAL, EXIT_OK, EXIT_USER, Command, render_lines
 from sdod.errors import UserError
 
-# make-sample-data, ingest, pack, convert, validate, rec-dump; train ... layers; predict ...
-COMMANDS: list[Command] = [*data.COMMANDS, *model.COMMANDS, *serve.COMMANDS, *tune.COMMANDS]
+# make-sample-data ... rec-dump; validate-job; train ... layers; predict ...; tune
+COMMANDS: list[Command] = [
+    *data.COMMANDS,
+    *job.COMMANDS,
+    *model.COMMANDS,
+    *serve.COMMANDS,
+    *tune.COMMANDS,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

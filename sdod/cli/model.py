@@ -68,38 +68,6 @@ def _run_train(args: argparse.Namespace) -> int:
     return outcome.exit_code
 
 
-def _configure_validate_job(p: argparse.ArgumentParser) -> None:
-    p.add_argument("job_spec", help="CreateTrainingJob request (JSON file)")
-
-
-def _run_validate_job(args: argparse.Namespace) -> dict[str, Any]:
-    from sdod import stages
-
-    return stages.validate_job(job_spec=args.job_spec)
-
-
-def _render_validate_job(r: dict[str, Any]) -> str:
-    lines = [f"training job {r['TrainingJobName']}: valid; sdod will"]
-    for c in r["channels"]:
-        lines.append(
-            f"  read channel {c['name']} ({c['content_type'] or 'content type from its files'}, "
-            f"{c['mode']} mode: {c['read']}) from {c['uri']}"
-        )
-    lines.append(f"  train with: {json.dumps(r['HyperParameters'])}")
-    lines.append(
-        f"  stop after {r['max_runtime_seconds']} s (MaxRuntimeInSeconds)"
-        + (f", the whole job within {r['max_wait_seconds']} s" if r["max_wait_seconds"] else "")
-    )
-    lines.append(
-        f"  write {r['output']}"
-        + (f", checkpoints to {r['checkpoints']}" if r["checkpoints"] else "")
-    )
-    ignored = r["ignored_fields"] + r["ignored_hyperparameters"]
-    if ignored:
-        lines.append(f"  ignore (no use in sdod): {', '.join(ignored)}")
-    return "\n".join(lines)
-
-
 # --- evaluate / predict / inspect-model / publish ------------------------------------
 
 
@@ -296,13 +264,6 @@ def _render_score(r: dict[str, Any]) -> str:
 
 
 COMMANDS: list[Command] = [
-    Command(
-        "validate-job",
-        "check a CreateTrainingJob request without running it; print what sdod will do",
-        _configure_validate_job,
-        _run_validate_job,
-        _render_validate_job,
-    ),
     Command(
         "train",
         "run a training job; exit 0 Completed, 3 Stopped (artifact written), 1/2 Failed",

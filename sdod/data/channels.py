@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sdod.config import Channel, TrainingJobSpec
 from sdod.data.sample import SampleSet
 from sdod.errors import UserError
 from sdod.joblayout import JobLayout
+from sdod.jobspec import Channel, TrainingJobSpec
 
 
 def samples_from_paths(

@@ -9,13 +9,12 @@ data even if the source changes; the spec it returns points at the snapshot.
 
 from __future__ import annotations
 
-import copy
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sdod.config import TrainingJobSpec
+from sdod.jobspec import TrainingJobSpec
 from sdod.storage import S3Options, read_bytes, remove_tree, write_bytes
 from sdod.transfer import copy_tree, sync_to_local
 
@@ -83,19 +82,17 @@ def to_work(
     uris = JobURIs.of(spec, work_uri)
     if run_id is not None:
         _claim(uris.run_marker, uris.work, run_id, s3)
-    staged = copy.deepcopy(spec.raw)
-    channels, pipe = {}, []
-    for raw, channel in zip(staged["InputDataConfig"], spec.channels, strict=True):
+    channels, pipe, snapshots = {}, [], {}
+    for channel in spec.channels:
         if channel.streamed:
             pipe.append(channel.name)
             continue
         target = uris.input(channel.name)
-        listed = channel.s3_data_type == "ManifestFile"
+        listed = channel.s3_data_type == "ManifestFile"  # the snapshot holds its objects
         synced = copy_tree(channel.uri, target, s3=s3, workers=workers, manifest=listed)
         channels[channel.name] = synced.to_dict()
-        raw["DataSource"]["S3DataSource"]["S3Uri"] = target
-        if listed:  # the snapshot holds the objects themselves
-            raw["DataSource"]["S3DataSource"]["S3DataType"] = "S3Prefix"
+        snapshots[channel.name] = target
+    staged = spec.with_channel_uris(snapshots).to_request()
     return IngestResult(
         spec.name, uris.work, channels, pipe, list(spec.ignored_fields), spec=staged
     )

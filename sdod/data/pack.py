@@ -26,7 +26,8 @@ from sdod.data.rec_label import encode, format_lst_line, parse_lst_line
 from sdod.data.recordio import RecordWriter, frame_parts, record_head
 from sdod.data.sample import SampleSet
 from sdod.errors import DataError, UserError
-from sdod.storage import atomic_write_bytes, inside
+from sdod.safe_paths import inside
+from sdod.storage import atomic_write_bytes
 
 
 @dataclass(frozen=True)

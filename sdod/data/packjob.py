@@ -11,14 +11,13 @@ resumes instead of starting over.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from sdod.checks.quarantine import Quarantine
-from sdod.config import TrainingJobSpec
 from sdod.errors import UserError
+from sdod.jobspec import Channel, TrainingJobSpec
 from sdod.storage import S3Options, atomic_write_json, join_uri
 from sdod.transfer import upload_tree
 
@@ -59,21 +58,12 @@ def pack_job(
         target = join_uri(out_uri, name) + "/"
         upload_tree(folder, target, s3=s3)
         files[name] = join_uri(target, f"{name}.rec")
-        channels.append(
-            {
-                "ChannelName": name,
-                "ContentType": "application/x-recordio",
-                "InputMode": channel.input_mode,
-                "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": target}},
-            }
-        )
-    derived = copy.deepcopy(spec.raw)
-    derived["InputDataConfig"] = channels + [
-        c for c in derived["InputDataConfig"] if c["ChannelName"] == "model"
-    ]
+        channels.append(Channel(name, target, "application/x-recordio", channel.input_mode))
+    model = spec.channel("model")
+    derived = spec.with_channels(channels + ([model] if model is not None else []))
     if checkpoint_uri and not spec.checkpoint_uri:
-        derived["CheckpointConfig"] = {"S3Uri": checkpoint_uri}
-    return PackJobResult(spec.name, records, files, derived)
+        derived = derived.with_checkpoint(checkpoint_uri)
+    return PackJobResult(spec.name, records, files, derived.to_request())
 
 
 def _pack_channel(

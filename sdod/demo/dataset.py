@@ -59,6 +59,36 @@ def _channels(fmt: str) -> dict[str, str]:
     }
 
 
+def _check_arguments(fmt: str, train: int, validation: int, num_classes: int) -> None:
+    """UserError naming the command-line option that is out of range."""
+    if fmt not in FORMATS:
+        raise UserError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
+    if not 1 <= num_classes <= MAX_CLASSES:
+        raise UserError(f"--classes must be between 1 and {MAX_CLASSES}, got {num_classes}")
+    if train < 1 or validation < 1:
+        raise UserError("--train and --validation must each be at least 1 image")
+
+
+def _write_labels(
+    sampleset: SampleSet, root: Path, split: str, fmt: str, source_ref_prefix: str
+) -> None:
+    """A split's annotations in `fmt`: one JSON file per image, or one manifest."""
+    if fmt == "image-json":
+        write_image_json(sampleset, root / split, root / f"{split}_annotation")
+    else:
+        refs = [f"{source_ref_prefix}{split}/{Path(s.image).name}" for s in sampleset.samples]
+        write_manifest(sampleset, root / f"{split}.manifest", source_refs=refs)
+
+
+def _replace_outputs(staging: Path, out: Path) -> None:
+    """Move everything in `staging` into `out`, replacing what is there by the same name."""
+    for entry in sorted(staging.iterdir()):
+        target = out / entry.name
+        if target.is_dir():
+            shutil.rmtree(target)
+        entry.replace(target)
+
+
 def make_sample_data(
     out: str | Path,
     *,
@@ -77,12 +107,7 @@ def make_sample_data(
     when the prefix is empty; give e.g. `s3://bucket/data/` for the place you upload to).
     The output is replaced as a whole, so a re-run never leaves stale files behind.
     """
-    if fmt not in FORMATS:
-        raise UserError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
-    if not 1 <= num_classes <= MAX_CLASSES:
-        raise UserError(f"--classes must be between 1 and {MAX_CLASSES}, got {num_classes}")
-    if train < 1 or validation < 1:
-        raise UserError("--train and --validation must each be at least 1 image")
+    _check_arguments(fmt, train, validation, num_classes)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     counts = {"train": train, "validation": validation}
@@ -94,18 +119,8 @@ def make_sample_data(
                 staging, split, split_id, counts[split], seed=seed, num_classes=num_classes
             )
             boxes[split] = sampleset.num_boxes
-            if fmt == "image-json":
-                write_image_json(sampleset, staging / split, staging / f"{split}_annotation")
-            else:
-                refs = [
-                    f"{source_ref_prefix}{split}/{Path(s.image).name}" for s in sampleset.samples
-                ]
-                write_manifest(sampleset, staging / f"{split}.manifest", source_refs=refs)
-        for entry in sorted(staging.iterdir()):
-            target = out / entry.name
-            if target.is_dir():
-                shutil.rmtree(target)
-            entry.replace(target)
+            _write_labels(sampleset, staging, split, fmt, source_ref_prefix)
+        _replace_outputs(staging, out)
     return SampleDataResult(
         out=str(out),
         format=fmt,

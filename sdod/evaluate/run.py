@@ -18,6 +18,8 @@ from sdod.transfer import upload_tree
 
 if TYPE_CHECKING:
     from sdod.data.sample import Sample
+    from sdod.evaluate.voc import BoxTable
+    from sdod.serve.predictor import Predictor
 
 METRICS = ("voc07", "voc", "coco")
 
@@ -73,9 +75,7 @@ def evaluate(
 ) -> EvaluateResult:
     """mAP of `model` on a dataset; with `slicing` (`sdod.serve.slicing.Slicing`) each
     image is predicted tile by tile, as `serve`/`predict` do for large images."""
-    import torch
-
-    from sdod.evaluate.detect import detect, detect_sliced, ground_truth
+    from sdod.evaluate.detect import ground_truth
     from sdod.evaluate.score import summary
     from sdod.evaluate.voc import voc_map
     from sdod.registry import resolve_model
@@ -91,15 +91,7 @@ def evaluate(
     if not 0 < iou <= 1:
         raise UserError(f"--overlap-threshold must be in (0, 1], got {iou}")
     info = predictor.info
-    if slicing is not None:
-        det = detect_sliced(predictor, samples, slicing)
-    else:
-        found = detect(
-            predictor.model, samples, device=torch.device("cpu"),
-            nms_threshold=info.nms_threshold, nms_topk=info.nms_topk,
-        )  # fmt: skip
-        assert found is not None
-        det = found
+    det = _detections(predictor, samples, slicing)
     gt = ground_truth(samples)
     names = info.names()
     voc_metric = metric if metric != "coco" else "voc07"
@@ -109,6 +101,24 @@ def evaluate(
         s, coco = _coco_summary(det, gt, samples, info.num_classes, names)
     path, plots = _write_report(out, s, voc, det, samples, names, examples, s3)
     return EvaluateResult(metric, iou, len(samples), s["mAP"], s["per_class"], path, coco, plots)
+
+
+def _detections(predictor: Predictor, samples: list[Sample], slicing: Any) -> BoxTable:
+    """The model's detections on every sample: whole images on the CPU, or tile by tile
+    with `slicing`."""
+    import torch
+
+    from sdod.evaluate.detect import detect, detect_sliced
+
+    if slicing is not None:
+        return detect_sliced(predictor, samples, slicing)
+    info = predictor.info
+    found = detect(
+        predictor.model, samples, device=torch.device("cpu"),
+        nms_threshold=info.nms_threshold, nms_topk=info.nms_topk,
+    )  # fmt: skip
+    assert found is not None
+    return found
 
 
 def _coco_summary(

@@ -8,17 +8,26 @@ or `SoftmaxActivation`), the box predictions and the anchors. Every node on thos
 must be an op listed in `FEATURE_OPS`, `HEAD_OPS` or `_contrib_MultiBoxPrior`, with only the
 attributes that op's entry allows; anything else is refused with the node's name and op.
 Nodes off those paths (losses, `MultiBoxTarget`) are never built or run. Nothing in the
-file is executed: attribute values are parsed as numbers, tuples and booleans only.
+file is executed: attribute values are parsed as numbers, tuples and booleans only
+(`sdod.model.symbol_nodes` reads the nodes and their attributes).
 """
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
-from sdod.errors import UserError
+# Node and the attribute parsers are imported from here too (sdod.model.sagemaker_net)
+from sdod.model.symbol_nodes import (
+    Node,
+    flag,
+    floats,
+    ints,
+    number,
+    read_symbol,
+    symbol_error,
+)
 
 # op -> the attributes it may carry (beyond `__...__` annotations such as `__init__`)
 FEATURE_OPS: dict[str, frozenset[str]] = {
@@ -87,21 +96,6 @@ DETECTION_ATTRS = frozenset(
 )
 SOFTMAX_OPS = ("SoftmaxOutput", "softmax", "SoftmaxActivation")
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "softrelu")
-MAX_NODES = 100_000
-
-
-@dataclass(frozen=True)
-class Node:
-    """One node of the symbol: `inputs` are node indices (output 0 of each)."""
-
-    index: int
-    name: str
-    op: str
-    attrs: dict[str, str]
-    inputs: tuple[int, ...]
-
-    def what(self) -> str:
-        return f"node {self.name!r} (op {self.op})"
 
 
 @dataclass(frozen=True)
@@ -156,96 +150,10 @@ class Graph:
         return self.nodes[index]
 
 
-def _fail(where: str, text: str) -> UserError:
-    return UserError(f"{where}: {text}")
-
-
-def _numbers(node: Node, key: str, where: str) -> tuple[float, ...]:
-    text = node.attrs[key].strip()
-    inner = text[1:-1] if text[:1] in "([" and text[-1:] in ")]" else text
-    try:
-        return tuple(float(v) for v in inner.split(",") if v.strip() and v.strip() != "None")
-    except ValueError:
-        raise _fail(where, f"{node.what()}: attribute {key}={text!r} is not numbers") from None
-
-
-def ints(node: Node, key: str, where: str, default: tuple[int, ...]) -> tuple[int, ...]:
-    """An integer tuple attribute such as `kernel` `(3, 3)`; `default` when absent."""
-    if key not in node.attrs:
-        return default
-    values = _numbers(node, key, where)
-    if any(v != int(v) for v in values):
-        raise _fail(where, f"{node.what()}: attribute {key}={node.attrs[key]!r} is not integers")
-    return tuple(int(v) for v in values)
-
-
-def floats(node: Node, key: str, where: str, default: tuple[float, ...]) -> tuple[float, ...]:
-    """A float tuple attribute such as `sizes` `(0.1,0.141)`; `default` when absent."""
-    return _numbers(node, key, where) if key in node.attrs else default
-
-
-def number(node: Node, key: str, where: str, default: float) -> float:
-    """A scalar attribute; `default` when absent."""
-    if key not in node.attrs:
-        return default
-    values = _numbers(node, key, where)
-    if len(values) != 1:
-        raise _fail(where, f"{node.what()}: attribute {key}={node.attrs[key]!r} is not a number")
-    return values[0]
-
-
-def flag(node: Node, key: str, where: str, default: bool) -> bool:
-    """A boolean attribute (`True`/`False`/`1`/`0`); `default` when absent."""
-    if key not in node.attrs:
-        return default
-    text = node.attrs[key].strip().lower()
-    if text not in ("true", "false", "1", "0"):
-        raise _fail(where, f"{node.what()}: attribute {key}={node.attrs[key]!r} is not a boolean")
-    return text in ("true", "1")
-
-
-def _node(raw: Any, index: int, count: int, where: str) -> Node:
-    if not isinstance(raw, dict) or not isinstance(raw.get("op"), str):
-        raise _fail(where, f"node {index} is not an object with an 'op' string")
-    name = raw.get("name")
-    attrs = raw.get("attrs", raw.get("attr", raw.get("param", {}))) or {}
-    inputs = raw.get("inputs", [])
-    if not isinstance(name, str) or not isinstance(attrs, dict) or not isinstance(inputs, list):
-        raise _fail(where, f"node {index} has a bad name, attrs or inputs")
-    refs = []
-    for entry in inputs:
-        if (
-            not isinstance(entry, list)
-            or not entry
-            or not all(isinstance(v, int) for v in entry)
-            or not 0 <= entry[0] < index
-        ):
-            raise _fail(where, f"node {name!r}: input {entry!r} is not an earlier node")
-        if len(entry) > 1 and entry[1] != 0 and raw["op"] not in ("MakeLoss", "BlockGrad"):
-            refs.append(-1 - entry[0])  # output > 0 of a node: only loss nodes take those
-        else:
-            refs.append(entry[0])
-    return Node(index, name, raw["op"], {str(k): str(v) for k, v in attrs.items()}, tuple(refs))
-
-
-def read_symbol(data: bytes, where: str) -> tuple[Node, ...]:
-    """The nodes of an MXNet symbol JSON file (structure checked, nothing interpreted)."""
-    try:
-        raw = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise _fail(where, f"not a JSON symbol file ({exc})") from None
-    nodes = raw.get("nodes") if isinstance(raw, dict) else None
-    if not isinstance(nodes, list) or not nodes:
-        raise _fail(where, "no 'nodes' list: not an MXNet symbol file (*-symbol.json)")
-    if len(nodes) > MAX_NODES:
-        raise _fail(where, f"{len(nodes)} nodes, over the limit of {MAX_NODES}")
-    return tuple(_node(n, i, len(nodes), where) for i, n in enumerate(nodes))
-
-
 def _allowed(node: Node, allowed: frozenset[str], where: str) -> None:
     unknown = sorted(k for k in node.attrs if not k.startswith("__") and k not in allowed)
     if unknown:
-        raise _fail(
+        raise symbol_error(
             where,
             f"{node.what()} has attribute(s) {', '.join(unknown)} that sdod does not "
             "implement; this is not a graph SageMaker's Object Detection algorithm makes",
@@ -282,7 +190,7 @@ def _check_values(node: Node, where: str) -> None:
     elif node.op in ("Reshape", "reshape") and flag(node, "reverse", where, False):
         bad = "reverse=True"
     if bad is not None:
-        raise _fail(where, f"{node.what()}: sdod does not implement {bad}")
+        raise symbol_error(where, f"{node.what()}: sdod does not implement {bad}")
 
 
 def _walk(
@@ -294,14 +202,16 @@ def _walk(
     while stack:
         i = stack.pop()
         if i < 0:
-            raise _fail(where, f"{nodes[-1 - i].what()}: a second output is used for inference")
+            raise symbol_error(
+                where, f"{nodes[-1 - i].what()}: a second output is used for inference"
+            )
         if i in seen:
             continue
         seen.add(i)
         node = nodes[i]
         if node.op != "null":
             if node.op not in ops:
-                raise _fail(
+                raise symbol_error(
                     where,
                     f"{node.what()} is not an op of SageMaker's Object Detection networks "
                     f"(example/ssd's vgg16_reduced or resnet); sdod implements "
@@ -319,10 +229,12 @@ def _walk(
 def _detection(node: Node, where: str) -> Detection:
     _allowed(node, DETECTION_ATTRS, where)
     if int(number(node, "background_id", where, 0)) != 0:
-        raise _fail(where, f"{node.what()}: background_id must be 0 (class 0 is background)")
+        raise symbol_error(where, f"{node.what()}: background_id must be 0 (class 0 is background)")
     variances = floats(node, "variances", where, Detection.variances)
     if len(variances) != 4 or any(v <= 0 for v in variances):
-        raise _fail(where, f"{node.what()}: variances {variances} must be 4 positive numbers")
+        raise symbol_error(
+            where, f"{node.what()}: variances {variances} must be 4 positive numbers"
+        )
     return Detection(
         threshold=number(node, "threshold", where, 0.01),
         clip=flag(node, "clip", where, True),
@@ -341,9 +253,9 @@ def prior_of(node: Node, where: str) -> Prior:
     steps = floats(node, "steps", where, (-1.0, -1.0))
     offsets = floats(node, "offsets", where, (0.5, 0.5))
     if not sizes or not ratios or any(v <= 0 for v in sizes + ratios):
-        raise _fail(where, f"{node.what()}: sizes and ratios must be positive numbers")
+        raise symbol_error(where, f"{node.what()}: sizes and ratios must be positive numbers")
     if len(steps) != 2 or len(offsets) != 2 or not all(0 <= o <= 1 for o in offsets):
-        raise _fail(where, f"{node.what()}: steps and offsets must be (y, x) pairs")
+        raise symbol_error(where, f"{node.what()}: steps and offsets must be (y, x) pairs")
     return Prior(
         sizes,
         ratios,
@@ -357,17 +269,17 @@ def _class_input(nodes: tuple[Node, ...], index: int, where: str) -> int:
     """The class logits under the detection node's probability input."""
     node = nodes[index]
     if node.op not in SOFTMAX_OPS:
-        raise _fail(
+        raise symbol_error(
             where,
             f"{node.what()} feeds {DETECTION_OP}'s class probabilities; expected one of "
             f"{', '.join(SOFTMAX_OPS)} over the class axis",
         )
     if node.op == "softmax" and int(number(node, "axis", where, -1)) != 1:
-        raise _fail(where, f"{node.what()}: the softmax must be over axis 1 (classes)")
+        raise symbol_error(where, f"{node.what()}: the softmax must be over axis 1 (classes)")
     if node.op == "SoftmaxActivation" and node.attrs.get("mode") != "channel":
-        raise _fail(where, f"{node.what()}: the softmax must be mode=channel")
+        raise symbol_error(where, f"{node.what()}: the softmax must be mode=channel")
     if node.op == "SoftmaxOutput" and not flag(node, "multi_output", where, False):
-        raise _fail(where, f"{node.what()}: SoftmaxOutput must have multi_output=True")
+        raise symbol_error(where, f"{node.what()}: SoftmaxOutput must have multi_output=True")
     return node.inputs[0]
 
 
@@ -390,14 +302,14 @@ def read_graph(data: bytes, where: str) -> Graph:
     nodes = read_symbol(data, where)
     found = [n for n in nodes if n.op == DETECTION_OP]
     if len(found) != 1:
-        raise _fail(
+        raise symbol_error(
             where,
             f"{len(found)} {DETECTION_OP} nodes; a SageMaker Object Detection symbol has one "
             "(is this an image-classification or another model's symbol?)",
         )
     det = found[0]
     if len(det.inputs) != 3:
-        raise _fail(where, f"{det.what()} has {len(det.inputs)} inputs, expected 3")
+        raise symbol_error(where, f"{det.what()} has {len(det.inputs)} inputs, expected 3")
     detection = _detection(det, where)
     cls_pred = _class_input(nodes, det.inputs[0], where)
     loc_pred, anchors = det.inputs[1], det.inputs[2]
@@ -411,7 +323,7 @@ def read_graph(data: bytes, where: str) -> Graph:
     params = _params(nodes, order)
     inputs = [i for i in nulls if nodes[i].name not in params]
     if len(inputs) != 1:
-        raise _fail(
+        raise symbol_error(
             where,
             f"the network takes {len(inputs)} inputs ({', '.join(nodes[i].name for i in inputs)}); "
             "expected one image input ('data')",
@@ -439,7 +351,7 @@ def family(graph: Graph) -> str:
         return "resnet-50"
     if first.op == "Convolution" and any(n.op == "L2Normalization" for n in ops):
         return "vgg-16"
-    raise _fail(
+    raise symbol_error(
         graph.where,
         f"the base network starts with {first.what()}: neither example/ssd's vgg16_reduced "
         "(conv1_1 ... fc7 with an L2Normalization) nor its resnet (bn_data), the two "

@@ -16,28 +16,22 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import torch
 
 from sdod.errors import DataError, UserError
+from sdod.safe_paths import inside, safe_relative
 from sdod.serve.predictor import Predictor, check_options
 from sdod.serve.slicing import Slicing
-from sdod.storage import (
-    S3Options,
-    inside,
-    is_s3,
-    local_path,
-    read_bytes,
-    s3_filesystem,
-    safe_relative,
-    write_bytes,
-)
+from sdod.storage import S3Options, is_s3, local_path, read_bytes, s3_filesystem, write_bytes
 from sdod.transfer import list_prefix
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 ON_ERROR = ("skip", "fail")
 CHUNK = 32  # images fetched ahead of the model at most
+T = TypeVar("T")
 
 
 @dataclass
@@ -78,7 +72,7 @@ def _safe_names(names: list[str], source: str, result: BatchResult, on_error: st
     return safe
 
 
-def _chunks(items: list[str], n: int) -> Iterator[list[str]]:
+def _chunks(items: list[T], n: int) -> Iterator[list[T]]:
     for i in range(0, len(items), n):
         yield items[i : i + n]
 
@@ -118,6 +112,37 @@ def _answers(
         yield rel, merged
 
 
+def _check_arguments(
+    on_error: str, batch_size: int, score_threshold: float, top_k: int | None
+) -> None:
+    """UserError naming the option that is out of range."""
+    if on_error not in ON_ERROR:
+        raise UserError(f"--on-error must be one of {', '.join(ON_ERROR)}, got {on_error!r}")
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be a positive integer, got {batch_size}")
+    check_options(score_threshold, top_k)
+
+
+def _image_names(source: str, s3: S3Options | None) -> list[str]:
+    """The JPEG and PNG files under `source`, relative to it, sorted; UserError if none."""
+    names = sorted(k for k in list_prefix(source, s3) if k.lower().endswith(IMAGE_SUFFIXES))
+    if not names:
+        raise UserError(f"{source}: no .jpg/.jpeg/.png images found")
+    return names
+
+
+def _prepare(predictor: Predictor, source: str, slicing: Slicing | None, fs: Any, rel: str) -> Any:
+    """The image `rel` under `source` read and prepared for the model (in the pool), or
+    the error that says why not (returned, not raised)."""
+    try:
+        data = read_bytes(_join(source, rel), fs=fs)
+        if slicing is not None:
+            return predictor.prepare_tiles(data, slicing, rel)
+        return predictor.prepare(data, rel)
+    except (OSError, UserError) as exc:
+        return DataError(f"cannot read ({exc})") if isinstance(exc, OSError) else exc
+
+
 def batch_predict(
     predictor: Predictor,
     source: str,
@@ -135,30 +160,14 @@ def batch_predict(
 ) -> BatchResult:
     """Predict every image under `source` (folder or s3:// prefix) into `dest` (large
     images tile by tile with `slicing`)."""
-    if on_error not in ON_ERROR:
-        raise UserError(f"--on-error must be one of {', '.join(ON_ERROR)}, got {on_error!r}")
-    if batch_size < 1:
-        raise UserError(f"--batch-size must be a positive integer, got {batch_size}")
-    check_options(score_threshold, top_k)
+    _check_arguments(on_error, batch_size, score_threshold, top_k)
     started = time.monotonic()
-    names = sorted(k for k in list_prefix(source, s3) if k.lower().endswith(IMAGE_SUFFIXES))
-    if not names:
-        raise UserError(f"{source}: no .jpg/.jpeg/.png images found")
+    names = _image_names(source, s3)
     result = BatchResult(source, dest, len(names), 0)
     names = _safe_names(names, source, result, on_error)
     fs_in = s3_filesystem(s3) if is_s3(source) else None
     fs_out = s3_filesystem(s3) if is_s3(dest) else None
-
-    def fetch(rel: str) -> Any:
-        """The image read and prepared for the model (in the pool), or why not."""
-        try:
-            data = read_bytes(_join(source, rel), fs=fs_in)
-            if slicing is not None:
-                return predictor.prepare_tiles(data, slicing, rel)
-            return predictor.prepare(data, rel)
-        except (OSError, UserError) as exc:
-            return DataError(f"cannot read ({exc})") if isinstance(exc, OSError) else exc
-
+    fetch = partial(_prepare, predictor, source, slicing, fs_in)
     log(f"batch inference: {result.images} images from {source} to {dest}")
     with ThreadPoolExecutor(max(1, workers)) as pool:
         ahead = max(CHUNK, batch_size) if slicing is None else max(1, workers)  # tiles weigh

@@ -13,10 +13,10 @@ from typing import Any
 import torch
 
 from sdod.artifact import ModelConfig
-from sdod.config import TrainingJobSpec
 from sdod.errors import UserError
 from sdod.hyperparameters import Hyperparameters
 from sdod.joblayout import JobLayout
+from sdod.jobspec import TrainingJobSpec
 from sdod.model.sagemaker_symbol import NETWORKS as SAGEMAKER_NETWORKS
 from sdod.settings import RuntimeSettings
 

@@ -19,65 +19,19 @@ from typing import Any
 
 import torch
 
-from sdod.config import Channel, TrainingJobSpec, load_job_spec
 from sdod.container import container_job
-from sdod.data.channels import read_channel
-from sdod.data.sample import SampleSet
 from sdod.errors import EXIT_USER, DataError, UserError
-from sdod.hyperparameters import Hyperparameters, parse_hyperparameters
+from sdod.hyperparameters import Hyperparameters
 from sdod.joblayout import EXIT_COMPLETED, EXIT_FAILED, EXIT_STOPPED, JobLayout
+from sdod.jobspec import TrainingJobSpec, load_job_spec
 from sdod.settings import RuntimeSettings
 from sdod.storage import atomic_write_bytes
 from sdod.train.distributed import OUTCOME_FILE, LaunchPlan, World, launch, plan_launch
 from sdod.train.init import initial_model
 from sdod.train.outputs import JobOutcome, deliver, upload_failure, write_model
+from sdod.train.samples import job_samples
 from sdod.train.slots import WaitTimeout, training_slot
 from sdod.train.stopping import StopFlag
-
-
-def shared_channel(
-    layout: JobLayout, spec: TrainingJobSpec, channel: Channel, world: World
-) -> SampleSet:
-    """A channel's samples. Under DDP the machine's first process indexes the channel and
-    writes the index (labels and image addresses) to the job root; the other processes on
-    the machine load it, so a large `.rec` is scanned once per machine, not once per GPU."""
-    if world.size == 1:
-        return read_channel(layout, spec, channel)
-    from sdod.storage import atomic_write_json
-
-    path = layout.root / "index" / f"{channel.name}.json"
-    data, error = None, None
-    if world.local_rank == 0:
-        path.unlink(missing_ok=True)
-        try:
-            data = read_channel(layout, spec, channel)
-            atomic_write_json(path, data.to_json(), indent=None)
-        except Exception as exc:  # the other ranks must still reach the barrier
-            error = exc
-    world.barrier()
-    if error is not None:
-        raise error
-    if data is not None:
-        return data
-    if not path.is_file():
-        raise UserError(f"channel {channel.name}: this machine's first process could not index it")
-    return SampleSet.from_json(json.loads(path.read_text()))
-
-
-def check_labels(data: SampleSet, hp: Hyperparameters, channel: str) -> None:
-    for sample in data.samples:
-        if sample.labels.size and int(sample.labels.max()) >= hp.num_classes:
-            raise DataError(
-                f"channel {channel}, image {sample.key}: class_id "
-                f"{int(sample.labels.max())} is not below num_classes={hp.num_classes}; "
-                "class ids run from 0 to num_classes-1"
-            )
-        if sample.num_objects > hp.max_objects:
-            raise DataError(
-                f"channel {channel}, image {sample.key}: {sample.num_objects} objects, but "
-                f"label_width={hp.label_width} fits {hp.max_objects}; "
-                f"raise label_width to at least {2 + 5 * sample.num_objects}"
-            )
 
 
 def data_workers(world: World, configured: int | None = None) -> int:
@@ -304,7 +258,7 @@ def _launch_plan(
     nproc_per_node: int | None,
     rdzv_endpoint: str | None,
 ) -> LaunchPlan:
-    hp = parse_hyperparameters(spec.hyperparameters)
+    hp = spec.hp
     return plan_launch(
         job_name=spec.name,
         instance_count=spec.instance_count,
@@ -347,10 +301,10 @@ def _run(
 ) -> JobOutcome:
     from sdod.train.loop import fit
 
-    hp = parse_hyperparameters(spec.hyperparameters)
+    hp = spec.hp
     if stop.deadline is None:
         stop.set_max_runtime(spec.max_runtime_seconds)
-    train, validation = _channels(layout, spec, hp, world, log)
+    train, validation = job_samples(layout, spec, hp, world, log)
     model = initial_model(layout, spec, hp, log, settings)
     device = world.device()
     opts = _resumable(layout, spec, hp, model, device, log, world, settings)
@@ -379,30 +333,6 @@ def _run(
         + f"; model: {path}"
     )
     return JobOutcome(status, code, str(layout.root), str(path), metrics)
-
-
-def _channels(
-    layout: JobLayout,
-    spec: TrainingJobSpec,
-    hp: Hyperparameters,
-    world: World,
-    log: Callable[[str], None],
-) -> tuple[SampleSet, SampleSet]:
-    """The train and validation channels' samples, their labels checked."""
-    train_channel = spec.channel("train")
-    if train_channel is None:
-        raise UserError("the job has no 'train' channel")
-    train = shared_channel(layout, spec, train_channel, world)
-    val_channel = spec.channel("validation")
-    validation = shared_channel(layout, spec, val_channel, world) if val_channel else SampleSet([])
-    check_labels(train, hp, "train")
-    check_labels(validation, hp, "validation")
-    if hp.num_training_samples != len(train):
-        log(
-            f"warning: num_training_samples={hp.num_training_samples} "
-            f"but the train channel holds {len(train)} images"
-        )
-    return train, validation
 
 
 def _job_metrics(result: Any, hp: Hyperparameters, seconds: float) -> dict[str, Any]:

@@ -24,8 +24,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sdod.config import TrainingJobSpec
 from sdod.errors import UserError
+from sdod.jobspec import TrainingJobSpec
 from sdod.settings import RuntimeSettings
 from sdod.storage import S3Options, exists
 from sdod.train.slots import open_lock_file

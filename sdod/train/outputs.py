@@ -13,11 +13,11 @@ from typing import Any
 import torch
 
 from sdod.artifact import Artifact, ModelConfig, weights_bytes, write_artifact, write_artifact_files
-from sdod.config import TrainingJobSpec
 from sdod.data.sample import SampleSet
 from sdod.errors import UserError
 from sdod.hyperparameters import Hyperparameters
 from sdod.joblayout import JobLayout
+from sdod.jobspec import TrainingJobSpec
 from sdod.storage import atomic_write_bytes
 
 

@@ -66,6 +66,18 @@ def _holders(folder: Path, count: int) -> str:
     return "; ".join(h for h in found if h) or "unknown"
 
 
+def _claim(folder: Path, count: int, job: str) -> int | None:
+    """The lock of the first free slot, with this process and `job` written in it for
+    whoever waits; None when every slot is held."""
+    for i in range(count):
+        fd = _try_lock(folder / f"slot-{i}.lock")
+        if fd is not None:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"pid {os.getpid()}, job {job}\n".encode())
+            return fd
+    return None
+
+
 @contextmanager
 def training_slot(
     job: str,
@@ -86,12 +98,7 @@ def training_slot(
     count = slots
     started, announced, fd = time.monotonic(), False, None
     while fd is None:
-        for i in range(count):
-            fd = _try_lock(folder / f"slot-{i}.lock")
-            if fd is not None:
-                os.ftruncate(fd, 0)
-                os.write(fd, f"pid {os.getpid()}, job {job}\n".encode())
-                break
+        fd = _claim(folder, count, job)
         if fd is not None:
             break
         waited = time.monotonic() - started

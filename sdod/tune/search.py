@@ -19,7 +19,6 @@ with a valid model, as SageMaker's early stopping does.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -28,24 +27,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sdod.errors import UserError
-from sdod.settings import SiteSettings
 from sdod.train.metrics import MetricPoint
-from sdod.tune.picture import objective_picture
 from sdod.tune.spec import OBJECTIVE, ParameterRange, TuningSpec
 from sdod.tune.trials import TrialProcess, TrialRecord, iso_time, trial_name
 
 if TYPE_CHECKING:
     import optuna
-
-    from sdod.storage import S3Options
-
-
-def default_storage() -> str:
-    """`SDOD_TUNING_STORAGE`, else SQLite in the state folder (`sdod.settings`)."""
-    url = SiteSettings.from_env().tuning_storage
-    if url.startswith("sqlite:///"):  # SQLite creates the file, not its folder
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    return url
 
 
 def _storage(url: str) -> optuna.storages.BaseStorage:
@@ -406,71 +393,3 @@ class TuningRun:
         if self.spec.parents:
             out["WarmStartConfig"] = self.spec.raw.get("WarmStartConfig")
         return out
-
-
-def write_summary(
-    spec: TuningSpec, summary: dict[str, Any], s3: S3Options | None = None
-) -> dict[str, Any]:
-    """`describe.json` and `objective.png` to `<S3OutputPath>/<tuning-job>/` (its URI in
-    the summary's `OutputUri`)."""
-    import tempfile
-
-    from sdod.storage import join_uri
-    from sdod.transfer import upload_tree
-
-    output = (spec.training.get("OutputDataConfig") or {}).get("S3OutputPath")
-    with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "describe.json").write_text(json.dumps(summary, indent=2))
-        objective_picture(summary, Path(tmp) / "objective.png")
-        if output:
-            where = join_uri(output, spec.name)
-            upload_tree(Path(tmp), where, s3=s3)
-            summary["OutputUri"] = where
-    return summary
-
-
-def run_tuning(
-    spec: TuningSpec,
-    *,
-    parallel: int = 1,
-    step: str = "all",
-    lane: int = 0,
-    work: str | None = None,
-    storage: str | None = None,
-    s3: S3Options | None = None,
-    log: Callable[[str], None] = print,
-) -> dict[str, Any]:
-    """Run a tuning job (`step="all"`); write `describe.json` and `objective.png` to
-    `<S3OutputPath>/<tuning-job>/`; return the DescribeHyperParameterTuningJob summary.
-
-    The DAG runs it in steps, each in its own task, sharing the study's database:
-    `prepare` (warm start, Grid's combinations), then one `lane` per parallel slot (trials
-    one after another until the job is done), then `summary`."""
-    folder = Path(work) if work else SiteSettings.from_env().state_dir / "tuning"
-    run = TuningRun(
-        spec, parallel=parallel, work=folder / spec.name, storage=storage or default_storage(),
-        log=log, env=s3.env() if s3 is not None else None,
-    )  # fmt: skip
-    if step == "prepare":
-        run.prepare()
-        return {"HyperParameterTuningJobName": spec.name, "lanes": list(range(spec.max_parallel))}
-    if step == "lane":
-        run.run_lanes([lane])
-        return {"HyperParameterTuningJobName": spec.name}
-    if step == "summary":
-        return write_summary(spec, run.describe(), s3=s3)
-    if step != "all":
-        raise ValueError(f"step must be all, prepare, lane or summary, got {step!r}")
-    log(
-        f"tuning job {spec.name}: {spec.strategy}, up to {run.total} training jobs, "
-        f"{run.parallel} at a time, early stopping {spec.early_stopping}"
-    )
-    summary = write_summary(spec, run.run(), s3=s3)
-    best = summary.get("BestTrainingJob")
-    value = best["FinalHyperParameterTuningJobObjectiveMetric"]["Value"] if best else None
-    log(
-        f"tuning job {spec.name}: {summary['HyperParameterTuningJobStatus']} "
-        f"({summary['TuningJobCompletionDetails']['Reason']}); best: "
-        + (f"{best['TrainingJobName']} {OBJECTIVE}={value:.4f}" if best else "none")
-    )
-    return summary

@@ -145,12 +145,23 @@ def _valid(name: str, value: str) -> str | None:
 
 
 def _range(kind: str, raw: Any, where: str, problems: list[str]) -> ParameterRange | None:
+    name = _tunable_name(kind, raw, where, problems)
+    if name is None:
+        return None
+    if kind == "categorical":
+        return _categorical(name, raw.get("Values"), where, problems)
+    return _numeric(name, kind, raw, where, problems)
+
+
+def _tunable_name(kind: str, raw: Any, where: str, problems: list[str]) -> str | None:
+    """The range's hyperparameter when it is tunable with ranges of `kind`, else None (and
+    the problem noted)."""
     from sdod.hyperparameters import PARSERS
 
     if not isinstance(raw, dict) or not isinstance(raw.get("Name"), str):
         problems.append(f"{where}: each range is an object with a Name")
         return None
-    name = raw["Name"]
+    name: str = raw["Name"]
     if name not in TUNABLE:
         what = "a tunable" if name in PARSERS else "a"
         problems.append(
@@ -161,8 +172,14 @@ def _range(kind: str, raw: Any, where: str, problems: list[str]) -> ParameterRan
     if kind != "categorical" and TUNABLE[name] != kind:
         problems.append(f"{where}: {name} takes {TUNABLE[name]} or categorical ranges, not {kind}")
         return None
-    if kind == "categorical":
-        return _categorical(name, raw.get("Values"), where, problems)
+    return name
+
+
+def _numeric(
+    name: str, kind: str, raw: dict[str, Any], where: str, problems: list[str]
+) -> ParameterRange | None:
+    """An integer or continuous range: its bounds within the hyperparameter's own, and a
+    scaling they allow."""
     integer = kind == "integer"
     low = _number(raw.get("MinValue"), f"{where}.MinValue", problems, integer)
     high = _number(raw.get("MaxValue"), f"{where}.MaxValue", problems, integer)
@@ -175,6 +192,19 @@ def _range(kind: str, raw: Any, where: str, problems: list[str]) -> ParameterRan
     if low > high:
         problems.append(f"{where}: MinValue {low:g} is above MaxValue {high:g}")
     given = low
+    low, high = _within_limits(name, low, high, integer, where, problems)
+    if scaling == "Logarithmic" and given <= 0:
+        problems.append(f"{where}: Logarithmic scaling needs MinValue > 0")
+    if scaling == "ReverseLogarithmic" and not (low >= 0 and high < 1):
+        problems.append(f"{where}: ReverseLogarithmic scaling needs 0 <= MinValue, MaxValue < 1")
+    return ParameterRange(name, kind, low, high, scaling=scaling)
+
+
+def _within_limits(
+    name: str, low: float, high: float, integer: bool, where: str, problems: list[str]
+) -> tuple[float, float]:
+    """The bounds, each checked against the hyperparameter's own rule (a problem noted
+    when it breaks it); a continuous bound on an open limit is moved just inside it."""
     inward = {"MinValue": 1e-12, "MaxValue": -1e-12}
     for bound, value in (("MinValue", low), ("MaxValue", high)):
         text = str(int(value)) if integer else repr(value)
@@ -190,11 +220,7 @@ def _range(kind: str, raw: Any, where: str, problems: list[str]) -> ParameterRan
             )
         if broken is not None:
             problems.append(f"{where}.{bound}: {broken}")
-    if scaling == "Logarithmic" and given <= 0:
-        problems.append(f"{where}: Logarithmic scaling needs MinValue > 0")
-    if scaling == "ReverseLogarithmic" and not (low >= 0 and high < 1):
-        problems.append(f"{where}: ReverseLogarithmic scaling needs 0 <= MinValue, MaxValue < 1")
-    return ParameterRange(name, kind, low, high, scaling=scaling)
+    return low, high
 
 
 def _categorical(name: str, values: Any, where: str, problems: list[str]) -> ParameterRange | None:
@@ -314,7 +340,7 @@ def _warm_start(raw: Any, problems: list[str]) -> tuple[tuple[str, ...], str]:
 
 def check_tuning_request(raw: Any) -> tuple[TuningSpec | None, list[str]]:
     """Every problem of a CreateHyperParameterTuningJob request; the spec when none."""
-    from sdod.config import check_job_request
+    from sdod.jobspec import check_job_request
 
     problems: list[str] = []
     if not isinstance(raw, dict):

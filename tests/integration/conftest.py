@@ -129,8 +129,8 @@ def train_memoriser(root: Path, *, num_classes: int, epochs: int, seed: int) -> 
     import shutil
 
     from sdod import stages
-    from sdod.config import spec_from_form
     from sdod.demo.dataset import make_sample_data
+    from sdod.jobspec.form import spec_from_form
 
     data = root / "data"
     make_sample_data(data, train=4, validation=1, num_classes=num_classes, seed=11)

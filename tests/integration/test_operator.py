@@ -25,7 +25,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _config(data: Path, name: str, *, runtime: int = 600, **hp: str) -> dict[str, Any]:
-    from sdod.config import spec_from_form
+    from sdod.jobspec.form import spec_from_form
 
     return spec_from_form(
         job_name=name, data_uri=str(data), output_uri=str(data / "out"), max_runtime_seconds=runtime,

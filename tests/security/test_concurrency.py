@@ -133,7 +133,7 @@ def test_temporary_names_are_never_shared_by_two_writers(tmp_path: Path) -> None
 
 
 def _job_spec(tmp_path: Path, data: Path, name: str, lr: str, **extra: object) -> Path:
-    from sdod.config import spec_from_form
+    from sdod.jobspec.form import spec_from_form
 
     hp = {"base_network": "resnet-lite", "use_pretrained_model": "0", "num_classes": "2",
           "num_training_samples": "3", "epochs": "2", "mini_batch_size": "3",

@@ -49,7 +49,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _spec(name: str, data_uri: str, out: str, **extra: object) -> dict:
-    from sdod.config import spec_from_form
+    from sdod.jobspec.form import spec_from_form
 
     hp = {"base_network": "resnet-lite", "use_pretrained_model": "0", "num_classes": "2",
           "num_training_samples": "3", "epochs": "1", "mini_batch_size": "2",
@@ -183,7 +183,7 @@ def test_a_lock_file_planted_as_a_symlink_is_refused_and_its_target_kept(
 
 def test_safe_relative_refuses_every_escape() -> None:
     from sdod.errors import DataError
-    from sdod.storage import inside, safe_relative
+    from sdod.safe_paths import inside, safe_relative
 
     for bad in ("", "/etc/passwd", "a/../../b", "..", "./a", "a//b", "a/./b", "a\x00b", "a\nb"):
         with pytest.raises(DataError) as caught:

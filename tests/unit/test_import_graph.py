@@ -26,10 +26,11 @@ PACKAGE = Path(__file__).resolve().parents[2] / "sdod"
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("errors and settings", frozenset({"", "errors", "settings", "faults"})),
     ("storage, archives, hyperparameters", frozenset({"storage", "archive", "transfer",
-                                                      "hyperparameters"})),
+                                                      "hyperparameters", "safe_paths"})),
     ("the job spec and its layouts", frozenset({"config", "jobspec", "joblayout", "workspace",
                                                 "container"})),
-    ("formats and networks", frozenset({"data", "model", "artifact", "demo"})),
+    ("formats and networks", frozenset({"data", "model", "artifact", "artifact_members",
+                                        "demo"})),
     ("machinery", frozenset({"checks", "train", "evaluate", "serve", "tune", "registry"})),
     ("one room per stage", frozenset({"pipeline"})),
     ("the front door", frozenset({"stages"})),
@@ -243,7 +244,7 @@ def test_the_reader_sees_every_kind_of_import(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("source", "target", "upwards"),
     [("sdod.stages", "sdod.train.job", False), ("sdod.train.job", "sdod.stages", True),
-     ("sdod.train.job", "sdod.evaluate.run", False), ("sdod.storage", "sdod.config", True),
+     ("sdod.train.job", "sdod.evaluate.run", False), ("sdod.storage", "sdod.jobspec", True),
      ("sdod.container", "sdod", False), ("sdod", "sdod.cli", True)],
 )  # fmt: skip
 def test_layers_compare_top_level_names(source: str, target: str, upwards: bool) -> None:

@@ -115,7 +115,7 @@ def test_weight_limits_hold_every_network_with_little_room() -> None:
     variant) from above, by at most 20% and the safetensors header's slack."""
     import torch
 
-    from sdod.artifact import WEIGHTS_SLACK, weights_limit
+    from sdod.artifact_members import WEIGHTS_SLACK, weights_limit
     from sdod.model.ssd import SSD, SSDConfig
 
     for net in ("vgg-16", "resnet-50", "mobilenet-v3", "resnet-lite"):

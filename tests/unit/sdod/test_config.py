@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from sdod.config import load_job_spec, parse_job_spec
+from sdod.jobspec import load_job_spec, parse_job_spec
 from sdod.errors import UserError
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "include" / "jobs" / "sagemaker-example.json"
@@ -109,7 +109,7 @@ def _spec_with(channel: dict, **top: object) -> dict:
 def test_input_modes_and_compression_as_the_api_defines_them() -> None:
     import pytest
 
-    from sdod.config import parse_job_spec
+    from sdod.jobspec import parse_job_spec
     from sdod.errors import UserError
 
     base = {"ChannelName": "train", "DataSource": {"S3DataSource": {"S3Uri": "s3://b/t/"}}}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sdod.config import MAX_RUNTIME
+from sdod.jobspec import MAX_RUNTIME
 from sdod.container import container_job, sagemaker_root
 from sdod.errors import UserError
 

@@ -14,7 +14,7 @@ import torch
 
 from sdod import stages
 from sdod.artifact import read_artifact
-from sdod.config import spec_from_form
+from sdod.jobspec.form import spec_from_form
 from sdod.demo.dataset import make_sample_data
 from sdod.train import checkpoint
 

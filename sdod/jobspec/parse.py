@@ -1,4 +1,4 @@
-"""The training-job spec: SageMaker's `CreateTrainingJob` request, validated once at the edge.
+"""Parsing a CreateTrainingJob request into a `TrainingJobSpec`, validated once at the edge.
 
 A spec a user already sends to SageMaker is accepted unchanged; fields sdod has no use for
 (`RoleArn`, `VpcConfig`, `AlgorithmSpecification`, ...) are accepted and listed in
@@ -7,90 +7,25 @@ A spec a user already sends to SageMaker is accepted unchanged; fields sdod has 
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
+import copy
 from pathlib import Path
 from typing import Any
 
 from sdod.errors import UserError
-from sdod.hyperparameters import Hyperparameters, parse_hyperparameters
-
-__all__ = [
-    "Channel",
-    "Hyperparameters",
-    "TrainingJobSpec",
-    "load_job_spec",
-    "parse_hyperparameters",
-    "parse_job_spec",
-]
-
-# fullmatch, never match: `$` also matches before a trailing newline ("job\n" is no name)
-JOB_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
-CHANNEL_NAME = re.compile(r"[A-Za-z0-9\.\-_]{1,64}")
-MAX_CHANNELS = 20
-MAX_HYPERPARAMETERS = 100
-MAX_HP_LENGTH = 256
-CONTENT_TYPES = {
-    "application/x-recordio",
-    "image/jpeg",
-    "image/png",
-    "application/x-image",
-    "application/jsonlines",
-    "application/x-sagemaker-model",
-}
-KNOWN_CHANNELS = ("train", "validation", "train_annotation", "validation_annotation", "model")
-INPUT_MODES = ("File", "Pipe", "FastFile")
-STREAMED_MODES = ("Pipe", "FastFile")  # read in place from the object store, never downloaded
-COMPRESSION_TYPES = ("None", "Gzip")
-USED_FIELDS = {
-    "TrainingJobName",
-    "HyperParameters",
-    "InputDataConfig",
-    "OutputDataConfig",
-    "ResourceConfig",
-    "StoppingCondition",
-    "CheckpointConfig",
-    "Tags",
-    "AlgorithmSpecification",  # its TrainingInputMode: the channels' default InputMode
-}
-
-
-@dataclass(frozen=True)
-class Channel:
-    name: str
-    uri: str
-    content_type: str | None = None
-    input_mode: str = "File"
-    attribute_names: tuple[str, ...] = ()
-    record_wrapper: str | None = None
-    shuffle_seed: int | None = None
-    s3_data_type: str = "S3Prefix"
-    compression: str = "None"
-
-    @property
-    def streamed(self) -> bool:
-        """Pipe and FastFile channels are read in place, never downloaded whole."""
-        return self.input_mode in STREAMED_MODES
-
-
-@dataclass(frozen=True)
-class TrainingJobSpec:
-    name: str
-    hyperparameters: dict[str, str]
-    channels: tuple[Channel, ...]
-    output_path: str
-    instance_count: int = 1
-    gpus_per_instance: int | None = None
-    max_runtime_seconds: int = 86400
-    max_wait_seconds: int | None = None
-    checkpoint_uri: str | None = None
-    tags: dict[str, str] = field(default_factory=dict)
-    ignored_fields: tuple[str, ...] = ()
-    container: bool = False  # in a SageMaker container: it tars /opt/ml/model and uploads it
-    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
-
-    def channel(self, name: str) -> Channel | None:
-        return next((c for c in self.channels if c.name == name), None)
+from sdod.jobspec.model import (
+    CHANNEL_NAME,
+    COMPRESSION_TYPES,
+    CONTENT_TYPES,
+    INPUT_MODES,
+    JOB_NAME,
+    MAX_CHANNELS,
+    MAX_HP_LENGTH,
+    MAX_HYPERPARAMETERS,
+    MAX_RUNTIME,
+    USED_FIELDS,
+    Channel,
+    TrainingJobSpec,
+)
 
 
 def _get(
@@ -131,9 +66,8 @@ def _hyperparameters(raw: Any) -> dict[str, str]:
     return out
 
 
-def _channel(raw: Any, i: int, default_mode: str = "File") -> Channel:
-    where = f"InputDataConfig[{i}]"
-    name = _get(raw, "ChannelName", where, str)
+def _channel_name(raw: Any, where: str) -> str:
+    name: str = _get(raw, "ChannelName", where, str)
     if not CHANNEL_NAME.fullmatch(name):
         raise UserError(f"{where}.ChannelName {name!r} must match [A-Za-z0-9.-_]{{1,64}}")
     if set(name) == {"."}:  # SageMaker's pattern allows it; here it names a folder
@@ -141,6 +75,39 @@ def _channel(raw: Any, i: int, default_mode: str = "File") -> Channel:
             f"{where}.ChannelName {name!r} is only dots: it would name the channels' parent "
             f"folder (input/data/{name}); use a name such as 'train' or 'validation'"
         )
+    return name
+
+
+def _compression(raw: Any, where: str, mode: str, data_type: str) -> str:
+    compression: str = _get(raw, "CompressionType", where, str, required=False) or "None"
+    if compression not in COMPRESSION_TYPES:
+        raise UserError(f"{where}.CompressionType {compression!r} must be None or Gzip")
+    if compression == "Gzip" and mode == "File":
+        raise UserError(
+            f"{where}.CompressionType Gzip applies to Pipe mode only (as on SageMaker); "
+            "in File mode upload the data uncompressed, or set InputMode to Pipe"
+        )
+    if compression == "Gzip" and data_type != "AugmentedManifestFile":
+        raise UserError(
+            f"{where}.CompressionType Gzip: sdod streams RecordIO with ranged reads per record, "
+            "which a gzip stream cannot serve; upload the .rec uncompressed (Gzip works for "
+            "an augmented manifest)"
+        )
+    return compression
+
+
+def _distribution(source: dict[str, Any], where: str) -> str:
+    value = _get(source, "S3DataDistributionType", where, str, required=False)
+    if value not in (None, "FullyReplicated", "ShardedByS3Key"):
+        raise UserError(
+            f"{where}.S3DataDistributionType {value!r} must be FullyReplicated or ShardedByS3Key"
+        )
+    return value or "FullyReplicated"
+
+
+def _channel(raw: Any, i: int, default_mode: str = "File") -> Channel:
+    where = f"InputDataConfig[{i}]"
+    name = _channel_name(raw, where)
     source = _get(_get(raw, "DataSource", where, dict), "S3DataSource", f"{where}.DataSource", dict)
     s3_where = f"{where}.DataSource.S3DataSource"
     uri = _get(source, "S3Uri", s3_where, str)
@@ -167,30 +134,16 @@ def _channel(raw: Any, i: int, default_mode: str = "File") -> Channel:
             f"{where}: S3DataType ManifestFile is read in File mode (the listed objects are "
             "downloaded); set InputMode to File, or use an S3Prefix or AugmentedManifestFile"
         )
-    compression = _get(raw, "CompressionType", where, str, required=False) or "None"
-    if compression not in COMPRESSION_TYPES:
-        raise UserError(f"{where}.CompressionType {compression!r} must be None or Gzip")
-    if compression == "Gzip" and mode == "File":
-        raise UserError(
-            f"{where}.CompressionType Gzip applies to Pipe mode only (as on SageMaker); "
-            "in File mode upload the data uncompressed, or set InputMode to Pipe"
-        )
-    if compression == "Gzip" and data_type != "AugmentedManifestFile":
-        raise UserError(
-            f"{where}.CompressionType Gzip: sdod streams RecordIO with ranged reads per record, "
-            "which a gzip stream cannot serve; upload the .rec uncompressed (Gzip works for "
-            "an augmented manifest)"
-        )
+    compression = _compression(raw, where, mode, data_type)
+    distribution = _distribution(source, s3_where)
     attrs = _get(source, "AttributeNames", s3_where, list, required=False) or []
     shuffle = _get(raw, "ShuffleConfig", where, dict, required=False)
     seed = _get(shuffle, "Seed", f"{where}.ShuffleConfig", int) if shuffle is not None else None
     wrapper = _get(raw, "RecordWrapperType", where, str, required=False)
     return Channel(
-        name, uri, content_type, mode, tuple(map(str, attrs)), wrapper, seed, data_type, compression
-    )
-
-
-MAX_RUNTIME = 2_419_200  # 28 days: the API's limit for MaxRuntimeInSeconds and MaxWait
+        name, uri, content_type, mode, tuple(map(str, attrs)), wrapper, seed, data_type,
+        compression, distribution,
+    )  # fmt: skip
 
 
 class _Collector:
@@ -339,7 +292,7 @@ def _parse(raw: Any, collect: bool) -> tuple[TrainingJobSpec | None, list[str]]:
         checkpoint_uri=checkpoint_uri,
         tags=tags,
         ignored_fields=_ignored(raw),
-        raw=raw,
+        raw=copy.deepcopy(raw),  # the spec's own: the caller may change theirs
     )
     return spec, []
 
@@ -377,77 +330,21 @@ def load_job_spec(path: str | Path) -> TrainingJobSpec:
         raise UserError(f"{path}: {exc}") from None
 
 
-IMAGE_CHANNELS = ("train", "validation", "train_annotation", "validation_annotation")
+def parse_spec(spec: str | dict[str, Any] | TrainingJobSpec) -> TrainingJobSpec:
+    """A validated CreateTrainingJob request from a path, a dict or a parsed spec."""
+    if isinstance(spec, TrainingJobSpec):
+        return spec
+    return parse_job_spec(spec) if isinstance(spec, dict) else load_job_spec(spec)
 
 
-def spec_from_form(**fields: Any) -> dict[str, Any]:
-    """`form_request(**fields)`, validated before it is returned (the first problem raises)."""
-    spec = form_request(**fields)
-    parse_job_spec(spec)
-    parse_hyperparameters(spec["HyperParameters"])
+def checked_spec(request: str | dict[str, Any]) -> TrainingJobSpec:
+    """A CreateTrainingJob request (a JSON file or a dict) checked in full: UserError
+    listing every problem (`check_job_request`), else the spec."""
+    from sdod.storage import read_json
+
+    raw = read_json(request, "job spec") if isinstance(request, str) else request
+    spec, problems = check_job_request(raw)
+    if spec is None:
+        listed = "\n".join(f"  - {p}" for p in problems)
+        raise UserError(f"{len(problems)} problem(s) in the training-job request:\n{listed}")
     return spec
-
-
-def form_request(
-    *,
-    job_name: str,
-    data_uri: str,
-    output_uri: str,
-    hyperparameters: dict[str, Any],
-    max_runtime_seconds: int,
-    content_type: str = "image/jpeg",
-) -> dict[str, Any]:
-    """A CreateTrainingJob request from the Airflow trigger form: the four image-format
-    channels under `data_uri` (SageMaker's layout). Not validated: `spec_from_form` raises
-    its first problem, `check_job_request` lists them all."""
-    base = data_uri.rstrip("/")
-    hp = {k: str(v) for k, v in hyperparameters.items()}
-    spec: dict[str, Any] = {
-        "TrainingJobName": job_name,
-        "HyperParameters": hp,
-        "InputDataConfig": [
-            {
-                "ChannelName": name,
-                "ContentType": content_type,
-                "InputMode": "File",
-                "DataSource": {
-                    "S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"{base}/{name}/"}
-                },
-            }
-            for name in IMAGE_CHANNELS
-        ],
-        "OutputDataConfig": {"S3OutputPath": output_uri},
-        "ResourceConfig": {"InstanceCount": 1},
-        "StoppingCondition": {"MaxRuntimeInSeconds": int(max_runtime_seconds)},
-    }
-    return spec
-
-
-def job_plan(spec: TrainingJobSpec) -> dict[str, Any]:
-    """What sdod will do with a valid request: normalised hyperparameters (defaults filled
-    in), each channel with its mode, the stopping condition, the fields it ignores."""
-    hp = parse_hyperparameters(spec.hyperparameters)
-    return {
-        "TrainingJobName": spec.name,
-        "HyperParameters": hp.to_strings(),
-        "channels": [
-            {
-                "name": c.name,
-                "uri": c.uri,
-                "content_type": c.content_type,
-                "mode": c.input_mode,
-                "read": "streamed, never downloaded" if c.streamed else "downloaded first",
-                "s3_data_type": c.s3_data_type,
-                "compression": c.compression,
-                "shuffle_seed": c.shuffle_seed,
-            }
-            for c in spec.channels
-        ],
-        "output": f"{spec.output_path.rstrip('/')}/{spec.name}/output/model.tar.gz",
-        "checkpoints": spec.checkpoint_uri,
-        "instances": spec.instance_count,
-        "max_runtime_seconds": spec.max_runtime_seconds,
-        "max_wait_seconds": spec.max_wait_seconds,
-        "ignored_fields": list(spec.ignored_fields),
-        "ignored_hyperparameters": list(hp.ignored),
-    }
