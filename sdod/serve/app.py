@@ -142,19 +142,17 @@ class Endpoint:
         self.ready = False
         self.in_flight = 0  # image requests being read, decoded or waiting for the model
         get, post = "GET", "POST"
-        self.routes: list[tuple[re.Pattern[str], str, dict[str, Handler]]] = [
-            (re.compile(p), route, methods)
-            for p, route, methods in [
-                (r"/ping", "ping", {get: self._ping}),
-                (rf"/(?:endpoints/{NAME}/)?invocations", "invocations", {post: self._invocations}),
-                (r"/v2", "metadata", {get: self._server_metadata}),
-                (r"/v2/health/(?P<probe>live|ready)", "health", {get: self._health}),
-                (MODEL, "metadata", {get: self._model_metadata}),
-                (MODEL + "/ready", "health", {get: self._model_ready}),
-                (MODEL + "/infer", "infer", {post: self._infer}),
-                (r"/metrics", "metrics", {get: self._metrics}),
-            ]
+        table: list[tuple[str, str, dict[str, Handler]]] = [
+            (r"/ping", "ping", {get: self._ping}),
+            (rf"/(?:endpoints/{NAME}/)?invocations", "invocations", {post: self._invocations}),
+            (r"/v2", "metadata", {get: self._server_metadata}),
+            (r"/v2/health/(?P<probe>live|ready)", "health", {get: self._health}),
+            (MODEL, "metadata", {get: self._model_metadata}),
+            (MODEL + "/ready", "health", {get: self._model_ready}),
+            (MODEL + "/infer", "infer", {post: self._infer}),
+            (r"/metrics", "metrics", {get: self._metrics}),
         ]
+        self.routes = [(re.compile(p), route, methods) for p, route, methods in table]
 
     async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
         if scope["type"] == "lifespan":

@@ -114,7 +114,8 @@ def _b64(text: str, index: int) -> bytes:
 
 def _unpack_bytes(binary: bytes) -> list[bytes]:
     """BYTES elements: each a 4-byte little-endian length, then that many bytes."""
-    out, at = [], 0
+    out: list[bytes] = []
+    at = 0
     while at < len(binary):
         if at + 4 > len(binary) or len(out) >= MAX_IMAGES:
             raise UserError("inputs[0]: binary data is not length-prefixed BYTES elements")

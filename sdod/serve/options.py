@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 from urllib.parse import parse_qs
@@ -66,7 +66,7 @@ class ServeOptions:
 def from_environment(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The options SageMaker's hosting environment sets (for `merged`), checked."""
     env = os.environ if env is None else env
-    wanted = {
+    wanted: dict[str, tuple[str, Callable[[str], Any]]] = {
         "SAGEMAKER_MODEL_SERVER_WORKERS": ("workers", int),
         "SAGEMAKER_MODEL_SERVER_TIMEOUT": ("queue_timeout", float),
         "SAGEMAKER_MAX_PAYLOAD_IN_MB": ("max_request_bytes", lambda v: int(float(v) * (1 << 20))),

@@ -156,7 +156,7 @@ class BoundedProtocol(H11Protocol):
             self._disarm()  # the whole request is in: the app's queue timeout bounds the rest
             self.cycle.waiting_for_100_continue = False  # the body is here already
 
-    def eof_received(self) -> bool | None:
+    def eof_received(self) -> bool | None:  # type: ignore[override]  # asyncio allows a bool
         """The client ended its side. A request in progress is still answered (a body cut
         short is a 400 from the app), a request begun but not whole is a 400 here (h11
         would close without a word); then the connection closes."""
@@ -201,7 +201,7 @@ class BoundedProtocol(H11Protocol):
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to a request h11 cannot parse, as JSON with its own status."""
         self._disarm()
-        error = self.conn.last_error
+        error = getattr(self.conn, "last_error", None)  # uvicorn sets it on its h11 connection
         status = getattr(error, "error_status_hint", 400) if error is not None else 400
         reason = str(error) if error is not None and str(error) else msg
         if status == 431:
