@@ -165,3 +165,29 @@ def test_torchvisions_vgg16_becomes_vgg16_reduced_by_subsampling_fc6_and_fc7() -
     assert load_backbone(model, out, "torchvision") == len(backbone_names(model)) == 30
     with pytest.raises(UserError, match="not torchvision's VGG-16"):
         vgg16_reduced_from_torchvision({"features.0.weight": torch.zeros(1)})
+
+
+def test_a_model_trained_before_keeps_its_layout_and_predicts(tmp_path: Path) -> None:
+    """model_config.json without `variant` (sdod's vgg-16 before SageMaker's layout became
+    the default) still builds that network, loads its weights and predicts via the CLI."""
+    import subprocess
+    import sys
+
+    from sdod.artifact import Artifact, ModelConfig, weights_bytes, write_artifact
+    from sdod.model.ssd import SSD
+
+    config = ModelConfig("vgg-16", 2, 300, ("cat", "dog"))
+    old = config.build()
+    assert isinstance(old, SSD) and "variant" not in config.to_dict()
+    path = write_artifact(
+        tmp_path / "model.tar.gz",
+        Artifact(weights_bytes(old.state_dict()), {}, config.to_dict(), {}),
+    )
+    image = SM.parent / "images" / "00_astronaut.jpg"
+    run = subprocess.run(
+        [sys.executable, "-m", "sdod", "predict", "--model", str(path), str(image)],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "prediction" in json.loads(run.stdout)
