@@ -30,6 +30,8 @@ from _common import machine, table, write_results
 from sdod.hyperparameters import parse_hyperparameters
 from sdod.model.boxes import match
 from sdod.model.loss import multibox_loss
+from sdod.model.sagemaker_layout import build_layout
+from sdod.model.sagemaker_symbol import NETWORKS as SAGEMAKER_NETWORKS
 from sdod.model.ssd import SSD, SSDConfig
 from sdod.train.loop import GRAD_CLIP_NORM
 from sdod.train.optim import make_optimizer
@@ -74,7 +76,10 @@ def sdod_step_rate(
     multibox loss, gradient clipping, its optimiser: MXNet's SGD in multi-tensor
     operations), and the step."""
     g = torch.Generator().manual_seed(0)
-    model = SSD(SSDConfig(net, NUM_CLASSES, size)).to(device)
+    if net in SAGEMAKER_NETWORKS:  # what `sdod train` trains for vgg-16 / resnet-50
+        model = build_layout(net, NUM_CLASSES, size).to(device)
+    else:
+        model = SSD(SSDConfig(net, NUM_CLASSES, size)).to(device)
     model = model.to(memory_format=torch.channels_last).train()
     hp = parse_hyperparameters({"num_classes": NUM_CLASSES, "num_training_samples": batch})
     opt = make_optimizer(model, hp)  # SageMaker's defaults: sgd, momentum 0.9, wd 5e-4
