@@ -36,8 +36,8 @@ with DAG(
     render_template_as_native_obj=True,
     params=pipeline_params(
         job_name="sdod-demo",
-        data_uri=SITE.demo_data_uri,
-        output_uri=str(SITE.state_dir / "demo" / "output"),
+        data_uri=SITE.train_data_uri,
+        output_uri=SITE.train_output_uri,
         max_runtime_seconds=1800,
     ),
 ) as dag:

@@ -13,6 +13,7 @@ A training process (`RuntimeSettings`):
 | `SDOD_PRETRAINED_DIR` | a folder of ImageNet weight files | none |
 | `TORCH_HOME` | torchvision's cache (`hub/checkpoints`) | `~/.cache/torch` |
 | `SDOD_NO_DOWNLOAD` | never download ImageNet weights | downloads allowed |
+| `SDOD_MLFLOW_PARENT_RUN_ID` | the MLflow run a job's run nests in (tuning sets it) | none |
 
 Where an installation keeps its state and its stages hand over (`SiteSettings`: the
 Airflow tasks and DAG forms, tuning jobs, caches):
@@ -25,6 +26,8 @@ Airflow tasks and DAG forms, tuning jobs, caches):
 | `SDOD_TUNING_STORAGE` | the tuning studies' database URL | `sqlite:///<state>/tuning.db` |
 | `SDOD_CACHE_DIR` | this machine's cache of task inputs (only caches) | `<tmp>/sdod-cache-<uid>` |
 | `SDOD_TRAIN_QUEUE` | the Airflow queue of training tasks | `default` |
+| `SDOD_TRAIN_DATA_URI` | `sdod_train`'s default data (its trigger form) | `<state>/demo/bucket` |
+| `SDOD_TRAIN_OUTPUT_URI` | `sdod_train`'s default S3OutputPath | `<state>/demo/output` |
 | `SDOD_RETRAIN_DATA_URI` | `sdod_retrain`'s default data | `<state>/demo/bucket` |
 | `SDOD_RETRAIN_OUTPUT_URI` | `sdod_retrain`'s default S3OutputPath | `<state>/retrain/output` |
 
@@ -51,6 +54,8 @@ from pathlib import Path
 from sdod.errors import UserError
 
 RDZV_PORT = 29400  # the rendezvous port on the first machine when SDOD_RDZV_ENDPOINT has none
+# set by a tuning job for its trials' processes (`RuntimeSettings.mlflow_parent_run`)
+MLFLOW_PARENT_RUN_VARIABLE = "SDOD_MLFLOW_PARENT_RUN_ID"
 
 
 def _int(env: Mapping[str, str], name: str, lo: int) -> int | None:
@@ -77,6 +82,7 @@ class RuntimeSettings:
     pretrained_dir: Path | None = None
     torch_home: Path = Path.home() / ".cache" / "torch"
     no_download: bool = False
+    mlflow_parent_run: str | None = None  # a tuning job's run (MLflow: `MLFLOW_TRACKING_URI`)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> RuntimeSettings:
@@ -97,6 +103,7 @@ class RuntimeSettings:
             pretrained_dir=Path(pretrained) if pretrained else None,
             torch_home=Path(env.get("TORCH_HOME") or default.torch_home),
             no_download=env.get("SDOD_NO_DOWNLOAD", "") not in ("", "0"),
+            mlflow_parent_run=env.get(MLFLOW_PARENT_RUN_VARIABLE) or None,
         )
 
 
@@ -112,6 +119,8 @@ class SiteSettings:
     train_queue: str = "default"
     retrain_data_uri: str = ""
     retrain_output_uri: str = ""
+    train_data_uri: str = ""
+    train_output_uri: str = ""
 
     @property
     def demo_data_uri(self) -> str:
@@ -135,6 +144,8 @@ class SiteSettings:
             retrain_output_uri=(
                 env.get("SDOD_RETRAIN_OUTPUT_URI") or str(state / "retrain" / "output")
             ),
+            train_data_uri=env.get("SDOD_TRAIN_DATA_URI") or str(state / "demo" / "bucket"),
+            train_output_uri=env.get("SDOD_TRAIN_OUTPUT_URI") or str(state / "demo" / "output"),
         )
 
 

@@ -69,6 +69,9 @@ def test_trigger_from_the_form_watch_the_run_and_read_the_train_log(
     for description in ("TrainingJobName", "S3OutputPath", "StoppingCondition.MaxRuntimeInSeconds",
                         "annotation gate: stop, or drop bad images"):  # fmt: skip
         assert description in text, description
+    for name in ("data_uri", "output_uri", "work_uri", "model_registry_uri"):
+        value = form.locator(f"input[name=element_{name}]").input_value()
+        assert value.startswith("s3://"), (name, value)  # the cluster's bucket, no machine path
     _shot(page, "trigger-form")
 
     form.locator("input[name=element_job_name]").fill("ui-run")
