@@ -176,16 +176,16 @@ def run_sdod(prepared: dict, work: Path, hp: dict, seed: int, budget: float) -> 
 
 
 def sdod_scores(model: str, prepared: dict) -> tuple[float, float]:
-    from sdod import stages
+    from sdod import tools
     from sdod.serve.slicing import Slicing
 
     bucket, whole = prepared["bucket"], prepared["whole"]
-    tiles = stages.evaluate(
+    tiles = tools.evaluate(
         model=model,
         images=str(bucket / "validation"),
         annotations=str(bucket / "validation_annotation"),
     )
-    sliced = stages.evaluate(
+    sliced = tools.evaluate(
         model=model,
         images=str(whole / "validation"),
         annotations=str(whole / "validation_annotation"),

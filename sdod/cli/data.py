@@ -96,9 +96,9 @@ def _configure_pack(p: argparse.ArgumentParser) -> None:
 
 
 def _run_pack(args: argparse.Namespace) -> dict[str, Any]:
-    from sdod import stages
+    from sdod import tools
 
-    result = stages.pack(
+    result = tools.pack(
         out=args.out,
         images=args.images,
         annotations=args.annotations,
@@ -143,9 +143,9 @@ def _inputs(args: argparse.Namespace) -> dict[str, str | None]:
 
 
 def _run_convert(args: argparse.Namespace) -> dict[str, Any]:
-    from sdod import stages
+    from sdod import tools
 
-    return stages.convert(to=args.to, out=args.out, channel=args.channel, **_inputs(args)).to_dict()
+    return tools.convert(to=args.to, out=args.out, channel=args.channel, **_inputs(args)).to_dict()
 
 
 # --- tile -------------------------------------------------------------------------------
@@ -244,9 +244,9 @@ def _configure_validate(p: argparse.ArgumentParser) -> None:
 
 
 def _run_validate(args: argparse.Namespace) -> int:
-    from sdod import stages
+    from sdod import tools
 
-    report = stages.validate(
+    report = tools.validate(
         num_classes=args.num_classes,
         images=args.images,
         annotations=args.annotations,

@@ -92,10 +92,10 @@ def _configure_evaluate(p: argparse.ArgumentParser) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> dict[str, Any]:
-    from sdod import stages
+    from sdod import tools
 
     data = args.data or ""
-    return stages.evaluate(
+    return tools.evaluate(
         model=args.model,
         images=args.images,
         annotations=args.annotations,
@@ -120,11 +120,11 @@ def _configure_inspect(p: argparse.ArgumentParser) -> None:
 
 
 def _run_inspect(args: argparse.Namespace) -> dict[str, Any]:
-    from sdod import stages
+    from sdod import tools
     from sdod.artifact import read_artifact
     from sdod.registry import approval_of
 
-    path = stages.resolve_model(args.model)
+    path = tools.resolve_model(args.model)
     artifact = read_artifact(path)
     metrics = {k: v for k, v in artifact.metrics.items() if k != "history"}
     return {
@@ -202,9 +202,9 @@ def _configure_layers(p: argparse.ArgumentParser) -> None:
 
 
 def _run_layers(args: argparse.Namespace) -> int:
-    from sdod import stages
+    from sdod import tools
 
-    names = stages.layers(
+    names = tools.layers(
         base_network=args.base_network, image_shape=args.image_shape, pattern=args.pattern
     )
     print(json.dumps(names) if args.json else "\n".join(names))
@@ -232,10 +232,10 @@ def _configure_import_gluoncv(p: argparse.ArgumentParser) -> None:
 
 
 def _run_import_gluoncv(args: argparse.Namespace) -> dict[str, Any]:
-    from sdod import stages
+    from sdod import tools
 
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
-    return stages.import_gluoncv(
+    return tools.import_gluoncv(
         params=args.params,
         network=args.network,
         out=args.out,
@@ -318,11 +318,11 @@ def _configure_import_sagemaker(p: argparse.ArgumentParser) -> None:
 
 
 def _run_import_sagemaker(args: argparse.Namespace) -> dict[str, Any]:
-    from sdod import stages
+    from sdod import tools
     from sdod.model.sagemaker import import_sagemaker
     from sdod.storage import is_s3
 
-    source = str(stages.resolve_model(args.model)) if is_s3(args.model) else args.model
+    source = str(tools.resolve_model(args.model)) if is_s3(args.model) else args.model
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
     return import_sagemaker(model=source, out=args.out, classes=classes)
 

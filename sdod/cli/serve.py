@@ -26,11 +26,11 @@ def _configure_predict(p: argparse.ArgumentParser) -> None:
 def _run_predict(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from sdod import stages
+    from sdod import tools
     from sdod.serve.predictor import Predictor
 
     slicing = slicing_from(args)
-    predictor = Predictor.load(stages.resolve_model(args.model), backend=args.backend)
+    predictor = Predictor.load(tools.resolve_model(args.model), backend=args.backend)
     for image in args.images:
         try:
             data = Path(image).read_bytes()
@@ -65,12 +65,12 @@ def _configure_batch_predict(p: argparse.ArgumentParser) -> None:
 
 
 def _run_batch_predict(args: argparse.Namespace) -> int:
-    from sdod import stages
+    from sdod import tools
     from sdod.serve.batch import batch_predict
     from sdod.serve.predictor import Predictor
 
     slicing = slicing_from(args)
-    predictor = Predictor.load(stages.resolve_model(args.model), backend=args.backend)
+    predictor = Predictor.load(tools.resolve_model(args.model), backend=args.backend)
     result = batch_predict(
         predictor,
         args.input,
@@ -132,7 +132,7 @@ SERVE_FLAGS = [
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    from sdod import stages
+    from sdod import tools
     from sdod.serve.options import ServeOptions, environment_port, from_environment
     from sdod.serve.server import ServeSpec, serve
 
@@ -145,7 +145,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else environment_port() or 8080
     options = ServeOptions().merged(from_environment()).merged(vars(args))
     spec = ServeSpec(
-        model=str(stages.resolve_model(args.model)), backend=args.backend,
+        model=str(tools.resolve_model(args.model)), backend=args.backend,
         device=args.device, max_pixels=args.max_pixels or 0, name=args.name, options=options,
     )  # fmt: skip
 
@@ -163,9 +163,9 @@ def _configure_export_onnx(p: argparse.ArgumentParser) -> None:
 
 
 def _run_export_onnx(args: argparse.Namespace) -> dict[str, Any]:
-    from sdod import stages
+    from sdod import tools
 
-    return stages.export_onnx(model=args.model, out=args.out)
+    return tools.export_onnx(model=args.model, out=args.out)
 
 
 COMMANDS = [

@@ -26,12 +26,12 @@ def _configure_tune(p: argparse.ArgumentParser) -> None:
 
 
 def _run_tune(args: argparse.Namespace) -> int:
-    from sdod import stages
+    from sdod import tools
 
     def log(line: str) -> None:
         print(line, file=sys.stderr if args.json else sys.stdout, flush=True)
 
-    summary = stages.tune(
+    summary = tools.tune(
         tuning_spec=args.tuning_spec,
         parallel=args.parallel,
         work=args.work,

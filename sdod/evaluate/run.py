@@ -1,8 +1,8 @@
-"""The evaluate stage: a model's detections on a dataset, scored, with its files.
+"""A model's detections on a dataset, scored, with its files.
 
-The model may be a local archive, an object URI or a registry version; a `.rec` data set
-may be on S3 (it is fetched into the local cache); `out` may be a folder or a prefix in
-the object store (the files are written locally, then uploaded).
+The model may be a local archive, an object URI or a registry version; the data set is
+local (`sdod.pipeline.evaluate` brings a `.rec` from the object store); `out` may be a
+folder or a prefix in the object store (the files are written locally, then uploaded).
 """
 
 from __future__ import annotations
@@ -44,15 +44,12 @@ def _samples(
     images: str | None,
     annotations: str | None,
     manifest: str | None,
-    s3: S3Options | None,
 ) -> list[Any]:
     if rec:
         from sdod.data.rec_samples import read_rec
-        from sdod.storage import cache_root, fetch_file
 
-        if is_s3(rec):
-            local = cache_root() / "evaluate" / rec[len("s3://") :]
-            rec = str(fetch_file(rec, local, s3=s3))
+        if is_s3(rec):  # the stage brings it to this machine (sdod.pipeline.evaluate)
+            raise UserError(f"{rec}: a .rec to score must be a local file; fetch it first")
         return read_rec(rec).samples
     from sdod.data.channels import samples_from_paths
 
@@ -84,7 +81,7 @@ def evaluate(
     if metric not in METRICS:
         raise UserError(f"--metric must be one of {', '.join(METRICS)}, got {metric!r}")
     predictor = Predictor.load(resolve_model(model, s3=s3))
-    samples = _samples(rec, images, annotations, manifest, s3)
+    samples = _samples(rec, images, annotations, manifest)
     iou = overlap_threshold
     if iou is None:
         iou = float(predictor.hyperparams.get("overlap_threshold", 0.5))

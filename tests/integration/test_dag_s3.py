@@ -166,12 +166,12 @@ def test_the_form_takes_a_whole_createtrainingjob_request(
     """A RecordIO request, as a SageMaker user sends it, trains through the same DAG."""
     import boto3
 
-    from sdod import stages
+    from sdod import tools
 
     make_sample_data(tmp_path / "img", train=6, validation=3, seed=12)
     for ch in ("train", "validation"):
         (tmp_path / "rec" / ch).mkdir(parents=True)
-        stages.pack(out=str(tmp_path / "rec" / ch / ch), images=str(tmp_path / "img" / ch),
+        tools.pack(out=str(tmp_path / "rec" / ch / ch), images=str(tmp_path / "img" / ch),
                     annotations=str(tmp_path / "img" / f"{ch}_annotation"))  # fmt: skip
     prefix = s3_endpoint.upload_dir(tmp_path / "rec", "dag/recordio")
     bucket = f"s3://{s3_endpoint.bucket}"

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from sdod import stages
+from sdod import stages, tools
 from sdod.artifact import read_artifact
 from sdod.demo.dataset import make_sample_data
 from sdod.serve.predictor import Predictor
@@ -100,7 +100,7 @@ def test_resnet_from_a_module_checkpoint(tmp_path: Path) -> None:
     named = {f"arg:{k}": v for k, v in params.items() if not k.endswith(stats)}
     named |= {f"aux:{k}": v for k, v in params.items() if k.endswith(stats)}
     (tmp_path / "r-0000.params").write_bytes(params_bytes(named))
-    result = stages.import_gluoncv(
+    result = tools.import_gluoncv(
         params=str(tmp_path / "r-0000.params"), network=network, out=str(tmp_path / "r.tar.gz")
     )
     assert result["classes"] == ["0", "1", "2", "3"]  # 4 classes: not VOC's 20, so the ids
@@ -115,7 +115,7 @@ def test_evaluate_and_incremental_training_take_it(imported: Path, tmp_path: Pat
 
     data = tmp_path / "data"
     make_sample_data(data, train=2, validation=1, num_classes=4, seed=5)
-    evaluation = stages.evaluate(
+    evaluation = tools.evaluate(
         model=str(imported), images=str(data / "validation"),
         annotations=str(data / "validation_annotation"),
     )  # fmt: skip

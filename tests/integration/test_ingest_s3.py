@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sdod import stages
+from sdod import stages, tools
 from sdod.demo.dataset import make_sample_data
 from sdod.errors import UserError
 from tests.integration.conftest import S3Endpoint
@@ -106,7 +106,7 @@ def test_pack_after_ingest_reads_the_channels(tmp_path: Path, uploaded: tuple[Pa
     root = tmp_path / "job"
     stages.ingest(job_spec=_spec("od-job-3", base), job_root=str(root))
     data = root / "input" / "data"
-    result = stages.pack(
+    result = tools.pack(
         out=str(tmp_path / "rec" / "train"),
         images=str(data / "train"),
         annotations=str(data / "train_annotation"),

@@ -84,13 +84,13 @@ def _train_pipe(spec: dict, root: Path) -> list[str]:
 def test_training_in_pipe_mode_streams_recordio_from_s3(
     s3_endpoint: S3Endpoint, tmp_path: Path
 ) -> None:
-    from sdod import stages
+    from sdod import tools
     from sdod.demo.dataset import make_sample_data
 
     make_sample_data(tmp_path / "d", train=6, validation=2, num_classes=3, seed=5)
     for ch in ("train", "validation"):
         (tmp_path / "rec" / ch).mkdir(parents=True)
-        stages.pack(
+        tools.pack(
             out=str(tmp_path / "rec" / ch / ch),
             images=str(tmp_path / "d" / ch),
             annotations=str(tmp_path / "d" / f"{ch}_annotation"),
@@ -166,7 +166,7 @@ def test_shuffle_config_seed_of_a_pipe_channel_orders_the_batches(
 ) -> None:
     """Same initial weights (SDOD_SEED), one epoch of 3 batches: the same ShuffleConfig.Seed
     trains the same weights bit for bit, another seed other weights (another batch order)."""
-    from sdod import stages
+    from sdod import stages, tools
     from sdod.artifact import read_artifact
     from sdod.demo.dataset import make_sample_data
 
@@ -175,7 +175,7 @@ def test_shuffle_config_seed_of_a_pipe_channel_orders_the_batches(
     make_sample_data(tmp_path / "d", train=6, validation=2, num_classes=3, seed=5)
     for ch in ("train", "validation"):
         (tmp_path / "rec" / ch).mkdir(parents=True)
-        stages.pack(out=str(tmp_path / "rec" / ch / ch), images=str(tmp_path / "d" / ch),
+        tools.pack(out=str(tmp_path / "rec" / ch / ch), images=str(tmp_path / "d" / ch),
                     annotations=str(tmp_path / "d" / f"{ch}_annotation"))  # fmt: skip
     prefix = s3_endpoint.upload_dir(tmp_path / "rec", "pipe-shuffle")
 

@@ -55,7 +55,7 @@ def test_a_bad_request_lists_every_problem(tmp_path: Path) -> None:
 
 def _data(kind: str, root: Path, s3: S3Endpoint) -> str:
     """Sample data in the format a documented request expects, on the S3 endpoint."""
-    from sdod import stages
+    from sdod import tools
     from sdod.demo.dataset import make_sample_data
 
     prefix = f"s3://{s3.bucket}/documented/{kind}/"
@@ -67,7 +67,7 @@ def _data(kind: str, root: Path, s3: S3Endpoint) -> str:
         if kind == "recordio":
             for ch in ("train", "validation"):
                 (root / ch).mkdir(parents=True)
-                stages.pack(out=str(root / ch / ch), images=str(root / "img" / ch),
+                tools.pack(out=str(root / ch / ch), images=str(root / "img" / ch),
                             annotations=str(root / "img" / f"{ch}_annotation"))  # fmt: skip
         else:
             root = root / "img"

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from sdod import stages
+from sdod import tools
 from tests.integration.conftest import train_memoriser
 
 pytestmark = pytest.mark.integration
@@ -156,7 +156,7 @@ def test_auto_early_stopping_stops_an_absurd_learning_rate(
     raw["TrainingJobDefinition"]["StaticHyperParameters"].update(epochs="6", optimizer="adam")
     del raw["HyperParameterTuningJobConfig"]["ResourceLimits"]["MaxNumberOfTrainingJobs"]
     lines: list[str] = []
-    summary = stages.tune(tuning_spec=raw, storage=storage, work=str(tmp_path), log=lines.append)
+    summary = tools.tune(tuning_spec=raw, storage=storage, work=str(tmp_path), log=lines.append)
     gentle, absurd = summary["TrainingJobSummaries"]
     assert gentle["TunedHyperParameters"] == {"learning_rate": "0.00001"}
     assert gentle["TrainingJobStatus"] == "Completed" and "EarlyStopped" not in gentle
@@ -180,7 +180,7 @@ def test_a_failed_trial_is_counted_and_the_search_goes_on(
         GENTLE,
         ResourceLimits={"MaxNumberOfTrainingJobs": 2, "MaxParallelTrainingJobs": 1},
     )
-    summary = stages.tune(tuning_spec=raw, storage=postgres, work=str(tmp_path), log=lambda _: None)
+    summary = tools.tune(tuning_spec=raw, storage=postgres, work=str(tmp_path), log=lambda _: None)
     first, second = summary["TrainingJobSummaries"]
     assert first["TrainingJobStatus"] == "Failed" and "injected failure" in first["FailureReason"]
     assert second["TrainingJobStatus"] == "Completed"
@@ -194,7 +194,7 @@ def test_bayesian_stops_at_the_target_and_warm_starts_from_a_parent(
 ) -> None:
     import optuna
 
-    parent = stages.tune(
+    parent = tools.tune(
         tuning_spec=tuning_request(base, "parent", GENTLE, ResourceLimits={"MaxNumberOfTrainingJobs": 2, "MaxParallelTrainingJobs": 1}),
         storage=storage, work=str(tmp_path), log=lambda _: None,
     )  # fmt: skip
@@ -209,7 +209,7 @@ def test_bayesian_stops_at_the_target_and_warm_starts_from_a_parent(
         "WarmStartType": "IdenticalDataAndAlgorithm",
     }
     lines: list[str] = []
-    summary = stages.tune(tuning_spec=raw, storage=storage, work=str(tmp_path), log=lines.append)
+    summary = tools.tune(tuning_spec=raw, storage=storage, work=str(tmp_path), log=lines.append)
     assert "warm start: 2 finished trial(s) of parent" in lines
     assert len(summary["TrainingJobSummaries"]) == 1  # the first trial already reached 0.3
     assert summary["TuningJobCompletionDetails"]["Reason"].startswith("TargetObjectiveMetricValue")
@@ -228,7 +228,7 @@ def test_hyperband_runs_its_trials_under_the_hyperband_pruner(
         ResourceLimits={"MaxNumberOfTrainingJobs": 2, "MaxParallelTrainingJobs": 1},
         StrategyConfig={"HyperbandStrategyConfig": {"MinResource": 1, "MaxResource": 3}},
     )  # fmt: skip
-    summary = stages.tune(tuning_spec=raw, storage=storage, work=str(tmp_path), log=lambda _: None)
+    summary = tools.tune(tuning_spec=raw, storage=storage, work=str(tmp_path), log=lambda _: None)
     assert len(summary["TrainingJobSummaries"]) == 2
     assert summary["ObjectiveStatusCounters"]["Succeeded"] == 2
     study = optuna.load_study(study_name="hyperband", storage=storage)

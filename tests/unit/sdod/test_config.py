@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from sdod.jobspec import load_job_spec, parse_job_spec
 from sdod.errors import UserError
+from sdod.jobspec import load_job_spec, parse_job_spec
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "include" / "jobs" / "sagemaker-example.json"
 
@@ -109,8 +109,8 @@ def _spec_with(channel: dict, **top: object) -> dict:
 def test_input_modes_and_compression_as_the_api_defines_them() -> None:
     import pytest
 
-    from sdod.jobspec import parse_job_spec
     from sdod.errors import UserError
+    from sdod.jobspec import parse_job_spec
 
     base = {"ChannelName": "train", "DataSource": {"S3DataSource": {"S3Uri": "s3://b/t/"}}}
     piped = parse_job_spec(_spec_with(base, AlgorithmSpecification={"TrainingInputMode": "Pipe"}))

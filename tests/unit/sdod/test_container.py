@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from sdod.jobspec import MAX_RUNTIME
 from sdod.container import container_job, sagemaker_root
 from sdod.errors import UserError
+from sdod.jobspec import MAX_RUNTIME
 
 
 def _opt_ml(root: Path, hosts: list[str]) -> Path:

@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[3]
 NO_TORCH = """
 import sys
 from pathlib import Path
-from sdod import stages
+from sdod import stages, tools
 from sdod.demo.dataset import make_sample_data
 root = Path(sys.argv[1])
 make_sample_data(root / "data", train=4, validation=2, seed=3)
@@ -29,10 +29,10 @@ staged = stages.ingest(job_spec=spec.raw, work_uri=str(root / "work"), run_id="r
 checked = stages.check(job_spec=staged.spec)
 packed = stages.pack_job(job_spec=staged.spec, work_uri=str(root / "work"),
                          quarantine_uri=checked.quarantine_uri)
-stages.pack(images=str(root / "data" / "train"), annotations=str(root / "data" / "train_annotation"),
+tools.pack(images=str(root / "data" / "train"), annotations=str(root / "data" / "train_annotation"),
             out=str(root / "p" / "train"))
-stages.convert(rec=packed.rec_files["train"], to="manifest", out=str(root / "conv"))
-stages.validate(num_classes=3, rec=packed.rec_files["validation"])
+tools.convert(rec=packed.rec_files["train"], to="manifest", out=str(root / "conv"))
+tools.validate(num_classes=3, rec=packed.rec_files["validation"])
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision"))
 print("TORCH:" + ",".join(loaded))
 """

@@ -298,7 +298,7 @@ def test_class_imbalance_is_a_warning_with_both_counts(data: Path) -> None:
 
 
 def test_manifest_and_recordio_go_through_the_non_strict_readers(tmp_path: Path) -> None:
-    from sdod import stages
+    from sdod import tools
     from sdod.data.rec_label import encode
     from sdod.data.recordio import RecordWriter, pack_record
 
@@ -308,10 +308,10 @@ def test_manifest_and_recordio_go_through_the_non_strict_readers(tmp_path: Path)
     lines[3] = lines[3][:-5]  # broken JSON on line 4
     lines.append(lines[0])  # line 11 repeats line 1's image
     manifest.write_text("\n".join(lines) + "\n")
-    report = stages.validate(num_classes=3, manifest=str(manifest))
+    report = tools.validate(num_classes=3, manifest=str(manifest))
     assert not report.passed and _errors(report) == {"annotation_valid", "unique_keys"}
     assert any(f"{manifest.name}:4" in str(e["file"]) for r in report.rules for e in r.examples)
-    kept = stages.validate(
+    kept = tools.validate(
         num_classes=3, manifest=str(manifest), policy="quarantine", max_bad_fraction=0.25
     )
     assert kept.passed and len(kept.quarantined) == 2 and report.images["train"] == 9
@@ -323,7 +323,7 @@ def test_manifest_and_recordio_go_through_the_non_strict_readers(tmp_path: Path)
         for i, s in enumerate(samples):
             image = Path(s.image).read_bytes() if i != 1 else b"not an image"
             w.write(i, pack_record(encode(s), image, id=i))
-    report = stages.validate(num_classes=3, rec=str(rec))
+    report = tools.validate(num_classes=3, rec=str(rec))
     assert not report.passed and _errors(report) == {"image_decodes"}
     [rule] = [r for r in report.rules if r.rule == "image_decodes"]
     assert "record 1" in rule.examples[0]["file"]

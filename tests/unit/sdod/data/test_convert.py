@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sdod import stages
+from sdod import tools
 from sdod.data.imagejson import read_image_json
 from sdod.data.importers import read_coco, read_voc
 from sdod.data.manifest import read_manifest
@@ -77,7 +77,7 @@ def test_voc_import_with_difficult_and_class_order(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("to", ["image-json", "manifest", "recordio"])
 def test_convert_round_trips_every_format(reference: list, tmp_path: Path, to: str) -> None:
-    result = stages.convert(images=str(MX / "images"), annotations=str(MX / "annotations"), to=to,
+    result = tools.convert(images=str(MX / "images"), annotations=str(MX / "annotations"), to=to,
                             out=str(tmp_path / "out"), channel="validation")  # fmt: skip
     assert result.images == 20
     out = tmp_path / "out"
@@ -93,7 +93,7 @@ def test_convert_round_trips_every_format(reference: list, tmp_path: Path, to: s
 
 
 def test_convert_from_rec_writes_the_images_out(tmp_path: Path) -> None:
-    stages.convert(rec=str(MX / "rec" / "train.rec"), to="image-json", out=str(tmp_path))
+    tools.convert(rec=str(MX / "rec" / "train.rec"), to="image-json", out=str(tmp_path))
     back = read_image_json(tmp_path / "train", tmp_path / "train_annotation").samples
     assert len(back) == 20
     assert (tmp_path / "train" / "0.jpg").read_bytes() == (

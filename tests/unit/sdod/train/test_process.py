@@ -302,8 +302,8 @@ def operator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.syspath_prepend(str(ROOT / "plugins"))
     from sdod_operators import SSDTrainingOperator
 
-    from sdod.jobspec.form import spec_from_form
     from sdod.demo.dataset import make_sample_data
+    from sdod.jobspec.form import spec_from_form
 
     make_sample_data(tmp_path / "data", train=4, validation=2, num_classes=2, seed=3)
     hp = {"num_classes": "2", "num_training_samples": "4", "epochs": "3"}

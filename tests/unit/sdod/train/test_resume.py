@@ -14,8 +14,8 @@ import torch
 
 from sdod import stages
 from sdod.artifact import read_artifact
-from sdod.jobspec.form import spec_from_form
 from sdod.demo.dataset import make_sample_data
+from sdod.jobspec.form import spec_from_form
 from sdod.train import checkpoint
 
 

@@ -12,9 +12,9 @@ import pytest
 
 from sdod import stages
 from sdod.artifact import read_artifact
-from sdod.jobspec.form import spec_from_form
 from sdod.demo.dataset import make_sample_data
 from sdod.demo.recipe import DEMO_HYPERPARAMETERS as DEMO_HP
+from sdod.jobspec.form import spec_from_form
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
-"""Ingest: a job's channels from where the user keeps them to where the job reads them.
+"""The ingest stage: a job's channels from where the user keeps them to where the job
+reads them (the copying itself is `sdod.transfer`'s).
 
 Two destinations. `to_job_root` materialises each File-mode channel in a local job folder
 (`input/data/<channel>/`), as SageMaker does inside a training container. `to_work`
@@ -14,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sdod.errors import UserError
 from sdod.jobspec import TrainingJobSpec
 from sdod.storage import S3Options, read_bytes, remove_tree, write_bytes
 from sdod.transfer import copy_tree, sync_to_local
@@ -30,6 +32,24 @@ class IngestResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def ingest(
+    spec: TrainingJobSpec,
+    *,
+    job_root: str | None = None,
+    work_uri: str | None = None,
+    run_id: str | None = None,
+    s3: S3Options | None = None,
+    workers: int = 8,
+) -> IngestResult:
+    """To a local job folder (`job_root`) or a snapshot under `work_uri`: exactly one."""
+    if (job_root is None) == (work_uri is None):
+        raise UserError("give exactly one of job_root (a local folder) and work_uri")
+    if job_root is not None:
+        return to_job_root(spec, job_root, s3=s3, workers=workers)
+    assert work_uri is not None
+    return to_work(spec, work_uri, run_id=run_id, s3=s3, workers=workers)
 
 
 def to_job_root(
