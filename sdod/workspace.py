@@ -9,7 +9,8 @@ A worker's local folders (`storage.cache_root()`) are caches.
 <work_uri>/<job>/input/<channel>/         ingest: a snapshot of each File-mode channel
 <work_uri>/<job>/packed/<channel>/        pack: <channel>.rec/.idx/.lst, classes.json
 <work_uri>/<job>/checkpoints/             train: CheckpointConfig.S3Uri by default
-<S3OutputPath>/<job>/check/               check: report.json, quarantine.json, data_docs/
+<S3OutputPath>/<job>/check/               check: report.json, quarantine.json, data_docs/,
+                                           checked/<channel>.json (the clean set pack packs)
 <S3OutputPath>/<job>/output/              train: model.tar.gz (Completed, Stopped) or failure
 <S3OutputPath>/<job>/evaluation/          evaluate: metrics.json, per_class_ap.csv, plots
 <model_registry_uri>/<group>/v<N>/        publish: model.tar.gz, metrics.json, approval.json
