@@ -55,10 +55,11 @@ def write_model(path: Path) -> Path:
     from safetensors.torch import save
 
     from sdod.artifact import Artifact, ModelConfig, write_artifact
+    from sdod.model.networks import build_network
 
     torch.manual_seed(0)
     config = ModelConfig("resnet-lite", 2, 300, ("a", "b"))
-    state = {k: v.contiguous() for k, v in config.build().state_dict().items()}
+    state = {k: v.contiguous() for k, v in build_network(config).state_dict().items()}
     hp = {"base_network": "resnet-lite", "num_classes": "2", "image_shape": "300"}
     return write_artifact(path, Artifact(save(state), hp, config.to_dict(), {}))
 

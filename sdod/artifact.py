@@ -158,20 +158,6 @@ class ModelConfig:
         """Class names, or the class ids as text when the model has none."""
         return list(self.class_names) or [str(c) for c in range(self.num_classes)]
 
-    def build(self, backbone_weights: Any = None) -> Any:
-        """The (untrained) SSD this config describes."""
-        if self.variant == "sagemaker":  # built from its stored graph
-            from sdod.model.sagemaker import build_network
-
-            return build_network(self)
-        from sdod.model.ssd import SSD, SSDConfig
-
-        config = SSDConfig(self.base_network, self.num_classes, self.image_shape, self.variant)
-        try:
-            return SSD(config, backbone_weights=backbone_weights)
-        except ValueError as exc:  # an unknown base_network or variant in model_config.json
-            raise DataError(f"model_config.json: {exc}") from None
-
 
 @dataclass
 class Artifact:

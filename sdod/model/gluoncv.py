@@ -29,6 +29,7 @@ from torch import nn
 
 from sdod.errors import UserError
 from sdod.model.anchors import preset_for
+from sdod.model.networks import build_network
 from sdod.model.ssd import SSD, STD
 
 VOC_CLASSES = (
@@ -261,7 +262,7 @@ def import_gluoncv(
         variant="gluoncv",
     )  # fmt: skip
     with torch.device("cpu"):
-        model = config.build().eval()
+        model = build_network(config).eval()
     load_gluoncv(model, arrays, params)
     hp = parse_hyperparameters(
         {"base_network": net.base_network, "num_classes": num_classes, "num_training_samples": 1,

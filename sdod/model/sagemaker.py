@@ -329,7 +329,7 @@ def converted_artifact(path: str | os.PathLike[str]) -> Path | None:
     return target
 
 
-def build_network(config: ModelConfig) -> SageMakerSSD:
+def network_from_graph(config: ModelConfig) -> SageMakerSSD:
     """The untrained network of a `sagemaker` model_config.json (its stored graph)."""
     from sdod.errors import DataError
     from sdod.model.sagemaker_model import build

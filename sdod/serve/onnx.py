@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from sdod.errors import UserError
+from sdod.model.networks import build_network
 from sdod.model.ssd import SSD
 
 
@@ -72,7 +73,7 @@ def add_onnx(model: str | Path, out: str | Path | None = None) -> dict[str, Any]
             "with an sdod one: name the new archive with --out (e.g. --out model-onnx.tar.gz)"
         )
     artifact = read_artifact(model)
-    network = artifact.model_config.build()
+    network = build_network(artifact.model_config)
     network.load_state_dict(load(artifact.weights))
     artifact.onnx = export_onnx(network)
     written = write_artifact(out or model, artifact)

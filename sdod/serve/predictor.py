@@ -23,6 +23,7 @@ from sdod.artifact import ModelConfig, read_artifact
 from sdod.data.dataset import eval_transform
 from sdod.data.tiles import Window
 from sdod.errors import DataError, UserError
+from sdod.model.networks import build_network
 from sdod.model.postprocess import detections, own_inference
 from sdod.model.ssd import SSD
 from sdod.serve.images import DEFAULT_MAX_PIXELS, decode_image
@@ -76,7 +77,7 @@ class Predictor:
 
         artifact = read_artifact(path)
         info = artifact.model_config
-        model = info.build()
+        model = build_network(info)
         try:
             model.load_state_dict(load(artifact.weights))
         except RuntimeError as exc:

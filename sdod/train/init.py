@@ -17,6 +17,7 @@ from sdod.errors import UserError
 from sdod.hyperparameters import Hyperparameters
 from sdod.joblayout import JobLayout
 from sdod.jobspec import TrainingJobSpec
+from sdod.model.networks import build_network
 from sdod.model.sagemaker_symbol import NETWORKS as SAGEMAKER_NETWORKS
 from sdod.settings import RuntimeSettings
 
@@ -105,7 +106,7 @@ def _sagemaker_layout(
         network=network,
         nms_topk=hp.nms_topk,
     )
-    model = config.build()
+    model = build_network(config)
     initialise(model)
     if hp.use_pretrained_model:
         from sdod.model.pretrained import mxnet_backbone
@@ -137,4 +138,4 @@ def _other_network(
         network=theirs.network if theirs else None,
         nms_topk=hp.nms_topk,
     )
-    return shape.build(backbone_weights=weights)
+    return build_network(shape, backbone_weights=weights)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sdod.model.networks import build_network
 from tests.integration.test_sagemaker_models import MX, RESNET, mxnet_dataset
 
 pytestmark = pytest.mark.integration
@@ -85,7 +86,7 @@ def test_one_epoch_from_the_sagemaker_archive_keeps_its_anchors_and_classes(
     assert config.variant == "sagemaker" and config.base_network == "resnet-50"
     assert config.num_classes == 2 and len(config.names()) == 2
     assert config.anchor_count == 2268 and trained.metrics["epochs_completed"] == 1
-    model = config.build()
+    model = build_network(config)
     model.load_state_dict(load(trained.weights))
     want = np.load(RESNET / "anchors.npy")[0]
     assert np.abs(model.corners.numpy() - want).max() <= 1e-6  # the graph's own anchors

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from sdod.model.networks import build_network
 from tests.integration.conftest import S3Endpoint, s3_endpoint  # noqa: F401 - a fixture
 
 __all__ = ["S3Endpoint"]
@@ -32,7 +33,7 @@ def write_tiny_model(path: Path, *, metrics: dict | None = None, seed: int = 0) 
 
     torch.manual_seed(seed)
     config = ModelConfig("resnet-lite", 2, 300, ("cat", "dog"))
-    state = {k: v.contiguous() for k, v in config.build().state_dict().items()}
+    state = {k: v.contiguous() for k, v in build_network(config).state_dict().items()}
     hp = {"base_network": "resnet-lite", "num_classes": "2", "image_shape": "300"}
     artifact = Artifact(save(state), hp, config.to_dict(), metrics or {"validation:mAP": 0.5})
     return write_artifact(path, artifact)

@@ -12,6 +12,7 @@ import pytest
 from sdod import registry, stages
 from sdod.artifact import Artifact, ModelConfig, write_artifact
 from sdod.errors import UserError
+from sdod.model.networks import build_network
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +21,7 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from safetensors.torch import save
 
     config = ModelConfig("mobilenet-v3", 3, 300, ("a", "b", "c"))
-    state = {k: v.contiguous() for k, v in config.build().state_dict().items()}
+    state = {k: v.contiguous() for k, v in build_network(config).state_dict().items()}
     path = tmp_path_factory.mktemp("model") / "model.tar.gz"
     return write_artifact(
         path,

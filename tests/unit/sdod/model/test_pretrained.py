@@ -10,6 +10,7 @@ import torch
 
 from sdod.errors import UserError
 from sdod.model import pretrained
+from sdod.model.networks import build_network
 
 
 def test_a_local_file_under_torchvisions_name_is_used(
@@ -24,8 +25,8 @@ def test_a_local_file_under_torchvisions_name_is_used(
     monkeypatch.setenv("SDOD_PRETRAINED_DIR", str(tmp_path))
     found = pretrained.find_weights("mobilenet-v3")
     assert found == tmp_path / "mobilenet_v3_small-047dcff4.pth"
-    model = ModelConfig("mobilenet-v3", 3, 300).build(
-        backbone_weights=pretrained.load_weights(found)
+    model = build_network(
+        ModelConfig("mobilenet-v3", 3, 300), backbone_weights=pretrained.load_weights(found)
     )
     first = next(v for k, v in state.items() if k.endswith("weight") and v.dim() == 4)
     assert any(torch.equal(p.detach(), first) for p in model.backbone.parameters())

@@ -16,6 +16,7 @@ import torch
 
 from sdod.errors import UserError
 from sdod.model.mxnet_params import read_params_bytes
+from sdod.model.networks import build_network
 from sdod.model.sagemaker_layout import (
     backbone_names,
     build_layout,
@@ -177,7 +178,7 @@ def test_a_model_trained_before_keeps_its_layout_and_predicts(tmp_path: Path) ->
     from sdod.model.ssd import SSD
 
     config = ModelConfig("vgg-16", 2, 300, ("cat", "dog"))
-    old = config.build()
+    old = build_network(config)
     assert isinstance(old, SSD) and "variant" not in config.to_dict()
     path = write_artifact(
         tmp_path / "model.tar.gz",

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from sdod.model.networks import build_network
 from sdod.model.sagemaker import load_model, read_archive
 from sdod.model.sagemaker_model import SageMakerSSD
 
@@ -94,7 +95,7 @@ def test_a_later_jobs_nms_threshold_replaces_the_graphs(resnet_symbol: dict) -> 
     network = {"symbol": resnet_symbol, "detection": {"nms_threshold": 0.45, "nms_topk": 400}}
     for nms in (0.45, 0.3):
         config = ModelConfig("resnet-50", 2, 300, nms_threshold=nms, variant="sagemaker")
-        model = replace(config, network=network).build()
+        model = build_network(replace(config, network=network))
         assert model.detection.nms_threshold == nms and model.detection.nms_topk == 400
         assert model.network["detection"] == {"nms_threshold": nms, "nms_topk": 400}
     assert network["detection"]["nms_threshold"] == 0.45  # the caller's dict is left alone
@@ -107,7 +108,7 @@ def test_synchronised_batchnorm_runs_the_fixed_gamma_layers(resnet_symbol: dict)
     config = ModelConfig(
         "resnet-50", 2, 300, variant="sagemaker", network={"symbol": resnet_symbol}
     )
-    model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(config.build()).eval()
+    model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(build_network(config)).eval()
     assert isinstance(model.net.layers["bn_data"], torch.nn.SyncBatchNorm)
     with torch.no_grad():
         cls, box = model(torch.zeros(1, 3, 300, 300, dtype=torch.uint8))

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from sdod.hyperparameters import parse_hyperparameters
+from sdod.model.networks import build_network
 
 
 def _model(path: Path, nms_topk: int | None) -> Path:
@@ -22,7 +23,7 @@ def _model(path: Path, nms_topk: int | None) -> Path:
 
     torch.manual_seed(0)
     config = ModelConfig("resnet-lite", 2, 300, ("a", "b"))
-    state = {k: v.contiguous() for k, v in config.build().state_dict().items()}
+    state = {k: v.contiguous() for k, v in build_network(config).state_dict().items()}
     raw = config.to_dict()
     if nms_topk is None:
         raw.pop("nms_topk")  # a model written before the key existed
