@@ -7,7 +7,8 @@ Instead of calling SageMaker it runs the job on this worker's GPUs: `python -m s
 under `sdod.train.process.TrainingProcess` (its own process group, dying with the task,
 its log streamed into the task log, its metric lines parsed into XCom,
 `StoppingCondition.MaxRuntimeInSeconds` enforced with SIGTERM, a 120 s grace period, then
-SIGKILL). `on_kill` stops the whole process group.
+SIGKILL). `on_kill` stops the whole process group. For OpenLineage it reports the channels
+it trained from and the model.tar.gz it made (`sdod_lineage`).
 """
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ class SSDTrainingOperator(BaseOperator):
         self.print_log = print_log
         self.aws_conn_id = aws_conn_id
         self._process: TrainingProcess | None = None
+        self._result: dict[str, Any] | None = None  # for lineage, once the job delivered
 
     def _named(self, config: dict[str, Any], s3: Any) -> TrainingJobSpec:
         """The job to run: renamed with a timestamp when a job of its name has already
@@ -159,7 +161,9 @@ class SSDTrainingOperator(BaseOperator):
             outcome = process.wait()
         finally:
             self._process = None
-        return self._outcome(job_exit_code(outcome, layout.root), layout, spec, outcome.metrics)
+        code = job_exit_code(outcome, layout.root)
+        self._result = self._outcome(code, layout, spec, outcome.metrics)
+        return self._result
 
     def _outcome(
         self, code: int, layout: JobLayout, spec: TrainingJobSpec, metrics: dict[str, Any]
@@ -191,6 +195,13 @@ class SSDTrainingOperator(BaseOperator):
         failure = layout.output_dir / "failure"
         reason = failure.read_text().strip() if failure.is_file() else f"exit code {code}"
         raise AirflowException(f"training job Failed: {reason}")
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage (the provider calls it, on failure too): the channels read, the model
+        made."""
+        from sdod_lineage import operator_lineage, training_lineage
+
+        return operator_lineage(training_lineage(self.config, self._result))
 
     def on_kill(self) -> None:
         """Stop the whole job: SIGTERM to its process group, SIGKILL if it lingers."""

@@ -5,6 +5,7 @@ reads its inputs from the object store, calls one `sdod.stages` function, writes
 output back there and returns a small JSON-able result (URIs, counts, metrics): workers
 share no disk, so any task may run on any worker (`sdod.workspace` says where each
 stage's output lands). Heavy libraries are imported inside the tasks, never at parse time.
+Each task also reports what it read and wrote for OpenLineage (`sdod_lineage`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,14 @@ from __future__ import annotations
 from typing import Any
 
 from airflow.sdk import Asset, Param, TaskGroup, task
+from sdod_lineage import (
+    check_lineage,
+    evaluate_lineage,
+    ingest_lineage,
+    pack_lineage,
+    publish_lineage,
+    report,
+)
 from sdod_operators import SSDTrainingOperator, s3_options_from_connection
 
 from sdod.checks.policy import DEFAULT as CHECKS
@@ -204,12 +213,14 @@ def ingest(
 ) -> dict[str, Any]:
     from sdod import stages
 
-    return stages.ingest(
+    result = stages.ingest(
         job_spec=spec,
         work_uri=(params or {}).get("work_uri") or WORK_URI,
         run_id=run_id,
         s3=s3_options_from_connection(AWS_CONN_ID),
     ).to_dict()
+    report(ingest_lineage, result)
+    return result
 
 
 @task
@@ -220,13 +231,15 @@ def check_annotations(
     from sdod import stages
 
     p = params or {}
-    return stages.check(
+    result = stages.check(
         job_spec=ingested["spec"],
         policy=p.get("check_policy", CHECKS.policy),
         max_bad_fraction=float(p.get("max_bad_fraction", CHECKS.max_bad_fraction)),
         grayscale=p.get("grayscale_policy", CHECKS.grayscale),
         s3=s3_options_from_connection(AWS_CONN_ID),
     ).to_dict()
+    report(check_lineage, ingested, result)
+    return result
 
 
 @task
@@ -236,12 +249,14 @@ def pack_recordio(
 ) -> dict[str, Any]:
     from sdod import stages
 
-    return stages.pack_job(
+    result = stages.pack_job(
         job_spec=ingested["spec"],
         work_uri=(params or {}).get("work_uri") or WORK_URI,
         quarantine_uri=checked["quarantine_uri"],
         s3=s3_options_from_connection(AWS_CONN_ID),
     ).to_dict()
+    report(pack_lineage, ingested, checked, result)
+    return result
 
 
 @task
@@ -252,12 +267,14 @@ def evaluate(trained: dict[str, Any], packed: dict[str, Any]) -> dict[str, Any]:
 
     spec = stages.parse_spec(packed["train_spec"])
     rec = packed["rec_files"].get("validation") or packed["rec_files"]["train"]
-    return stages.evaluate(
+    result = stages.evaluate(
         model=trained["model"],
         rec=rec,
         out=output_uris(spec, trained["job_name"]).evaluation,
         s3=s3_options_from_connection(AWS_CONN_ID),
     ).to_dict()
+    report(evaluate_lineage, trained, packed, result)
+    return result
 
 
 @task(outlets=[MODEL_ASSET])
@@ -284,6 +301,7 @@ def publish(
         data={n: c["source"] for n, c in ingested["channels"].items()},
         s3=s3_options_from_connection(AWS_CONN_ID),
     ).to_dict()
+    report(publish_lineage, trained, evaluated, result)
     if outlet_events is not None:
         outlet_events[MODEL_ASSET].extra = {
             "uri": result["uri"],
