@@ -125,6 +125,17 @@ def _evaluation_map(evaluation: str, s3: S3Options | None) -> tuple[float | None
     return _number(metrics.get("mAP")), metrics
 
 
+def _score(
+    training: dict[str, Any], evaluation: str | None, s3: S3Options | None
+) -> tuple[float | None, dict[str, Any], str]:
+    """The gate's mAP, the metrics it comes from, and their source: the evaluation's, else
+    the training job's validation mAP."""
+    if evaluation:
+        score, metrics = _evaluation_map(evaluation, s3)
+        return score, metrics, "evaluation"
+    return _number(training.get("validation:mAP")), dict(training), "training"
+
+
 def _number(value: Any) -> float | None:
     """A metric as a float; None when absent or not a number."""
     try:
@@ -207,16 +218,16 @@ def publish(
     local = resolve_model(model, s3=s3)
     artifact = read_artifact(local)  # validates before anything is written
     training_map = artifact.metrics.get("validation:mAP")
-    if evaluation:
-        score, metrics = _evaluation_map(evaluation, s3)
-        source = "evaluation"
-    else:
-        score, metrics, source = _number(training_map), dict(artifact.metrics), "training"
+    score, metrics, source = _score(artifact.metrics, evaluation, s3)
     what = f"{source} mAP {score}"
     numbers = _version_numbers(group, s3)  # one listing: the approved ones and every claim
-    held, forced = _gate(
-        score, what, group, _approved(group, numbers, s3), min_map=min_map, force=force
-    )
+    try:
+        held, forced = _gate(
+            score, what, group, _approved(group, numbers, s3), min_map=min_map, force=force
+        )
+    except UserError as exc:
+        _mirror(group, model, score, source, training_job, refused=str(exc))
+        raise
     body = json.dumps(metrics, indent=2).encode()
     number = _claim_version(group, max(numbers, default=0) + 1, body, s3)
     uri = join_uri(group, f"v{number}") + "/"
@@ -228,10 +239,26 @@ def publish(
         previous_mAP=held.map if held else None, forced=forced,
     )  # fmt: skip
     write_bytes(join_uri(uri, APPROVAL), json.dumps(approval, indent=2).encode(), s3=s3)
+    _mirror(group, join_uri(uri, "model.tar.gz"), score, source, training_job, version=number)
     return PublishResult(
         True, uri, number, score, held.map if held else None, "published",
         join_uri(uri, "model.tar.gz"), approval,
     )  # fmt: skip
+
+
+def _mirror(
+    group: str, model: str, score: float | None, source: str, training_job: str | None, *,
+    version: int | None = None, refused: str = "",
+) -> None:  # fmt: skip
+    """The publish (`version`), or its refusal, in MLflow's model registry when tracking is
+    on (`sdod.tracking.models`; its failure never fails the publish)."""
+    from sdod.tracking.models import PublishRecord, mirror_publish
+
+    mirror_publish(PublishRecord(
+        group.rstrip("/").rsplit("/", 1)[-1], model, score, source, approved=not refused,
+        reason=refused or "published", version=version,
+        uri=join_uri(group, f"v{version}") + "/" if version else None, training_job=training_job,
+    ))  # fmt: skip
 
 
 def _approval(

@@ -299,6 +299,26 @@ def _run(
     world: World,
     settings: RuntimeSettings,
 ) -> JobOutcome:
+    """Train here, recorded in MLflow when `MLFLOW_TRACKING_URI` is set (`sdod.train.tracked`)."""
+    from sdod.train.tracked import tracked_job
+
+    with tracked_job(spec, world, settings, log) as tracked:
+        outcome = _train(layout, spec, tracked.log, stop, world, settings)
+        files = (
+            [Path(outcome.artifact), layout.output_dir / "metrics.json"] if outcome.artifact else []
+        )
+        tracked.done(outcome.status, files)
+    return outcome
+
+
+def _train(
+    layout: JobLayout,
+    spec: TrainingJobSpec,
+    log: Callable[[str], None],
+    stop: StopFlag,
+    world: World,
+    settings: RuntimeSettings,
+) -> JobOutcome:
     from sdod.train.loop import fit
 
     hp = spec.hp

@@ -10,6 +10,7 @@ the job is done), then `summarize_tuning`. Each of these writing a summary puts
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -55,11 +56,25 @@ def _open(
     spec: TuningSpec, *, parallel: int = 1, work: str | None, storage: str | None,
     s3: S3Options | None, log: Log = print,
 ) -> TuningRun:  # fmt: skip
+    from sdod.tracking.tuning import trial_env
+
     folder = Path(work) if work else SiteSettings.from_env().state_dir / "tuning"
+    env = {**(s3.env() if s3 is not None else {}), **trial_env(spec.name, _params(spec), log)}
     return TuningRun(
         spec, parallel=parallel, work=folder / spec.name, storage=storage or default_storage(),
-        log=log, env=s3.env() if s3 is not None else None,
+        log=log, env=env,
     )  # fmt: skip
+
+
+def _params(spec: TuningSpec) -> dict[str, Any]:
+    """The tuning job's settings as its MLflow run's params (when tracking is on)."""
+    config = spec.raw.get("HyperParameterTuningJobConfig") or {}
+    return {
+        "Strategy": spec.strategy, "MaxNumberOfTrainingJobs": spec.max_jobs,
+        "MaxParallelTrainingJobs": spec.max_parallel, "EarlyStopping": spec.early_stopping,
+        "ParameterRanges": json.dumps(config.get("ParameterRanges") or {}, sort_keys=True),
+        **{f"static.{k}": v for k, v in spec.static.items()},
+    }  # fmt: skip
 
 
 def prepare_tuning(
@@ -126,6 +141,7 @@ def write_summary(
     import tempfile
 
     from sdod.storage import join_uri
+    from sdod.tracking.tuning import tuning_finished
     from sdod.transfer import upload_tree
     from sdod.tune.picture import objective_picture
 
@@ -137,4 +153,6 @@ def write_summary(
             where = join_uri(output, spec.name)
             upload_tree(Path(tmp), where, s3=s3)
             summary["OutputUri"] = where
+        files = [Path(tmp) / "describe.json", Path(tmp) / "objective.png"]
+        tuning_finished(spec.name, summary, files, log=logging.getLogger("sdod.tracking").warning)
     return summary
