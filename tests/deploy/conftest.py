@@ -93,6 +93,7 @@ def mapped_env(*, db: str, redis_db: int, api_port: int, s3_url: str) -> dict[st
         for old, new in swaps.items():
             value = value.replace(old, new)
         env[key] = value
+    env.pop("MLFLOW_TRACKING_URI", None)  # no MLflow server here (tests/integration/test_mlflow.py)
     return env
 
 
