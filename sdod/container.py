@@ -1,6 +1,7 @@
 """The SageMaker container contract: reading a training job from `/opt/ml`.
 
 SageMaker starts the image as `<image> train` or `<image> serve` (`sdod.entrypoint`).
+Its folders are sdod's job layout (`sdod.joblayout.JobLayout`, rooted at `/opt/ml`).
 Training reads `/opt/ml/input/config/{hyperparameters,inputdataconfig,resourceconfig}.json`
 and `TRAINING_JOB_NAME`, the channels in `/opt/ml/input/data/<channel>/`, keeps checkpoints
 in `/opt/ml/checkpoints` (SageMaker syncs them), writes the model's files unpacked into
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from sdod.errors import UserError
+from sdod.joblayout import JobLayout
 from sdod.jobspec import MAX_RUNTIME, Channel, TrainingJobSpec
 from sdod.settings import RDZV_PORT, ContainerSettings
 
@@ -36,7 +38,7 @@ class ContainerJob(NamedTuple):
 
 
 def _config(root: Path, name: str) -> Any:
-    path = root / "input" / "config" / name
+    path = JobLayout(root).config_dir / name
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
@@ -70,7 +72,7 @@ def container_job(root: Path | None = None) -> ContainerJob:
         channels.append(
             Channel(
                 name,
-                str(root / "input" / "data" / name),
+                str(JobLayout(root).channel_dir(name)),
                 entry.get("ContentType"),
                 "File",
                 record_wrapper=entry.get("RecordWrapperType"),
