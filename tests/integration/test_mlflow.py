@@ -242,6 +242,42 @@ def test_a_publish_is_mirrored_and_champion_moves_only_when_approved(
     assert "champion" not in (second.aliases or [])
 
 
+def test_the_sdod_train_dag_records_its_job_and_registers_the_published_version(
+    tracking: Any, s3_endpoint: S3Endpoint, tmp_path: Path
+) -> None:
+    """The whole sdod_train DAG (real Airflow, `dag.test()` in a fresh interpreter, as
+    tests/integration/test_lineage.py runs it) with MLFLOW_TRACKING_URI in the workers'
+    environment: the train task's job is a run, the publish a registered version with the
+    champion alias, linked to that run."""
+    from sdod.demo.dataset import make_sample_data
+    from tests.integration.test_dag_s3 import TINY_HP
+    from tests.integration.test_lineage import _in_fresh_process
+
+    make_sample_data(tmp_path / "data", train=6, validation=3, seed=4)
+    data = s3_endpoint.upload_dir(tmp_path / "data", "mlflow-dag/data")
+    bucket = f"s3://{s3_endpoint.bucket}/mlflow-dag"
+    conf = {"job_name": "mlflow-dag", "data_uri": data, "output_uri": f"{bucket}/models",
+            "work_uri": f"{bucket}/work", "model_registry_uri": f"{bucket}/registry",
+            "model_group": "ssd-dag", "hyperparameters": TINY_HP, "min_map": 0.0,
+            "max_runtime_seconds": 600}  # fmt: skip
+    args = [json.dumps(conf), s3_endpoint.url, s3_endpoint.bucket, str(tmp_path / "cache")]
+    log = tmp_path / "dag.log"
+    assert _in_fresh_process(args, dict(os.environ), log) == 0, log.read_text()[-4000:]
+
+    [run] = _runs(tracking, "sagemaker.TrainingJobName", "mlflow-dag")
+    assert run.info.status == "FINISHED" and run.data.params == {**run.data.params, **TINY_HP}
+    epochs = int(TINY_HP["epochs"])
+    history = tracking.get_metric_history(run.info.run_id, "validation:mAP")
+    assert [m.step for m in history] == list(range(epochs))
+    assert {"model.tar.gz", "metrics.json"} <= {
+        f.path for f in tracking.list_artifacts(run.info.run_id)
+    }
+    champion = tracking.get_model_version_by_alias("ssd-dag", "champion")
+    assert champion.version == "1" and champion.run_id == run.info.run_id
+    assert champion.tags["sdod.approval"] == "Approved"
+    assert champion.tags["sdod.uri"].startswith(f"{bucket}/registry/ssd-dag/v1")
+
+
 def test_a_tuning_job_is_a_parent_run_with_a_child_per_trial(
     tracking: Any, data: Path, tmp_path: Path
 ) -> None:
