@@ -271,6 +271,7 @@ def evaluate(trained: dict[str, Any], packed: dict[str, Any]) -> dict[str, Any]:
         model=trained["model"],
         rec=rec,
         out=output_uris(spec, trained["job_name"]).evaluation,
+        training_job=trained["job_name"],
         s3=s3_options_from_connection(AWS_CONN_ID),
     ).to_dict()
     report(evaluate_lineage, trained, packed, result)

@@ -144,17 +144,24 @@ def evaluate(
     out: str | None = None,
     metric: str = "voc07",
     overlap_threshold: float | None = None,
+    training_job: str | None = None,
     s3: S3Options | None = None,
 ) -> EvaluateResult:
     """`model` (a file, an object URI or a registry version) on the packed `.rec` (a file
     or an object URI), then mAP per class: VOC at `overlap_threshold` (default: the model's
     hyperparameter) or COCO's AP .50:.95. With `out` (a folder or prefix): `metrics.json`,
-    `per_class_ap.csv`, `pr_curves/*.png`, `examples/*.png`."""
+    `per_class_ap.csv`, `pr_curves/*.png`, `examples/*.png`; with `training_job` too, they
+    join that job's MLflow run when tracking is on."""
     from sdod.pipeline.evaluate import evaluate_model
 
-    return evaluate_model(
+    result = evaluate_model(
         model=model, rec=rec, out=out, metric=metric, overlap_threshold=overlap_threshold, s3=s3
     )
+    if out and training_job:
+        from sdod.tracking.evaluation import record_evaluation
+
+        record_evaluation(training_job=training_job, out=out, mAP=result.mAP, s3=s3)
+    return result
 
 
 def publish(

@@ -67,7 +67,7 @@ def _register(record: PublishRecord) -> str:
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
-    run = _training_run(client, record.training_job)
+    run = training_run(client, record.training_job)
     source, run_id = record.source, run.info.run_id if run is not None else None
     if "://" not in source:  # a local file: MLflow takes it only from the run's artifacts
         if run is None:
@@ -82,7 +82,7 @@ def _register(record: PublishRecord) -> str:
     return str(version.version)
 
 
-def _training_run(client: Any, job: str | None) -> Any:
+def training_run(client: Any, job: str | None) -> Any:
     """The newest run of training job `job` in the experiment, None if there is none."""
     if not job or "'" in job:
         return None

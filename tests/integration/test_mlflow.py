@@ -247,8 +247,8 @@ def test_the_sdod_train_dag_records_its_job_and_registers_the_published_version(
 ) -> None:
     """The whole sdod_train DAG (real Airflow, `dag.test()` in a fresh interpreter, as
     tests/integration/test_lineage.py runs it) with MLFLOW_TRACKING_URI in the workers'
-    environment: the train task's job is a run, the publish a registered version with the
-    champion alias, linked to that run."""
+    environment: the train task's job is a run holding the evaluate task's files, the
+    publish a registered version with the champion alias, linked to that run."""
     from sdod.demo.dataset import make_sample_data
     from tests.integration.test_dag_s3 import TINY_HP
     from tests.integration.test_lineage import _in_fresh_process
@@ -269,9 +269,12 @@ def test_the_sdod_train_dag_records_its_job_and_registers_the_published_version(
     epochs = int(TINY_HP["epochs"])
     history = tracking.get_metric_history(run.info.run_id, "validation:mAP")
     assert [m.step for m in history] == list(range(epochs))
-    assert {"model.tar.gz", "metrics.json"} <= {
+    assert {"model.tar.gz", "metrics.json", "evaluation"} <= {
         f.path for f in tracking.list_artifacts(run.info.run_id)
     }
+    evaluation = {f.path for f in tracking.list_artifacts(run.info.run_id, "evaluation")}
+    assert {"evaluation/metrics.json", "evaluation/per_class_ap.csv"} <= evaluation
+    assert "evaluation:mAP" in tracking.get_run(run.info.run_id).data.metrics
     champion = tracking.get_model_version_by_alias("ssd-dag", "champion")
     assert champion.version == "1" and champion.run_id == run.info.run_id
     assert champion.tags["sdod.approval"] == "Approved"
