@@ -11,13 +11,12 @@ DEMO := $(STATE)/demo
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt requirements.lock pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
-		-r requirements.txt -c requirements.lock
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+# The lock is complete, so nothing is resolved: tools/setup_venv.py installs its pins as
+# written (uv, from the indexes pip is configured with; pip where uv cannot be had) and
+# checks the result. requirements.txt is what the lock was resolved from.
+$(STAMP): requirements.txt requirements.lock pyproject.toml tools/setup_venv.py
+	$(PYTHON) tools/setup_venv.py $(VENV)
 	@touch $(STAMP)
-	@echo "setup: .venv ready"
 
 # Airflow for the demo and `make airflow`: SQLite home inside the ignored state folder.
 AIRFLOW_ENV := AIRFLOW_HOME=$(abspath $(STATE))/airflow \
