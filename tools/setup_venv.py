@@ -57,7 +57,7 @@ def _pip(python: str, *args: str) -> list[str]:
 
 def _install_with_uv(python: str, venv: Path) -> bool:
     """True when uv installed the lock; False when uv itself could not be installed."""
-    got_uv = subprocess.run(_pip(python, "install", "--quiet", UV), check=False)
+    got_uv = subprocess.run(_pip(python, "install", "-qq", UV), check=False)
     uv = venv / "bin" / "uv"
     if got_uv.returncode != 0 or not uv.exists():
         print(f"setup: {UV} could not be installed; pip installs the lock instead", flush=True)

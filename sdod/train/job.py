@@ -9,7 +9,6 @@ the message, as in a SageMaker container.
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from sdod.joblayout import EXIT_COMPLETED, EXIT_FAILED, EXIT_STOPPED, JobLayout
 from sdod.jobspec import TrainingJobSpec, load_job_spec
 from sdod.settings import RuntimeSettings
 from sdod.storage import atomic_write_bytes
+from sdod.train.cpus import compute_threads, usable_cpus
 from sdod.train.distributed import OUTCOME_FILE, LaunchPlan, World, launch, plan_launch
 from sdod.train.init import initial_model
 from sdod.train.outputs import JobOutcome, deliver, upload_failure, write_model
@@ -36,11 +36,11 @@ from sdod.train.stopping import StopFlag
 
 def data_workers(world: World, configured: int | None = None) -> int:
     """Data-loader workers per training process: `configured` (SDOD_DATA_WORKERS), else
-    this machine's CPUs shared among its training processes, 1 to 8 each (decoding and
-    augmenting JPEGs is what feeds a GPU)."""
+    the CPUs this process may use (`usable_cpus`) shared among the machine's training
+    processes, 1 to 8 each (decoding and augmenting JPEGs is what feeds a GPU)."""
     if configured is not None:
         return configured
-    return max(1, min(8, len(os.sched_getaffinity(0)) // max(1, world.local_size)))
+    return max(1, min(8, usable_cpus() // max(1, world.local_size)))
 
 
 @dataclass
@@ -327,11 +327,16 @@ def _train(
     train, validation = job_samples(layout, spec, hp, world, log)
     model = initial_model(layout, spec, hp, log, settings)
     device = world.device()
+    threads = compute_threads(world.local_size) if device.type == "cpu" else None
+    if threads:
+        torch.set_num_threads(threads)
     opts = _resumable(layout, spec, hp, model, device, log, world, settings)
     log(
         f"training {hp.base_network} SSD{hp.image_shape} on {device.type}"
         + (f" × {world.size} processes" if world.size > 1 else "")
         + f": {len(train)} train, {len(validation)} validation images"
+        + (f"; {torch.get_num_threads()} threads" if device.type == "cpu" else "")
+        + f", {opts.fit.workers} data-loader workers"
     )
     started = time.monotonic()
     result = fit(
