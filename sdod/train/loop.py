@@ -8,7 +8,6 @@ lines, and a stop check at every step boundary (StoppingCondition).
 from __future__ import annotations
 
 import copy
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -101,19 +100,9 @@ def _loader(
         num_workers=opts.workers,
         pin_memory=opts.device.type == "cuda",
         persistent_workers=opts.workers > 0,
-        worker_init_fn=ignore_stop_signals if opts.device.type == "cuda" else _cpu_worker,
+        worker_init_fn=ignore_stop_signals,
     )
     return loader, sampler
-
-
-def _cpu_worker(worker_id: int = 0) -> None:
-    """On a CPU the loader's workers and the model's threads share the cores, and a worker
-    that takes a core in the middle of a kernel stalls both of its threads: workers run at
-    the lowest priority, so they decode and augment in the compute's gaps (on 2 cores:
-    forward 134 -> 92 ms a step, the training step 1.20x -> 1.15x the pure step;
-    docs/benchmarks.md, "Demo training profile")."""
-    ignore_stop_signals(worker_id)
-    os.nice(19)
 
 
 def _check_finite(loss: float, epoch: int, batch: int, hp: Hyperparameters) -> None:
