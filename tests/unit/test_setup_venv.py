@@ -8,6 +8,8 @@ import re
 from importlib import metadata
 from pathlib import Path
 
+from packaging.utils import canonicalize_name
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -25,7 +27,7 @@ def _pins(path: Path) -> dict[str, str]:
         if requirement:
             name, _, version = requirement.partition("==")
             assert version, f"{path.name}: {line!r} is not an exact pin"
-            pins[re.sub(r"[-_.]+", "-", re.sub(r"\[.*\]", "", name)).lower()] = version
+            pins[canonicalize_name(re.sub(r"\[.*\]", "", name))] = version
     return pins
 
 
@@ -39,8 +41,7 @@ def test_the_environment_runs_the_locked_versions():
     which fails when an installed package needs one the lock lacks)."""
     locked = _pins(ROOT / "requirements.lock")
     installed = {
-        re.sub(r"[-_.]+", "-", dist.metadata["Name"]).lower(): dist.version
-        for dist in metadata.distributions()
+        canonicalize_name(dist.metadata["Name"]): dist.version for dist in metadata.distributions()
     }
     assert set(locked) - set(installed) == set()
     differ = {n: (v, installed[n]) for n, v in locked.items() if installed.get(n, v) != v}
@@ -58,10 +59,11 @@ def test_uv_gets_the_indexes_pip_is_configured_with():
             "global.constraint='/etc/pip/constraints.txt'",
         ]
     )
-    assert _setup_venv().index_options(config) == [
+    index_options = _setup_venv().index_options
+    assert index_options(config) == [
         "--find-links", "/srv/wheels",
         "--extra-index-url", "file:///srv/a/simple",
         "--extra-index-url", "file:///srv/b/simple",
         "--index-url", "https://mirror.example/simple",
     ]  # fmt: skip
-    assert _setup_venv().index_options("") == []
+    assert index_options("") == []
